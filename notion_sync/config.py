@@ -1,0 +1,225 @@
+"""Sync configuration: which Salesforce objects go to which Notion databases, and how.
+
+The YAML is validated completely at load time, before any API call, and every error names the
+key that is wrong (``objects.Contact.relations.AccountId``) and what to do about it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from dagster._utils.schedules import is_valid_cron_string  # the same check Dagster applies to schedules
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_FILE = "notion_sync.yaml"
+SALESFORCE_ID_PROPERTY = "Salesforce Id"
+_API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """The sync config cannot be used; the message names the key and what to change."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NotionTarget(_Strict):
+    """Where an object's pages live: an existing database, or one created under the parent page."""
+
+    database_id: str | None = None
+    title: str | None = Field(default=None, description="Title of the database when it is created")
+
+
+class ScheduleConfig(_Strict):
+    cron: str
+    enabled: bool = True
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, value: str) -> str:
+        if not is_valid_cron_string(value):
+            raise ValueError(f"'{value}' is not a valid cron string (five fields, e.g. '*/15 * * * *')")
+        return value
+
+
+class ObjectConfig(_Strict):
+    """One Salesforce object mirrored into one Notion data source."""
+
+    name: str
+    notion: NotionTarget = NotionTarget()
+    title_field: str
+    fields: dict[str, str] = Field(
+        default_factory=dict, description="Salesforce field API name -> Notion property name"
+    )
+    relations: dict[str, str] = Field(
+        default_factory=dict, description="Salesforce reference field -> configured parent object"
+    )
+    start_date: date
+    schedule: ScheduleConfig | None = None
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    bulk_threshold: int = Field(default=2_000, ge=0)
+    mode: Literal["realtime", "batch", "scheduled"] = "batch"
+
+    @field_validator("name")
+    @classmethod
+    def _api_name(cls, value: str) -> str:
+        if not _API_NAME.match(value):
+            raise ValueError(f"'{value}' is not a Salesforce API name (letters, digits, underscores)")
+        return value
+
+    @field_validator("fields", "relations")
+    @classmethod
+    def _field_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for field in value:
+            if not _API_NAME.match(field):
+                raise ValueError(f"'{field}' is not a Salesforce field API name")
+        return value
+
+    @model_validator(mode="after")
+    def _properties_consistent(self) -> ObjectConfig:
+        names = self.property_names()
+        if SALESFORCE_ID_PROPERTY in names.values():
+            raise ValueError(f"'{SALESFORCE_ID_PROPERTY}' is reserved for the record Id; map no field to it")
+        seen: dict[str, str] = {}
+        for field, prop in names.items():
+            if prop in seen:
+                raise ValueError(f"fields {seen[prop]} and {field} both map to Notion property '{prop}'")
+            seen[prop] = field
+        if self.mode == "scheduled" and (self.schedule is None or not self.schedule.enabled):
+            raise ValueError("mode 'scheduled' needs an enabled schedule (schedule: {cron: ...})")
+        return self
+
+    def property_names(self) -> dict[str, str]:
+        """Every synced Salesforce field with its Notion property name, title field first."""
+        names = {self.title_field: self.fields.get(self.title_field, self.title_field)}
+        names.update(self.fields)
+        for field, parent in self.relations.items():
+            names.setdefault(field, self.fields.get(field, parent))
+        return names
+
+    @property
+    def staging_table(self) -> str:
+        return f"stg_{self.name.lower()}"
+
+
+class AlertConfig(_Strict):
+    webhook_url: str | None = None
+    failure_rate: float = Field(default=0.01, ge=0, le=1)
+
+
+class SyncConfig(_Strict):
+    objects: dict[str, ObjectConfig]
+    alerts: AlertConfig = AlertConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_defaults(cls, data: Any) -> Any:
+        """Fill each object's `name` from its key and missing keys from the top-level `defaults`."""
+        if not isinstance(data, dict):
+            raise ValueError("the config must be a mapping with an 'objects' key")
+        data = dict(data)
+        defaults = data.pop("defaults", None) or {}
+        if not isinstance(defaults, dict):
+            raise ValueError("'defaults' must be a mapping")
+        objects = data.get("objects")
+        if isinstance(objects, dict):
+            data["objects"] = {
+                key: {**defaults, **(value or {}), "name": key} if isinstance(value, dict) or value is None
+                else value
+                for key, value in objects.items()
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _relations_resolve(self) -> SyncConfig:
+        if not self.objects:
+            raise ValueError("'objects' is empty: configure at least one Salesforce object")
+        for obj in self.objects.values():
+            for field, parent in obj.relations.items():
+                if parent not in self.objects:
+                    raise ValueError(
+                        f"objects.{obj.name}.relations.{field}: '{parent}' is not a configured object; "
+                        f"add it under 'objects' or remove the relation"
+                    )
+        cycle = _find_cycle({name: self.parents_of(name) for name in self.objects})
+        if cycle:
+            raise ValueError(
+                "objects relations form a cycle: " + " -> ".join(cycle)
+                + "; Notion assets must be ordered parents first, so break the cycle"
+            )
+        return self
+
+    def parents_of(self, name: str) -> list[str]:
+        """Other configured objects this one relates to (a self-relation is resolved within a run)."""
+        return sorted({p for p in self.objects[name].relations.values() if p != name})
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in graph:
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key; check its spelling against the README's config reference"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"  {loc or '(top level)'}: {message}")
+    return f"invalid sync config {source}:\n" + "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<memory>") -> SyncConfig:
+    try:
+        return SyncConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source)) from None
+
+
+def config_path() -> Path:
+    """`NOTION_SYNC_CONFIG`, else `notion_sync.yaml` in the working directory, else the bundled example."""
+    configured = os.environ.get("NOTION_SYNC_CONFIG")
+    if configured:
+        return Path(configured)
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.exists() else Path(__file__).resolve().parents[1] / DEFAULT_CONFIG_FILE
+
+
+def load_config(path: str | Path | None = None) -> SyncConfig:
+    path = Path(path) if path is not None else config_path()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"sync config {path} not found; set NOTION_SYNC_CONFIG to your YAML file"
+        ) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"sync config {path} is not valid YAML: {error}") from None
+    return parse_config(data, str(path))
