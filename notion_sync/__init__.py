@@ -1,0 +1,1 @@
+"""notion-sync: Salesforce objects mirrored into Notion databases, as Dagster assets."""
