@@ -1,0 +1,206 @@
+"""Salesforce fields → Notion properties: schemas, values fitted to Notion's limits, content hashes.
+
+Pure functions (no Dagster, no I/O) so the mapping is unit-testable on its own. Values that
+exceed a Notion limit are fitted (split, truncated, cleaned) rather than rejected: one long
+description must not cost a record its sync.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from notion_sync.config import SALESFORCE_ID_PROPERTY, ObjectConfig
+
+TEXT_CHUNK = 2000  # characters per rich-text object
+MAX_ITEMS = 100  # rich-text objects, multi_select options, relation pages
+OPTION_NAME = 100  # characters of a select option name
+URL_LENGTH = 2000
+EMAIL_PHONE_LENGTH = 200
+TRUNCATED = "… [truncated]"
+
+_NUMBER_FORMATS = {"currency": "dollar", "percent": "percent", "double": "number", "int": "number",
+                   "long": "number"}
+_SIMPLE_TYPES = {
+    "boolean": "checkbox",
+    "date": "date",
+    "datetime": "date",
+    "picklist": "select",
+    "combobox": "select",
+    "multipicklist": "multi_select",
+    "url": "url",
+    "email": "email",
+    "phone": "phone_number",
+}
+
+
+@dataclass(frozen=True)
+class PropertySpec:
+    """How one Salesforce field is written to one Notion property."""
+
+    field: str
+    name: str
+    type: str
+    number_format: str | None = None
+    percent: bool = False  # Salesforce stores 12.5 for 12.5 %; Notion's percent format wants 0.125
+    relation_to: str | None = None  # parent object of a relation
+
+
+def notion_property_spec(field: str, name: str, sf_type: str, *, title: bool = False,
+                         relation_to: str | None = None) -> PropertySpec:
+    """The Notion property type for a Salesforce describe type (unknown types become rich_text)."""
+    if title:
+        return PropertySpec(field, name, "title")
+    if relation_to is not None:
+        return PropertySpec(field, name, "relation", relation_to=relation_to)
+    if sf_type in _NUMBER_FORMATS:
+        return PropertySpec(field, name, "number", number_format=_NUMBER_FORMATS[sf_type],
+                            percent=sf_type == "percent")
+    return PropertySpec(field, name, _SIMPLE_TYPES.get(sf_type, "rich_text"))
+
+
+def property_specs(obj: ObjectConfig, sf_types: Mapping[str, str]) -> list[PropertySpec]:
+    """Every configured field of ``obj``, title first; ``sf_types`` maps a field to its describe type."""
+    missing = sorted(set(obj.property_names()) - set(sf_types))
+    if missing:
+        raise ValueError(
+            f"objects.{obj.name}: Salesforce describe has no field(s) {', '.join(missing)}; "
+            "check the field API names in the sync config"
+        )
+    return [
+        notion_property_spec(field, name, sf_types[field], title=field == obj.title_field,
+                             relation_to=obj.relations.get(field))
+        for field, name in obj.property_names().items()
+    ]
+
+
+def property_schema(spec: PropertySpec, data_source_ids: Mapping[str, str]) -> dict[str, Any]:
+    """The schema of one property; ``data_source_ids`` maps a parent object to its data source."""
+    if spec.type == "number":
+        return {"number": {"format": spec.number_format}}
+    if spec.type == "relation":
+        return {"relation": {"data_source_id": data_source_ids[spec.relation_to],
+                             "type": "single_property", "single_property": {}}}
+    return {spec.type: {}}
+
+
+def database_properties(specs: Sequence[PropertySpec], data_source_ids: Mapping[str, str]) -> dict[str, Any]:
+    """The full schema of an object's data source, ``Salesforce Id`` included."""
+    schema = {spec.name: property_schema(spec, data_source_ids) for spec in specs}
+    schema[SALESFORCE_ID_PROPERTY] = {"rich_text": {}}
+    return schema
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _fit(text: str, limit: int, marker: str = "") -> str:
+    """``text`` cut to ``limit`` UTF-16 units (Notion counts like JavaScript), ending with ``marker``."""
+    if _utf16_len(text) <= limit:
+        return text
+    return _utf16_chunks(text, limit - _utf16_len(marker))[0] + marker
+
+
+def _utf16_chunks(text: str, size: int) -> list[str]:
+    """Split into pieces of at most ``size`` UTF-16 units without cutting a surrogate pair."""
+    if len(text) == _utf16_len(text):  # no astral characters: plain slicing is exact
+        return [text[i:i + size] for i in range(0, len(text), size)]
+    chunks, current, units = [], [], 0
+    for char in text:
+        width = 2 if ord(char) > 0xFFFF else 1
+        if units + width > size:
+            chunks.append("".join(current))
+            current, units = [], 0
+        current.append(char)
+        units += width
+    chunks.append("".join(current))
+    return chunks
+
+
+def rich_text(value: Any) -> list[dict[str, Any]]:
+    """Text as ≤100 rich-text objects of ≤2,000 characters; beyond that, truncated with a marker."""
+    if value is None or value == "":
+        return []
+    text = _fit(str(value), TEXT_CHUNK * MAX_ITEMS, TRUNCATED)
+    return [{"type": "text", "text": {"content": chunk}} for chunk in _utf16_chunks(text, TEXT_CHUNK)]
+
+
+def option_name(value: Any) -> str:
+    """A select option name: no commas (Notion rejects them), at most 100 characters."""
+    return _fit(str(value).replace(",", ";").strip(), OPTION_NAME)
+
+
+def _multi_select(value: Any) -> list[dict[str, str]]:
+    names = dict.fromkeys(option_name(part) for part in str(value or "").split(";"))
+    return [{"name": name} for name in names if name][:MAX_ITEMS]
+
+
+def _date(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return {"start": aware.astimezone(UTC).isoformat()}
+    if isinstance(value, date):
+        return {"start": value.isoformat()}
+    return {"start": str(value)}
+
+
+def _number(value: Any, percent: bool) -> float | int | None:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value / 100 if percent else value
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
+def property_value(spec: PropertySpec, value: Any) -> dict[str, Any]:
+    """One Notion property value; ``None`` (or an empty string) clears the property."""
+    kind = spec.type
+    if kind in ("title", "rich_text"):
+        return {kind: rich_text(value)}
+    if kind == "checkbox":
+        return {"checkbox": bool(value) if not _blank(value) else False}
+    if kind == "relation":
+        return {"relation": [{"id": page_id} for page_id in (value or [])][:MAX_ITEMS]}
+    if kind == "multi_select":
+        return {"multi_select": _multi_select(value)}
+    if _blank(value):
+        return {kind: None}
+    if kind == "number":
+        return {"number": _number(value, spec.percent)}
+    if kind == "date":
+        return {"date": _date(value)}
+    if kind == "select":
+        name = option_name(value)
+        return {"select": {"name": name} if name else None}
+    if kind == "url":
+        return {"url": _fit(str(value), URL_LENGTH)}
+    if kind in ("email", "phone_number"):
+        return {kind: _fit(str(value), EMAIL_PHONE_LENGTH)}
+    raise ValueError(f"unsupported Notion property type {kind!r} for {spec.field}")
+
+
+def page_properties(
+    specs: Sequence[PropertySpec], row: Mapping[str, Any], relations: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
+    """A staged row as the ``properties`` of a page; ``relations`` maps a reference field to page ids."""
+    properties = {
+        spec.name: property_value(spec, relations.get(spec.field, ()) if spec.type == "relation"
+                                  else row.get(spec.field))
+        for spec in specs
+    }
+    properties[SALESFORCE_ID_PROPERTY] = {"rich_text": rich_text(row["Id"])}
+    return properties
+
+
+def content_hash(properties: Mapping[str, Any]) -> str:
+    """A stable digest of a page payload: equal payloads give equal hashes whatever the key order."""
+    payload = json.dumps(properties, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
