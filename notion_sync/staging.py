@@ -7,11 +7,15 @@ retries while another process holds the file and fails with a clear error after 
 
 from __future__ import annotations
 
+import csv
 import os
 import random
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -72,3 +76,172 @@ class StagingResource(ConfigurableResource):
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         with connect(self.path, read_only=read_only, timeout_s=self.lock_timeout_s) as conn:
             yield conn
+
+
+# --- Staged Salesforce tables -------------------------------------------------------------------
+#
+# `stg_<object>` mirrors one Salesforce object: a column per field, named as in Salesforce, plus
+# `_partition` (the UTC day of SystemModstamp that staged the row) and `_staged_at`.
+#
+# A partition is extracted into a *spool*: a private temporary DuckDB file next to the staging file.
+# Pages land there while the API is read (minutes for a big window), then one short connection to
+# the shared staging file swaps the partition in a single transaction. So the write lock that the
+# Notion sync also needs is held only for the swap, a killed extraction leaves the previous rows
+# untouched, and memory stays flat: pages go from disk to disk, bounded by SPOOL_MEMORY_LIMIT.
+
+PARTITION_COLUMN = "_partition"
+STAGED_AT_COLUMN = "_staged_at"
+SPOOL_MEMORY_LIMIT = "192MB"
+SPOOL_TABLE = "records"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # a DuckDB type: VARCHAR, DOUBLE, BIGINT, BOOLEAN, DATE, TIMESTAMPTZ
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _struct(columns: Iterable[Column]) -> str:
+    """A DuckDB `columns=` argument: {'Id': 'VARCHAR', ...}."""
+    return "{" + ", ".join(f"'{c.name}': '{c.type}'" for c in columns) + "}"
+
+
+def _bound_memory(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(f"SET memory_limit = '{SPOOL_MEMORY_LIMIT}'")
+    conn.execute("SET preserve_insertion_order = false")
+    conn.execute("SET TimeZone = 'UTC'")
+
+
+def ensure_table(conn: duckdb.DuckDBPyConnection, table: str, columns: Sequence[Column]) -> list[str]:
+    """Create `table` or add the columns it lacks (new Salesforce fields); returns the added names."""
+    defs = ", ".join(f"{quote_ident(c.name)} {c.type}" for c in columns)
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {quote_ident(table)} ({defs}, "
+        f"{PARTITION_COLUMN} DATE NOT NULL, {STAGED_AT_COLUMN} TIMESTAMPTZ NOT NULL)"
+    )
+    existing = {
+        row[0] for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+        ).fetchall()
+    }
+    added = [c for c in columns if c.name not in existing]
+    for column in added:
+        conn.execute(f"ALTER TABLE {quote_ident(table)} ADD COLUMN {quote_ident(column.name)} {column.type}")
+    return [c.name for c in added]
+
+
+class Spool:
+    """A temporary DuckDB file collecting one partition's pages, typed, before the swap."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.conn = duckdb.connect(str(path))
+        _bound_memory(self.conn)
+
+    @classmethod
+    @contextmanager
+    def create(cls, near: str | Path) -> Iterator[Spool]:
+        """A spool in a fresh directory beside `near` (the staging file), removed afterwards."""
+        parent = Path(near).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".spool-", dir=parent) as directory:
+            spool = cls(Path(directory) / "spool.duckdb")
+            try:
+                yield spool
+            finally:
+                spool.conn.close()
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    def create_table(self, table: str, columns: Sequence[Column]) -> None:
+        defs = ", ".join(f"{quote_ident(c.name)} {c.type}" for c in columns)
+        self.conn.execute(f"CREATE TABLE {quote_ident(table)} ({defs})")
+
+    def load_csv(self, table: str, path: Path, types: Mapping[str, str]) -> int:
+        """Append a CSV page (header row first, Bulk 2.0 dialect) typed by `types`; returns its rows."""
+        with path.open(newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+        if not header:
+            return 0
+        columns = [Column(name, types[name]) for name in header]
+        return self._insert(
+            table, columns,
+            f"read_csv('{path}', header = true, delim = ',', quote = '\"', escape = '\"', "
+            f"columns = {_struct(columns)})",
+        )
+
+    def load_json(self, table: str, path: Path, columns: Sequence[Column]) -> int:
+        """Append a JSON array of records (extra keys such as `attributes` ignored); returns its rows."""
+        return self._insert(
+            table, columns, f"read_json('{path}', format = 'array', columns = {_struct(columns)})"
+        )
+
+    def _insert(self, table: str, columns: Sequence[Column], source: str) -> int:
+        names = ", ".join(quote_ident(c.name) for c in columns)
+        row = self.conn.execute(f"INSERT INTO {quote_ident(table)} ({names}) SELECT {names} FROM {source}")
+        return row.fetchone()[0]
+
+    def join_on_id(self, tables: Sequence[str], into: str) -> None:
+        """Stitch field chunks queried separately back into one row per Id (inner join)."""
+        first, *rest = (quote_ident(t) for t in tables)
+        joins = " ".join(f"JOIN {t} USING (Id)" for t in rest)
+        self.conn.execute(f"CREATE TABLE {quote_ident(into)} AS SELECT * FROM {first} {joins}")
+
+    def count(self, table: str, where: str = "true") -> int:
+        return self.conn.execute(f"SELECT count(*) FROM {quote_ident(table)} WHERE {where}").fetchone()[0]
+
+    def close(self) -> None:
+        """Flush and release the file so the staging connection can attach it."""
+        self.conn.close()
+
+
+def replace_partition(
+    conn: duckdb.DuckDBPyConnection, table: str, spool_path: Path, partition: date, *, cursor: str
+) -> int:
+    """Swap `partition`'s rows for the spool's in one transaction; returns the rows inserted.
+
+    An Id staged under another day is replaced only by a newer version (by `cursor`), so the table
+    keeps one row per record, the latest, whichever order partitions are (re)run in.
+    """
+    _bound_memory(conn)
+    target, new, ts = quote_ident(table), f"spool.{SPOOL_TABLE}", quote_ident(cursor)
+    conn.execute(f"ATTACH '{spool_path}' AS spool (READ_ONLY)")
+    try:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.execute(f"DELETE FROM {target} WHERE {PARTITION_COLUMN} = ?", [partition])
+            conn.execute(
+                f"DELETE FROM {target} t USING {new} n WHERE t.Id = n.Id AND t.{ts} <= n.{ts}"
+            )
+            inserted = conn.execute(
+                f"INSERT INTO {target} BY NAME SELECT n.*, ?::DATE AS {PARTITION_COLUMN}, "
+                f"now() AS {STAGED_AT_COLUMN} FROM {new} n ANTI JOIN {target} t USING (Id)",
+                [partition],
+            ).fetchone()[0]
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("DETACH spool")
+    return inserted
+
+
+def partition_rows(conn: duckdb.DuckDBPyConnection, table: str, partition: date) -> int:
+    return conn.execute(
+        f"SELECT count(*) FROM {quote_ident(table)} WHERE {PARTITION_COLUMN} = ?", [partition]
+    ).fetchone()[0]
+
+
+def duplicate_ids(conn: duckdb.DuckDBPyConnection, table: str, limit: int = 5) -> list[str]:
+    """Up to `limit` Ids that appear more than once (should be none)."""
+    rows = conn.execute(
+        f"SELECT Id FROM {quote_ident(table)} GROUP BY Id HAVING count(*) > 1 ORDER BY Id LIMIT {limit}"
+    ).fetchall()
+    return [row[0] for row in rows]

@@ -1,0 +1,225 @@
+"""Extract one daily window of a Salesforce object into `stg_<object>`, page by page.
+
+REST `queryAll` (+ `nextRecordsUrl` pages) for small windows, Bulk API 2.0 `queryAll` (CSV pages by
+`Sforce-Locator`) above the object's `bulk_threshold`. Each page is written to disk and loaded into
+a spool DuckDB file by DuckDB's own JSON/CSV readers (no row-by-row Python); the spool is swapped
+into the staging file in one transaction at the end (see `notion_sync.staging`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from simple_salesforce import Salesforce
+from simple_salesforce.bulk2 import Operation
+from simple_salesforce.exceptions import SalesforceResourceNotFound
+
+from notion_sync.config import ObjectConfig
+from notion_sync.partitions import partition_window
+from notion_sync.salesforce import soql
+from notion_sync.salesforce.resource import SalesforceClient
+from notion_sync.staging import SPOOL_TABLE, Column, Spool, StagingResource, ensure_table, replace_partition
+
+DUCKDB_TYPES = {
+    **dict.fromkeys(
+        ("id", "string", "picklist", "multipicklist", "textarea", "url", "email", "phone", "reference",
+         "combobox", "encryptedstring", "time", "anyType"),
+        "VARCHAR",
+    ),
+    **dict.fromkeys(("currency", "double", "percent"), "DOUBLE"),
+    **dict.fromkeys(("int", "long"), "BIGINT"),
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "datetime": "TIMESTAMPTZ",
+}
+DEFAULT_TYPE = "VARCHAR"  # formula/unknown types keep Salesforce's text form rather than failing
+REST_BATCH_SIZE = 2_000
+BULK_PAGE_RECORDS = 50_000
+
+PageCallback = Callable[[int, int], None]  # (pages so far, rows so far), after each page is spooled
+
+
+class SalesforceSchemaError(ValueError):
+    """The sync config names an object or field Salesforce does not have."""
+
+
+class Method(StrEnum):
+    REST = "REST"
+    BULK = "Bulk"
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    rows: int
+    deleted: int
+    estimated: int
+    method: Method
+    pages: int
+    added_columns: list[str]
+    api_calls: int
+    api_remaining: int | None
+    duration_s: float
+
+
+def describe_object(sf: Salesforce, name: str) -> Mapping[str, Any]:
+    try:
+        return getattr(sf, name).describe()
+    except SalesforceResourceNotFound:
+        raise SalesforceSchemaError(
+            f"{name} is not an object in Salesforce (describe: NOT_FOUND); fix or remove objects.{name} "
+            "in the sync config"
+        ) from None
+
+
+def check_configured_fields(obj: ObjectConfig, describe: Mapping[str, Any]) -> None:
+    """Every field the config syncs must exist, or the Notion side would silently get nothing."""
+    known = {field["name"] for field in describe["fields"]}
+    for field in obj.property_names():
+        if field not in known:
+            key = next(k for k in ("fields", "relations", "title_field") if field in _keyed(obj, k))
+            raise SalesforceSchemaError(
+                f"{obj.name}.{field} is not a field of {obj.name} in Salesforce; fix objects.{obj.name}.{key}"
+            )
+
+
+def _keyed(obj: ObjectConfig, key: str) -> Sequence[str]:
+    value = getattr(obj, key)
+    return [value] if isinstance(value, str) else list(value)
+
+
+def staging_columns(describe_fields: Sequence[Mapping[str, Any]]) -> list[Column]:
+    """One typed column per queryable field, named exactly as in Salesforce."""
+    return [
+        Column(field["name"], DUCKDB_TYPES.get(field["type"], DEFAULT_TYPE))
+        for field in soql.queryable_fields(describe_fields)
+    ]
+
+
+def count_window(sf: Salesforce, object_name: str, start: datetime, end: datetime) -> int:
+    """Records in the window, deleted ones included (queryAll), as the extraction will see them."""
+    return sf.query(soql.count_query(object_name, start, end), include_deleted=True)["totalSize"]
+
+
+def rest_pages(sf: Salesforce, query: str, batch_size: int = REST_BATCH_SIZE) -> Iterator[list[dict]]:
+    """queryAll result pages; a page is last only when Salesforce says `done`."""
+    headers = {"Sforce-Query-Options": f"batchSize={batch_size}"}
+    page = sf.query(query, include_deleted=True, headers=headers)
+    yield page["records"]
+    while not page["done"]:
+        page = sf.query_more(page["nextRecordsUrl"], identifier_is_url=True, include_deleted=True,
+                             headers=headers)
+        yield page["records"]
+
+
+def bulk_pages(
+    sf: Salesforce, object_name: str, query: str, directory: Path, page_records: int = BULK_PAGE_RECORDS
+) -> Iterator[Path]:
+    """Bulk 2.0 queryAll result pages, each streamed to a CSV file in `directory`.
+
+    simple-salesforce's own `download()` only runs `query` jobs (no deleted rows), so this drives its
+    Bulk 2.0 client through the same steps with `queryAll`.
+    """
+    client = getattr(sf.bulk2, object_name)._client
+    job_id = client.create_job(Operation.query_all, query)["id"]
+    client.wait_for_job(job_id, True, wait=0.2)
+    locator = ""
+    while True:
+        page = client.download_job_data(str(directory), job_id, locator, page_records, chunk_size=1 << 20)
+        yield Path(page["file"])
+        locator = page["locator"]
+        if not locator:
+            break
+    client.delete_job(job_id, True)
+
+
+def _spool_rest(
+    sf: Salesforce, spool: Spool, object_name: str, columns: Sequence[Column],
+    window: tuple[datetime, datetime], batch_size: int, on_page: PageCallback,
+) -> int:
+    """Spool REST pages; a field list too long for one URL is read in chunks and joined by Id."""
+    by_name = {c.name: c for c in columns}
+    chunks = soql.chunk_fields(list(by_name))
+    tables = [SPOOL_TABLE] if len(chunks) == 1 else [f"chunk_{i}" for i in range(len(chunks))]
+    pages = rows = 0
+    for table, fields in zip(tables, chunks, strict=True):
+        chunk_columns = [by_name[name] for name in fields]
+        spool.create_table(table, chunk_columns)
+        for records in rest_pages(sf, soql.select_query(object_name, fields, *window), batch_size):
+            page_file = spool.directory / f"page-{pages}.json"
+            page_file.write_text(json.dumps(records))
+            rows += spool.load_json(table, page_file, chunk_columns)
+            page_file.unlink()
+            pages += 1
+            on_page(pages, rows)
+    if len(tables) > 1:
+        spool.join_on_id(tables, into=SPOOL_TABLE)
+    return pages
+
+
+def _spool_bulk(
+    sf: Salesforce, spool: Spool, object_name: str, columns: Sequence[Column],
+    window: tuple[datetime, datetime], page_records: int, on_page: PageCallback,
+) -> int:
+    spool.create_table(SPOOL_TABLE, columns)
+    types = {c.name: c.type for c in columns}
+    query = soql.select_query(object_name, list(types), *window, ordered=False)
+    pages = rows = 0
+    for page_file in bulk_pages(sf, object_name, query, spool.directory, page_records):
+        rows += spool.load_csv(SPOOL_TABLE, page_file, types)
+        page_file.unlink()
+        pages += 1
+        on_page(pages, rows)
+    return pages
+
+
+def stage_partition(
+    client: SalesforceClient,
+    staging: StagingResource,
+    obj: ObjectConfig,
+    partition_key: str,
+    *,
+    log: logging.Logger | Any,
+    rest_batch_size: int = REST_BATCH_SIZE,
+    bulk_page_records: int = BULK_PAGE_RECORDS,
+    on_page: PageCallback | None = None,
+) -> ExtractResult:
+    """Replace partition `partition_key` of `stg_<object>` with what Salesforce holds for that day."""
+    began = time.monotonic()
+    sf = client.sf
+    describe = describe_object(sf, obj.name)
+    check_configured_fields(obj, describe)
+    columns = staging_columns(describe["fields"])
+    window = partition_window(partition_key)
+    estimated = count_window(sf, obj.name, *window)
+    method = Method.REST if estimated <= obj.bulk_threshold else Method.BULK
+    log.info(
+        f"{obj.name} {partition_key}: about {estimated} records (deleted included), {len(columns)} fields; "
+        f"reading them with {method.value} (bulk_threshold {obj.bulk_threshold})"
+    )
+    on_page = on_page or (lambda pages, rows: log.debug(f"{obj.name}: page {pages} spooled, {rows} rows"))
+    with Spool.create(staging.path) as spool:
+        if method is Method.REST:
+            pages = _spool_rest(sf, spool, obj.name, columns, window, rest_batch_size, on_page)
+        else:
+            pages = _spool_bulk(sf, spool, obj.name, columns, window, bulk_page_records, on_page)
+        rows = spool.count(SPOOL_TABLE)
+        deleted = spool.count(SPOOL_TABLE, '"IsDeleted"') if "IsDeleted" in {c.name for c in columns} else 0
+        spool.close()
+        with staging.connect() as conn:
+            added = ensure_table(conn, obj.staging_table, columns)
+            replace_partition(conn, obj.staging_table, spool.path, window[0].date(), cursor=soql.CURSOR_FIELD)
+    if added:
+        log.info(f"{obj.name}: new Salesforce fields added to {obj.staging_table}: {', '.join(added)}")
+    return ExtractResult(
+        rows=rows, deleted=deleted, estimated=estimated, method=method, pages=pages, added_columns=added,
+        api_calls=client.budget.calls, api_remaining=client.budget.remaining,
+        duration_s=time.monotonic() - began,
+    )

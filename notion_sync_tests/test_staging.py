@@ -1,0 +1,153 @@
+"""DuckDB staging: connections, staged-table schema, spool loading and the partition swap."""
+
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from notion_sync.staging import (
+    SPOOL_TABLE,
+    Column,
+    Spool,
+    StagingLockedError,
+    connect,
+    duplicate_ids,
+    ensure_table,
+    partition_rows,
+    replace_partition,
+)
+
+COLUMNS = [
+    Column("Id", "VARCHAR"),
+    Column("Name", "VARCHAR"),
+    Column("Amount", "DOUBLE"),
+    Column("IsDeleted", "BOOLEAN"),
+    Column("SystemModstamp", "TIMESTAMPTZ"),
+]
+DAY = date(2026, 11, 20)
+
+
+def _stage(db: Path, rows: list[dict], partition: date = DAY) -> int:
+    """Spool `rows` as one JSON page and swap them in as `partition`."""
+    with Spool.create(db) as spool:
+        spool.create_table(SPOOL_TABLE, COLUMNS)
+        page = spool.directory / "page.json"
+        page.write_text(json.dumps(rows))
+        spool.load_json(SPOOL_TABLE, page, COLUMNS)
+        spool.close()
+        with connect(db) as conn:
+            ensure_table(conn, "stg_account", COLUMNS)
+            return replace_partition(conn, "stg_account", spool.path, partition, cursor="SystemModstamp")
+
+
+def _row(record_id: str, stamp: str, name: str = "Acme", deleted: bool = False) -> dict:
+    return {"attributes": {"type": "Account"}, "Id": record_id, "Name": name, "Amount": 1.5,
+            "IsDeleted": deleted, "SystemModstamp": stamp}
+
+
+def _table(db: Path) -> list[tuple]:
+    with connect(db, read_only=True) as conn:
+        return conn.execute(
+            "SELECT Id, Name, IsDeleted, _partition FROM stg_account ORDER BY Id"
+        ).fetchall()
+
+
+def test_connect_waits_while_another_process_holds_the_file(tmp_path):
+    db = tmp_path / "s.duckdb"
+    holder = subprocess.Popen([
+        sys.executable, "-c",
+        f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('held', flush=True); time.sleep(1.5)",
+    ], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StagingLockedError, match="stayed locked"), connect(db, timeout_s=0.2):
+            pass
+        with connect(db, timeout_s=30) as conn:  # waits for the holder to exit
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        holder.wait(timeout=30)
+
+
+def test_ensure_table_creates_then_adds_new_fields(tmp_path):
+    with connect(tmp_path / "s.duckdb") as conn:
+        assert ensure_table(conn, "stg_account", COLUMNS[:2]) == []
+        assert ensure_table(conn, "stg_account", COLUMNS) == ["Amount", "IsDeleted", "SystemModstamp"]
+        types = dict(conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'stg_account'"
+        ).fetchall())
+    assert types["Amount"] == "DOUBLE"
+    assert types["SystemModstamp"] == "TIMESTAMP WITH TIME ZONE"
+    assert types["_partition"] == "DATE"
+
+
+def test_csv_page_is_read_in_its_header_order_with_quoted_newlines_and_nulls(tmp_path):
+    page = tmp_path / "page.csv"
+    page.write_text(
+        '"SystemModstamp","Name","Id","Amount","IsDeleted"\n'
+        '"2026-11-20T10:00:00.000Z","two\nlines, and ""quotes""","001A","2.5","false"\n'
+        '"2026-11-20T11:00:00.000Z","","001B","","true"\n'
+    )
+    with Spool.create(tmp_path / "s.duckdb") as spool:
+        spool.create_table(SPOOL_TABLE, COLUMNS)
+        assert spool.load_csv(SPOOL_TABLE, page, {c.name: c.type for c in COLUMNS}) == 2
+        rows = spool.conn.execute(
+            f"SELECT Id, Name, Amount, IsDeleted FROM {SPOOL_TABLE} ORDER BY Id"
+        ).fetchall()
+    assert rows == [("001A", 'two\nlines, and "quotes"', 2.5, False), ("001B", None, None, True)]
+
+
+def test_field_chunks_join_on_id(tmp_path):
+    with Spool.create(tmp_path / "s.duckdb") as spool:
+        spool.create_table("chunk_0", COLUMNS[:2])
+        spool.create_table("chunk_1", [COLUMNS[0], COLUMNS[2]])
+        spool.conn.execute("INSERT INTO chunk_0 VALUES ('a', 'A'), ('b', 'B')")
+        spool.conn.execute("INSERT INTO chunk_1 VALUES ('a', 1.0), ('b', 2.0)")
+        spool.join_on_id(["chunk_0", "chunk_1"], into=SPOOL_TABLE)
+        assert spool.conn.execute(f"SELECT * FROM {SPOOL_TABLE} ORDER BY Id").fetchall() == [
+            ("a", "A", 1.0), ("b", "B", 2.0)
+        ]
+
+
+def test_swap_replaces_the_partition_and_is_idempotent(tmp_path):
+    db = tmp_path / "s.duckdb"
+    rows = [_row("001A", "2026-11-20T10:00:00.000+0000"), _row("001B", "2026-11-20T12:00:00.000+0000")]
+    assert _stage(db, rows) == 2
+    assert _stage(db, rows) == 2
+    assert len(_table(db)) == 2
+    assert _stage(db, rows[:1]) == 1  # 001B moved out of the day: its row goes with the old partition
+    assert [r[0] for r in _table(db)] == ["001A"]
+
+
+def test_a_record_keeps_only_its_newest_version_across_partitions(tmp_path):
+    db = tmp_path / "s.duckdb"
+    _stage(db, [_row("001A", "2026-11-20T10:00:00.000+0000", name="old")])
+    _stage(db, [_row("001A", "2026-11-21T09:00:00.000+0000", name="new")], date(2026, 11, 21))
+    assert _table(db) == [("001A", "new", False, date(2026, 11, 21))]
+    _stage(db, [_row("001A", "2026-11-20T10:00:00.000+0000", name="old")])  # a stale re-run of the 20th
+    assert _table(db) == [("001A", "new", False, date(2026, 11, 21))]
+    with connect(db, read_only=True) as conn:
+        assert duplicate_ids(conn, "stg_account") == []
+        assert partition_rows(conn, "stg_account", DAY) == 0
+
+
+def test_a_failed_swap_leaves_the_previous_rows(tmp_path):
+    db = tmp_path / "s.duckdb"
+    _stage(db, [_row("001A", "2026-11-20T10:00:00.000+0000")])
+    with Spool.create(db) as spool:
+        spool.create_table(SPOOL_TABLE, [Column("Id", "VARCHAR")])  # no SystemModstamp: the swap fails
+        spool.conn.execute(f"INSERT INTO {SPOOL_TABLE} VALUES ('001Z')")
+        spool.close()
+        with connect(db) as conn, pytest.raises(duckdb.Error):
+            replace_partition(conn, "stg_account", spool.path, DAY, cursor="SystemModstamp")
+    assert [r[0] for r in _table(db)] == ["001A"]
+
+
+def test_spool_directory_is_removed(tmp_path):
+    with Spool.create(tmp_path / "s.duckdb") as spool:
+        directory = spool.directory
+        assert directory.parent == tmp_path
+    assert not directory.exists()
