@@ -1,0 +1,438 @@
+"""A token bucket shared by every process using the same Notion token, with a shared pause and adaptive rate.
+
+Why not pyrate-limiter: its v4 SQLite and Postgres buckets share a sliding-window log of a fixed
+``Rate`` across processes, but we also need state that its buckets do not hold: a *pause* that a
+429's Retry-After imposes on every worker of every process, and an *adaptive* rate (slow start,
+halve on 429, grow back) that all processes agree on. Bolting those onto it would mean a second
+shared store beside its own, plus its polling waits; a small token bucket whose whole state is one
+row (tokens, last refill, rate, paused_until) updated in one transaction — ``BEGIN IMMEDIATE`` in
+SQLite, ``SELECT … FOR UPDATE`` in PostgreSQL — does all of it in ~150 lines, with one pure
+function (`bucket_step`) holding the math for both backends.
+
+How a request is paced: `acquire` takes a token in one short transaction, *reserving* a future
+slot when the bucket is empty (tokens may go negative), and then sleeps until that slot without
+holding any lock and without polling. Every `pause` bumps an ``epoch``; a worker that wakes up to
+find the epoch changed drops its reservation and queues again after the pause, so nothing is sent
+during a pause and the queue restarts at the pace the bucket allows.
+
+Units: rates are requests per *virtual* second (the configured Notion rate); the bucket refills at
+``rate x time_scale`` per real second, so a sandbox sped up K times is matched with
+``time_scale=K``. Timestamps in the shared state are real wall-clock seconds (PostgreSQL's clock for
+the PostgreSQL backend, so several machines agree); `pause` takes real seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
+
+Op = Literal["acquire", "pause", "grow", "throttle"]
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    def acquire(self) -> None:
+        """Block until a request may be sent; honours any shared pause."""
+
+    def pause(self, seconds: float, reason: str) -> None:
+        """Every worker of every process using this bucket waits until `seconds` (real) have passed."""
+
+    def on_success(self) -> None:
+        """A request succeeded (adaptive rate: grow)."""
+
+    def on_throttled(self) -> None:
+        """A request was answered 429 (adaptive rate: halve)."""
+
+    def current_rate(self) -> float:
+        """The rate in force, requests per (virtual) second."""
+
+
+@dataclass(frozen=True, slots=True)
+class BucketParams:
+    """One process's view of the bucket configuration (rates in requests per virtual second)."""
+
+    rate: float  # the configured (maximum) rate
+    burst: float = 2.0  # tokens the bucket holds when idle; small, so the server's own burst is never used up
+    time_scale: float = 1.0  # sandbox speed factor: real refill = rate x time_scale
+    start_fraction: float = 0.5  # slow start: a new bucket begins at this share of `rate`
+    min_rate: float = 0.5  # halving stops here
+    grow_factor: float = 1.1  # multiplied in by every "grow"
+    throttle_cooldown: float = 2.0  # virtual seconds: 429s of requests already in flight halve only once
+
+    def __post_init__(self) -> None:
+        if not self.rate > 0 or not self.time_scale > 0 or not self.burst >= 1:
+            raise ValueError(f"rate and time_scale must be > 0 and burst >= 1: {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class BucketState:
+    tokens: float  # negative: slots already reserved by sleeping workers
+    updated_at: float  # real seconds; in the future while paused (refill resumes when the pause ends)
+    rate: float  # adaptive rate in force, requests per virtual second
+    paused_until: float = 0.0
+    epoch: int = 0  # bumped by every pause: reservations taken under an older epoch are void
+    throttled_at: float = 0.0  # when the rate was last halved
+
+
+def initial_state(now: float, p: BucketParams) -> BucketState:
+    return BucketState(tokens=p.burst, updated_at=now, rate=p.rate * p.start_fraction)
+
+
+class Step(NamedTuple):
+    state: BucketState
+    wait: float = 0.0  # real seconds to sleep before sending ("acquire" only)
+    reserved: bool = False  # "acquire" took a token (a slot `wait` seconds from now)
+
+
+def bucket_step(state: BucketState | None, op: Op, now: float, p: BucketParams, seconds: float = 0.0) -> Step:
+    """The bucket math shared by every backend: the state after `op` at real time `now`, and the wait.
+
+    For "acquire": either a token is reserved (``reserved``) and the caller sends after ``wait``
+    real seconds, or the bucket is paused and the caller sleeps ``wait`` (to the end of the pause)
+    and acquires again. "pause" takes `seconds` (real).
+    """
+    s = state or initial_state(now, p)
+    low = min(p.min_rate, p.rate)
+    rate = min(max(s.rate, low), p.rate)  # another process may be configured differently
+    # Refill since the last update; never backwards in time and never during a pause.
+    elapsed = max(0.0, now - s.updated_at)
+    tokens = min(p.burst, s.tokens + elapsed * rate * p.time_scale)
+    s = replace(s, tokens=tokens, updated_at=max(s.updated_at, now), rate=rate)
+
+    if op == "acquire":
+        if now < s.paused_until:
+            return Step(s, s.paused_until - now)
+        s = replace(s, tokens=s.tokens - 1.0)
+        return Step(s, max(0.0, -s.tokens / (rate * p.time_scale)), reserved=True)
+    if op == "pause":
+        until = max(s.paused_until, now + max(0.0, seconds))
+        # Outstanding reservations are voided (epoch); after the pause the bucket restarts with at
+        # most one token, refilling from the end of the pause.
+        return Step(
+            replace(
+                s,
+                paused_until=until,
+                updated_at=until,
+                tokens=min(max(s.tokens, 0.0), 1.0),
+                epoch=s.epoch + 1,
+            )
+        )
+    if op == "grow":
+        return Step(replace(s, rate=min(p.rate, rate * p.grow_factor)))
+    if op == "throttle":
+        if now - s.throttled_at < p.throttle_cooldown / p.time_scale:
+            return Step(s)
+        return Step(replace(s, rate=max(low, rate / 2.0), throttled_at=now))
+    raise ValueError(f"unknown bucket op {op!r}")
+
+
+def bucket_key(token: str) -> str:
+    """The bucket's key for a token: a hash, so the token itself is never stored."""
+    return "notion-" + hashlib.sha256(token.encode()).hexdigest()[:24]
+
+
+class _SharedBucketLimiter:
+    """`RateLimiter` over a backend that can run `bucket_step` in one locked transaction."""
+
+    def __init__(
+        self,
+        key: str,
+        rate: float,
+        burst: float = 2.0,
+        time_scale: float = 1.0,
+        *,
+        adaptive: bool = True,
+        grow_every: int = 10,
+        start_fraction: float = 0.5,
+        min_rate: float = 0.5,
+        grow_factor: float = 1.1,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.key = key
+        self.params = BucketParams(
+            rate=float(rate),
+            burst=float(burst),
+            time_scale=float(time_scale),
+            start_fraction=start_fraction if adaptive else 1.0,
+            min_rate=min_rate,
+            grow_factor=grow_factor,
+        )
+        self.adaptive = adaptive
+        self.grow_every = max(1, int(grow_every))
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._successes = 0
+        self._local = threading.local()
+
+    # -- backend -------------------------------------------------------------------------------
+    def _transact(self, op: Op, seconds: float = 0.0) -> Step:
+        raise NotImplementedError
+
+    def _read(self) -> BucketState | None:
+        raise NotImplementedError
+
+    # -- RateLimiter -----------------------------------------------------------------------------
+    def acquire(self) -> None:
+        while True:
+            step = self._transact("acquire")
+            if step.reserved and step.wait <= 0:
+                return
+            self._sleep(step.wait)
+            if not step.reserved:
+                continue  # slept through a pause: no token was taken, queue now
+            # Woke up at the reserved slot: it is ours unless a pause voided it meanwhile.
+            current = self._read()
+            if current is None or current.epoch == step.state.epoch:
+                return
+
+    def pause(self, seconds: float, reason: str) -> None:
+        state = self._transact("pause", seconds).state
+        log.warning("Notion requests paused for %.2fs (%s), rate now %.2f/s", seconds, reason, state.rate)
+
+    def on_success(self) -> None:
+        if not self.adaptive:
+            return
+        with self._lock:
+            self._successes += 1
+            due = self._successes >= self.grow_every
+            if due:
+                self._successes = 0
+        if due:
+            self._transact("grow")
+
+    def on_throttled(self) -> None:
+        if not self.adaptive:
+            return
+        with self._lock:
+            self._successes = 0
+        state = self._transact("throttle").state
+        log.info("Notion rate limited: adaptive rate now %.2f/s", state.rate)
+
+    def current_rate(self) -> float:
+        state = self._read()
+        if state is None:
+            return self.params.rate * self.params.start_fraction
+        return min(max(state.rate, min(self.params.min_rate, self.params.rate)), self.params.rate)
+
+    def __getstate__(self):  # picklable: connections are per process and per thread
+        state = self.__dict__.copy()
+        for name in ("_lock", "_local", "_sleep"):
+            state.pop(name)
+        return state
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._sleep = time.sleep
+
+
+_COLUMNS = ("tokens", "updated_at", "rate", "paused_until", "epoch", "throttled_at")
+_TABLE = "notion_rate_limit"
+
+
+def _state_from_row(row) -> BucketState | None:
+    return None if row is None else BucketState(*(float(v) for v in row[:4]), int(row[4]), float(row[5]))
+
+
+def _row(key: str, s: BucketState) -> tuple:
+    return (key, s.tokens, s.updated_at, s.rate, s.paused_until, s.epoch, s.throttled_at)
+
+
+class SqliteRateLimiter(_SharedBucketLimiter):
+    """The bucket in a SQLite file (WAL mode); ``BEGIN IMMEDIATE`` is the cross-process file lock.
+
+    One process or many on one machine; every process opening the same `path` with the same `key`
+    shares tokens, pause and adaptive rate.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        key: str,
+        rate: float = 3.0,
+        burst: float = 2.0,
+        time_scale: float = 1.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(key, rate, burst, time_scale, **kwargs)
+        self.path = os.fspath(path)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        self._conn()  # fail early (bad path, unwritable folder), not at the first request
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves; timeout: lock waits.
+            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # losing the last bucket update on power loss is fine
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {_TABLE} (key TEXT PRIMARY KEY, tokens REAL NOT NULL, "
+                "updated_at REAL NOT NULL, rate REAL NOT NULL, paused_until REAL NOT NULL, "
+                "epoch INTEGER NOT NULL, throttled_at REAL NOT NULL)"
+            )
+            self._local.conn = conn
+        return conn
+
+    def _transact(self, op: Op, seconds: float = 0.0) -> Step:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")  # the write lock: other processes wait here
+        try:
+            row = conn.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} WHERE key = ?", (self.key,)
+            ).fetchone()
+            step = bucket_step(_state_from_row(row), op, time.time(), self.params, seconds)
+            conn.execute(
+                f"INSERT OR REPLACE INTO {_TABLE} (key, {', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                _row(self.key, step.state),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return step
+
+    def _read(self) -> BucketState | None:
+        row = (
+            self._conn()
+            .execute(f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} WHERE key = ?", (self.key,))
+            .fetchone()
+        )
+        return _state_from_row(row)
+
+
+class PostgresRateLimiter(_SharedBucketLimiter):
+    """The bucket as a row of a small PostgreSQL table, locked with ``SELECT … FOR UPDATE``.
+
+    For several machines (Dagster on PostgreSQL storage). Times come from the database's clock, so
+    machines with skewed clocks still agree on the bucket.
+    """
+
+    def __init__(
+        self, dsn: str, key: str, rate: float = 3.0, burst: float = 2.0, time_scale: float = 1.0, **kwargs
+    ) -> None:
+        super().__init__(key, rate, burst, time_scale, **kwargs)
+        self.dsn = dsn
+        self._conn()  # fail early on a bad DSN
+
+    def _conn(self):
+        import psycopg2  # only needed for this backend
+
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = psycopg2.connect(self.dsn, application_name="notion-sync rate limiter")
+            conn.autocommit = True  # explicit BEGIN/COMMIT below; plain reads hold no transaction open
+            with conn.cursor() as cur:
+                # Two processes creating the table at once can collide on the catalog: serialise them.
+                cur.execute("SELECT pg_advisory_lock(hashtext(%s))", (_TABLE,))
+                try:
+                    cur.execute(
+                        f"CREATE TABLE IF NOT EXISTS {_TABLE} (key text PRIMARY KEY, "
+                        "tokens double precision NOT NULL, updated_at double precision NOT NULL, "
+                        "rate double precision NOT NULL, paused_until double precision NOT NULL, "
+                        "epoch bigint NOT NULL, throttled_at double precision NOT NULL)"
+                    )
+                finally:
+                    cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_TABLE,))
+            self._local.conn = conn
+        return conn
+
+    def _with_retry(self, fn):
+        import psycopg2
+
+        for attempt in range(3):
+            conn = self._conn()
+            try:
+                return fn(conn)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                with contextlib.suppress(Exception):
+                    conn.close()
+                self._local.conn = None
+                if attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _transact(self, op: Op, seconds: float = 0.0) -> Step:
+        select = f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} WHERE key = %s FOR UPDATE"
+
+        def run(conn) -> Step | None:
+            with conn.cursor() as cur:
+                cur.execute("BEGIN")
+                try:
+                    cur.execute(select, (self.key,))
+                    row = cur.fetchone()
+                    cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+                    now = cur.fetchone()[0]
+                    step = bucket_step(_state_from_row(row), op, now, self.params, seconds)
+                    values = _row(self.key, step.state)
+                    if row is None:
+                        cur.execute(
+                            f"INSERT INTO {_TABLE} (key, {', '.join(_COLUMNS)}) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING",
+                            values,
+                        )
+                        if cur.rowcount == 0:  # another process created the row first: start over
+                            cur.execute("ROLLBACK")
+                            return None
+                    else:
+                        cur.execute(
+                            f"UPDATE {_TABLE} SET {', '.join(c + ' = %s' for c in _COLUMNS)} WHERE key = %s",
+                            (*values[1:], self.key),
+                        )
+                    cur.execute("COMMIT")
+                    return step
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        cur.execute("ROLLBACK")
+                    raise
+
+        while True:
+            step = self._with_retry(run)
+            if step is not None:
+                return step
+
+    def _read(self) -> BucketState | None:
+        def run(conn):
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} WHERE key = %s", (self.key,))
+                return _state_from_row(cur.fetchone())
+
+        return self._with_retry(run)
+
+
+def make_limiter(
+    backend: str,
+    *,
+    token: str,
+    rate: float,
+    burst: float = 2.0,
+    time_scale: float = 1.0,
+    path: str | os.PathLike | None = None,
+    dsn: str | None = None,
+    **kwargs,
+) -> _SharedBucketLimiter:
+    """The shared limiter for `token` on the chosen backend ("sqlite" needs `path`, "postgres" `dsn`)."""
+    key = bucket_key(token)
+    if backend == "sqlite":
+        if not path:
+            raise ValueError("the sqlite rate-limit backend needs a file path")
+        return SqliteRateLimiter(path, key, rate, burst, time_scale, **kwargs)
+    if backend == "postgres":
+        if not dsn:
+            raise ValueError("the postgres rate-limit backend needs a DSN (NOTION_RATE_LIMIT_DSN)")
+        return PostgresRateLimiter(dsn, key, rate, burst, time_scale, **kwargs)
+    raise ValueError(f"unknown rate-limit backend {backend!r}: use 'sqlite' or 'postgres'")

@@ -1,0 +1,329 @@
+"""The shared token bucket: its math (pure), sharing across processes (SQLite, PostgreSQL), pause, adapt."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import uuid
+
+import pytest
+
+from notion_sync.notion.rate_limit import (
+    BucketParams,
+    BucketState,
+    PostgresRateLimiter,
+    RateLimiter,
+    SqliteRateLimiter,
+    bucket_key,
+    bucket_step,
+    initial_state,
+    make_limiter,
+)
+
+PG_ADMIN_DSN = os.environ.get(
+    "NOTION_SYNC_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+)
+
+
+# -- the pure bucket math ------------------------------------------------------------------------
+P = BucketParams(rate=4.0, burst=2.0, time_scale=1.0, start_fraction=0.5, min_rate=0.5, grow_factor=1.1)
+
+
+def test_new_bucket_starts_full_at_half_rate():
+    state = initial_state(100.0, P)
+    assert state == BucketState(tokens=2.0, updated_at=100.0, rate=2.0)
+    step = bucket_step(None, "acquire", 100.0, P)
+    assert step.reserved and step.wait == 0 and step.state.tokens == 1.0
+
+
+def test_acquire_reserves_future_slots_at_the_rate():
+    params = BucketParams(rate=4.0, burst=2.0, start_fraction=1.0)
+    state = None
+    waits = []
+    for _ in range(5):  # all at the same instant: 2 from the burst, then one slot every 1/4 s
+        step = bucket_step(state, "acquire", 0.0, params)
+        state = step.state
+        waits.append(step.wait)
+    assert waits == pytest.approx([0.0, 0.0, 0.25, 0.5, 0.75])
+    assert state.tokens == pytest.approx(-3.0)
+    # One second later the debt of 3 is repaid and one token is back.
+    step = bucket_step(state, "acquire", 1.0, params)
+    assert step.wait == 0 and step.state.tokens == pytest.approx(0.0)
+
+
+def test_refill_is_capped_at_burst_and_never_runs_backwards():
+    params = BucketParams(rate=4.0, burst=2.0, start_fraction=1.0)
+    state = BucketState(tokens=0.0, updated_at=10.0, rate=4.0)
+    assert bucket_step(state, "grow", 1000.0, params).state.tokens == 2.0
+    back = bucket_step(state, "acquire", 5.0, params)  # clock went backwards: no refill, no crash
+    assert back.state.tokens == -1.0 and back.state.updated_at == 10.0
+
+
+def test_time_scale_speeds_up_refill_and_shortens_waits():
+    params = BucketParams(rate=3.0, burst=1.0, time_scale=20.0, start_fraction=1.0)
+    state = bucket_step(None, "acquire", 0.0, params).state
+    step = bucket_step(state, "acquire", 0.0, params)
+    assert step.wait == pytest.approx(1 / 60)  # 3 per virtual second = 60 per real second
+    assert bucket_step(state, "acquire", 1 / 60, params).wait == pytest.approx(0.0)
+
+
+def test_pause_blocks_without_taking_tokens_and_voids_reservations():
+    params = BucketParams(rate=4.0, burst=2.0, start_fraction=1.0)
+    state = BucketState(tokens=-3.0, updated_at=0.0, rate=4.0)  # three slots reserved
+    paused = bucket_step(state, "pause", 0.0, params, seconds=2.0).state
+    assert paused.paused_until == 2.0 and paused.epoch == state.epoch + 1
+    assert paused.tokens == 0.0  # the void reservations' debt is forgiven
+    during = bucket_step(paused, "acquire", 0.5, params)
+    assert not during.reserved and during.wait == pytest.approx(1.5) and during.state.tokens == 0.0
+    # A shorter pause never shortens a longer one.
+    assert bucket_step(paused, "pause", 0.1, params, seconds=0.5).state.paused_until == 2.0
+    # Refill resumes when the pause ends: 0.25 s later one token is back.
+    after = bucket_step(paused, "acquire", 2.25, params)
+    assert after.reserved and after.wait == 0 and after.state.tokens == pytest.approx(0.0)
+
+
+def test_adaptive_rate_grows_to_the_configured_rate_and_halves_to_the_floor():
+    state = initial_state(0.0, P)
+    for _ in range(5):
+        state = bucket_step(state, "grow", 0.0, P).state
+    assert state.rate == pytest.approx(2.0 * 1.1**5)
+    for _ in range(20):
+        state = bucket_step(state, "grow", 0.0, P).state
+    assert state.rate == 4.0  # capped: the steady state sits at the configured rate
+    state = bucket_step(state, "throttle", 10.0, P).state
+    assert state.rate == 2.0
+    # 429s of requests already in flight (within the cooldown) do not halve again.
+    assert bucket_step(state, "throttle", 10.5, P).state.rate == 2.0
+    for t in range(3):
+        state = bucket_step(state, "throttle", 20.0 + 10 * t, P).state
+    assert state.rate == 0.5  # floor
+
+
+def test_rate_is_clamped_to_each_callers_configuration():
+    stored = BucketState(tokens=0.0, updated_at=0.0, rate=10.0)
+    assert bucket_step(stored, "grow", 0.0, P).state.rate == 4.0
+
+
+def test_bucket_key_hides_the_token():
+    key = bucket_key("ntn_secret_token_value")
+    assert "ntn_secret" not in key and key == bucket_key("ntn_secret_token_value") != bucket_key("other")
+
+
+# -- one process -----------------------------------------------------------------------------------
+def test_sqlite_limiter_paces_threads_without_spinning(tmp_path):
+    limiter = SqliteRateLimiter(tmp_path / "bucket.sqlite", "k", rate=200.0, burst=2, adaptive=False)
+    assert isinstance(limiter, RateLimiter)
+    transactions = 0
+    inner = limiter._transact
+
+    def counting(*args, **kwargs):
+        nonlocal transactions
+        transactions += 1
+        return inner(*args, **kwargs)
+
+    limiter._transact = counting
+    stamps: list[float] = []
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_):
+        limiter.acquire()
+        stamps.append(time.time())
+
+    start = time.time()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(100)))
+    elapsed = time.time() - start
+    assert elapsed >= (100 - 2) / 200 * 0.98
+    assert elapsed < (100 - 2) / 200 + 0.5
+    assert transactions == 100  # one locked transaction per request: waiting sleeps, it does not poll
+
+
+def test_adaptive_limiter_slow_start_climb_and_halving(tmp_path):
+    limiter = SqliteRateLimiter(tmp_path / "b.sqlite", "k", rate=3.0, burst=2, time_scale=50, grow_every=5)
+    assert limiter.current_rate() == pytest.approx(1.5)
+    limiter.acquire()
+    for _ in range(5 * 3):
+        limiter.on_success()
+    assert limiter.current_rate() == pytest.approx(1.5 * 1.1**3)
+    for _ in range(5 * 20):
+        limiter.on_success()
+    assert limiter.current_rate() == pytest.approx(3.0)
+    limiter.on_throttled()
+    assert limiter.current_rate() == pytest.approx(1.5)
+    limiter.on_throttled()  # within the cooldown (2 virtual s = 40 ms real): ignored
+    assert limiter.current_rate() == pytest.approx(1.5)
+
+
+def test_pause_holds_other_limiters_on_the_same_bucket(tmp_path):
+    path = tmp_path / "b.sqlite"
+    a = SqliteRateLimiter(path, "k", rate=100.0, adaptive=False)
+    b = SqliteRateLimiter(path, "k", rate=100.0, adaptive=False)
+    other_key = SqliteRateLimiter(path, "other", rate=100.0, adaptive=False)
+    a.pause(0.4, "test")
+    start = time.monotonic()
+    other_key.acquire()
+    assert time.monotonic() - start < 0.1  # a different token is not paused
+    b.acquire()
+    assert time.monotonic() - start >= 0.38
+
+
+def test_make_limiter_validates_backend(tmp_path):
+    with pytest.raises(ValueError, match="unknown rate-limit backend"):
+        make_limiter("redis", token="t", rate=3)
+    with pytest.raises(ValueError, match="NOTION_RATE_LIMIT_DSN"):
+        make_limiter("postgres", token="t", rate=3)
+    limiter = make_limiter("sqlite", token="tok", rate=3, path=tmp_path / "x.sqlite")
+    assert limiter.key == bucket_key("tok")
+
+
+def test_limiter_is_picklable(tmp_path):
+    import pickle
+
+    limiter = SqliteRateLimiter(tmp_path / "b.sqlite", "k", rate=3.0)
+    copy = pickle.loads(pickle.dumps(limiter))
+    copy.acquire()
+    assert copy.params == limiter.params
+
+
+# -- several OS processes ----------------------------------------------------------------------
+def _stamp_acquires(limiter, count: int, start_at: float, queue) -> None:
+    """Child process: wait for the common start, then acquire `count` times and report the times."""
+    time.sleep(max(0.0, start_at - time.time()))
+    stamps = []
+    for _ in range(count):
+        limiter.acquire()
+        stamps.append(time.time())
+    queue.put(stamps)
+
+
+def _pause_then_report(limiter, seconds: float, queue) -> None:
+    limiter.pause(seconds, "test from another process")
+    queue.put(time.time())
+
+
+def _acquire_and_report(limiter, queue) -> None:
+    limiter.acquire()
+    queue.put(time.time())
+
+
+def _max_in_window(stamps: list[float], window: float) -> int:
+    stamps = sorted(stamps)
+    best, j = 0, 0
+    for i, t in enumerate(stamps):
+        while stamps[j] < t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def _run_processes(make, processes: int, per_process: int, rate: float, burst: int) -> list[float]:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    start_at = time.time() + 1.5  # spawn start-up (imports) must not count
+    procs = [
+        ctx.Process(target=_stamp_acquires, args=(make(), per_process, start_at, queue))
+        for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    stamps = [t for _ in procs for t in queue.get(timeout=60)]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    return stamps
+
+
+def _assert_within_bucket(stamps: list[float], rate: float, burst: int) -> None:
+    stamps.sort()
+    total_time = stamps[-1] - stamps[0]
+    assert len(stamps) <= rate * total_time + burst + 1
+    # Any window, not just the whole run: at most rate x window + burst (+1 for the edge, +timer slack).
+    for window in (0.05, 0.2, 0.5, 1.0):
+        assert _max_in_window(stamps, window) <= rate * (window + 0.01) + burst + 1, window
+    # ...and the pace is the rate, not well below it.
+    assert len(stamps) >= rate * total_time * 0.95
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_processes_sharing_a_sqlite_bucket_never_exceed_it(tmp_path, processes):
+    rate, burst = 100.0, 2
+    path = str(tmp_path / "bucket.sqlite")
+    stamps = _run_processes(
+        lambda: SqliteRateLimiter(path, "shared", rate=rate, burst=burst, adaptive=False),
+        processes,
+        per_process=240 // processes,
+        rate=rate,
+        burst=burst,
+    )
+    assert len(stamps) == 240
+    _assert_within_bucket(stamps, rate, burst)
+
+
+def test_pause_from_one_process_holds_another(tmp_path):
+    path = str(tmp_path / "bucket.sqlite")
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    pauser = ctx.Process(
+        target=_pause_then_report, args=(SqliteRateLimiter(path, "k", rate=50.0, adaptive=False), 1.0, queue)
+    )
+    pauser.start()
+    paused_at = queue.get(timeout=60)
+    pauser.join(timeout=30)
+    waiter = ctx.Process(target=_acquire_and_report, args=(SqliteRateLimiter(path, "k", rate=50.0), queue))
+    waiter.start()
+    acquired_at = queue.get(timeout=60)
+    waiter.join(timeout=30)
+    assert acquired_at >= paused_at + 0.98
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------------
+@pytest.fixture
+def pg_dsn():
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(PG_ADMIN_DSN, connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_DSN!r}: {exc}")
+    admin.autocommit = True
+    name = f"notion_sync_test_{uuid.uuid4().hex[:10]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    dsn = PG_ADMIN_DSN.replace("dbname=postgres", f"dbname={name}")
+    try:
+        yield dsn
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def test_postgres_limiter_shares_pause_and_adaptive_rate(pg_dsn):
+    a = PostgresRateLimiter(pg_dsn, "k", rate=3.0, burst=2, time_scale=50, grow_every=2)
+    b = PostgresRateLimiter(pg_dsn, "k", rate=3.0, burst=2, time_scale=50, grow_every=2)
+    assert isinstance(a, RateLimiter)
+    a.acquire()
+    assert b.current_rate() == pytest.approx(1.5)
+    for _ in range(4):
+        a.on_success()
+    assert b.current_rate() == pytest.approx(1.5 * 1.1**2)
+    b.on_throttled()
+    assert a.current_rate() == pytest.approx(1.5 * 1.1**2 / 2)
+    a.pause(0.3, "test")
+    start = time.monotonic()
+    b.acquire()
+    assert time.monotonic() - start >= 0.28
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_processes_sharing_a_postgres_bucket_never_exceed_it(pg_dsn, processes):
+    rate, burst = 100.0, 2
+    stamps = _run_processes(
+        lambda: PostgresRateLimiter(pg_dsn, "shared", rate=rate, burst=burst, adaptive=False),
+        processes,
+        per_process=240 // processes,
+        rate=rate,
+        burst=burst,
+    )
+    assert len(stamps) == 240
+    _assert_within_bucket(stamps, rate, burst)
