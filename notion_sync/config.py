@@ -112,11 +112,54 @@ class ObjectConfig(_Strict):
 class AlertConfig(_Strict):
     webhook_url: str | None = None
     failure_rate: float = Field(default=0.01, ge=0, le=1)
+    window_minutes: float = Field(
+        default=60, gt=0, description="Window over which the failure rate and 429s are counted"
+    )
+    rate_limited_runs: int = Field(
+        default=3, ge=1, description="Rate-limited failed runs within the window that raise an alert"
+    )
+    api_budget_share: float = Field(
+        default=0.2, ge=0, le=1,
+        description="Alert when less than this share of the Salesforce daily API budget is left",
+    )
+    check_interval_seconds: int = Field(default=300, ge=5, description="How often the health sensor runs")
+
+
+class RetryConfig(_Strict):
+    """How the retry sensor re-launches failed partitions (see notion_sync.automation.retry_policy)."""
+
+    backoff_minutes: list[float] = Field(
+        default_factory=lambda: [1.0, 2.0, 4.0],
+        description="Delay before retry n (the last value repeats); fractions allowed, e.g. 0.05 = 3 s",
+    )
+    min_after_rate_limit_minutes: float = Field(default=5.0, ge=0)
+    max_attempts: int = Field(default=3, ge=0, description="Retries per partition before an alert")
+    check_interval_seconds: int = Field(default=30, ge=1, description="How often the retry sensor runs")
+
+    @field_validator("backoff_minutes")
+    @classmethod
+    def _backoff_positive(cls, value: list[float]) -> list[float]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("give at least one delay and no negative delays, e.g. [1, 2, 4]")
+        return value
+
+
+class RealtimeConfig(_Strict):
+    """The change sensors of objects with mode `realtime`."""
+
+    interval_seconds: int = Field(default=15, ge=1, description="How often each change sensor polls")
+
+
+class ReconcileConfig(_Strict):
+    schedule: ScheduleConfig = ScheduleConfig(cron="0 3 * * 0")
 
 
 class SyncConfig(_Strict):
     objects: dict[str, ObjectConfig]
     alerts: AlertConfig = AlertConfig()
+    retry: RetryConfig = RetryConfig()
+    realtime: RealtimeConfig = RealtimeConfig()
+    reconcile: ReconcileConfig = ReconcileConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -132,3 +132,34 @@ def test_env_variable_selects_the_file(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump(data))
     monkeypatch.setenv("NOTION_SYNC_CONFIG", str(path))
     assert set(load_config().objects) == {"Account", "Contact"}
+
+
+def test_automation_sections_default_and_override():
+    config = load_config(EXAMPLE)
+    assert config.retry.backoff_minutes == [1, 2, 4] and config.retry.max_attempts == 3
+    assert config.retry.min_after_rate_limit_minutes == 5
+    assert config.realtime.interval_seconds == 15
+    assert config.reconcile.schedule.cron == "0 3 * * 0"
+    data = example()
+    data["retry"] = {"backoff_minutes": [0.05, 0.1], "min_after_rate_limit_minutes": 0.1, "max_attempts": 2}
+    data["alerts"] = {"webhook_url": "http://127.0.0.1:9/hook", "failure_rate": 0.05, "rate_limited_runs": 5}
+    config = parse_config(data)
+    assert config.retry.backoff_minutes == [0.05, 0.1] and config.alerts.rate_limited_runs == 5
+
+
+def test_unknown_retry_key_is_named():
+    data = example()
+    data["retry"] = {"backof_minutes": [1]}
+    assert_config_error(data, "retry.backof_minutes", "unknown key")
+
+
+def test_bad_retry_values_are_named():
+    data = example()
+    data["retry"] = {"backoff_minutes": [], "max_attempts": -1}
+    assert_config_error(data, "retry.backoff_minutes", "at least one delay", "retry.max_attempts")
+
+
+def test_bad_reconcile_cron_is_named():
+    data = example()
+    data["reconcile"] = {"schedule": {"cron": "weekly"}}
+    assert_config_error(data, "reconcile.schedule.cron", "not a valid cron")

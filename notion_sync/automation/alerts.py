@@ -1,0 +1,160 @@
+"""Alerts: failed runs, a high failure rate, repeated 429s, a Salesforce API budget near its reserve.
+
+Every alert goes to the log and, when `alerts.webhook_url` is set, to a Slack-compatible webhook
+(``{"text": ...}``). Delivery is best effort: a webhook that refuses the connection or answers
+500 is logged and never fails a sensor tick. Alert texts name objects, partitions and run ids,
+never a token, session id or the webhook URL itself (which embeds a secret for Slack).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import requests
+from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
+    RunFailureSensorContext,
+    RunsFilter,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    run_failure_sensor,
+    sensor,
+)
+
+from notion_sync.automation.failures import is_rate_limited
+from notion_sync.config import AlertConfig
+from notion_sync.salesforce.resource import SalesforceResource
+
+WEBHOOK_TIMEOUT_S = 5.0
+logger = logging.getLogger(__name__)
+
+
+def send_alert(text: str, webhook_url: str | None, log: logging.Logger | None = None) -> bool:
+    """Log the alert and post it to the webhook if there is one; True if the webhook took it."""
+    log = log or logger
+    log.warning("ALERT: %s", text)
+    if not webhook_url:
+        return False
+    try:
+        response = requests.post(
+            webhook_url, json={"text": f"notion-sync: {text}"}, timeout=WEBHOOK_TIMEOUT_S
+        )
+        response.raise_for_status()
+    except requests.RequestException as error:
+        # The URL is a credential (Slack's embeds one): report only the kind of failure.
+        status = getattr(error.response, "status_code", None)
+        log.error("alert webhook delivery failed (%s)", f"HTTP {status}" if status else type(error).__name__)
+        return False
+    return True
+
+
+def build_run_failure_alert_sensor(alerts: AlertConfig) -> SensorDefinition:
+    @run_failure_sensor(
+        name="notion_sync_run_failure_alert",
+        description="Reports every failed run of this code location to the log and the alert webhook.",
+        monitor_all_code_locations=False,
+    )
+    def notion_sync_run_failure_alert(context: RunFailureSensorContext) -> None:
+        run = context.dagster_run
+        partition = run.tags.get("dagster/partition")
+        message = context.failure_event.message or "run failed"
+        send_alert(
+            f"run {run.run_id} of {run.job_name}"
+            + (f" (partition {partition})" if partition else "")
+            + f" failed: {message.splitlines()[0][:300]}",
+            alerts.webhook_url,
+            context.log,
+        )
+
+    return notion_sync_run_failure_alert
+
+
+@dataclass(frozen=True)
+class RunHealth:
+    finished: int
+    failed: int
+    rate_limited: int
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failed / self.finished if self.finished else 0.0
+
+
+def run_health(instance: DagsterInstance, since: float) -> RunHealth:
+    """Finished and failed runs since `since` (POSIX seconds), and how many failures were 429s."""
+    finished_statuses = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
+    records = instance.get_run_records(
+        RunsFilter(statuses=finished_statuses, updated_after=datetime.fromtimestamp(since, UTC))
+    )
+    failed = [r for r in records if r.dagster_run.status == DagsterRunStatus.FAILURE]
+    return RunHealth(
+        finished=len(records),
+        failed=len(failed),
+        rate_limited=sum(is_rate_limited(instance, r) for r in failed),
+    )
+
+
+def health_alerts(
+    health: RunHealth, budget: tuple[int, int] | None, alerts: AlertConfig
+) -> dict[str, str]:
+    """Alert texts by kind for one health check; `budget` is (remaining, max) daily Salesforce calls."""
+    texts = {}
+    window = f"in the last {alerts.window_minutes:g} minutes"
+    if health.finished and health.failure_rate > alerts.failure_rate:
+        texts["failure_rate"] = (
+            f"{health.failed} of {health.finished} runs failed {window} ({health.failure_rate:.1%}, "
+            f"threshold {alerts.failure_rate:.1%})"
+        )
+    if health.rate_limited >= alerts.rate_limited_runs:
+        texts["rate_limited"] = f"{health.rate_limited} runs failed on rate limiting (429) {window}"
+    if budget is not None:
+        remaining, maximum = budget
+        if maximum and remaining / maximum < alerts.api_budget_share:
+            texts["api_budget"] = (
+                f"Salesforce API budget low: {remaining} of {maximum} daily calls left "
+                f"(alert under {alerts.api_budget_share:.0%})"
+            )
+    return texts
+
+
+def salesforce_budget(salesforce: SalesforceResource) -> tuple[int, int]:
+    """(Remaining, Max) of the org's DailyApiRequests, from the limits resource (one API call)."""
+    daily = salesforce.get_client().sf.limits()["DailyApiRequests"]
+    return int(daily["Remaining"]), int(daily["Max"])
+
+
+def build_health_sensor(alerts: AlertConfig) -> SensorDefinition:
+    @sensor(
+        name="notion_sync_health",
+        minimum_interval_seconds=alerts.check_interval_seconds,
+        description="Alerts on a failure rate over alerts.failure_rate, repeated 429s and a low "
+        "Salesforce API budget.",
+    )
+    def notion_sync_health(context: SensorEvaluationContext, salesforce: SalesforceResource) -> SkipReason:
+        health = run_health(context.instance, time.time() - alerts.window_minutes * 60)
+        try:
+            budget: tuple[int, int] | None = salesforce_budget(salesforce)
+        except Exception as error:  # an unreachable Salesforce must not stop the run checks
+            context.log.warning(f"could not read the Salesforce API budget: {type(error).__name__}")
+            budget = None
+        texts = health_alerts(health, budget, alerts)
+        # The cursor holds the conditions already reported: each is sent once when it starts.
+        active = set(json.loads(context.cursor)) if context.cursor else set()
+        for kind, text in texts.items():
+            if kind not in active:
+                send_alert(text, alerts.webhook_url, context.log)
+        context.update_cursor(json.dumps(sorted(texts)))
+        return SkipReason(
+            f"{health.failed}/{health.finished} runs failed, {health.rate_limited} rate limited; "
+            f"active alerts: {', '.join(sorted(texts)) or 'none'}"
+        )
+
+    return notion_sync_health
+
+

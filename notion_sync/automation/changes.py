@@ -1,0 +1,110 @@
+"""The near-real-time lane: one change sensor per object with mode `realtime`.
+
+Every `realtime.interval_seconds` the sensor asks Salesforce for the newest `SystemModstamp` after
+its cursor (``ORDER BY SystemModstamp DESC LIMIT 1`` through queryAll, so deletions count: one
+cheap API call when nothing changed, two when changes span several days) and launches the touched
+daily partitions of `sync_<Object>` in the ``realtime`` lane (`dagster/priority` 10, above the
+backfill lane's -1). The cursor is the newest modstamp seen; on its first tick the sensor only
+records it (history is the backfills' job).
+
+A partition that is already being materialized is not launched again (two runs of one partition
+must not write the same pages at once): the cursor stays put and the change is launched on a
+later tick, after that run ends.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from dagster import (
+    DagsterInstance,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+from dagster._core.storage.partition_status_cache import AssetPartitionStatus
+
+from notion_sync.automation.jobs import sync_job
+from notion_sync.automation.lanes import lane_tags
+from notion_sync.automation.names import object_asset_keys
+from notion_sync.config import ObjectConfig, RealtimeConfig
+from notion_sync.partitions import daily_partitions
+from notion_sync.salesforce.resource import SalesforceResource
+
+MODSTAMP = "SystemModstamp"
+
+
+def _modstamp_day(modstamp: str) -> date:
+    """The UTC day of a Salesforce datetime (`2026-11-20T13:45:00.000+0000`)."""
+    return datetime.strptime(modstamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).date()
+
+
+def touched_days(oldest: str, newest: str) -> list[str]:
+    """Partition keys from the day of the oldest change to the day of the newest."""
+    first, last = _modstamp_day(oldest), _modstamp_day(newest)
+    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+def _modstamp_query(object_name: str, after: str | None, order: str) -> str:
+    where = f" WHERE {MODSTAMP} > {after}" if after else ""
+    return f"SELECT {MODSTAMP} FROM {object_name}{where} ORDER BY {MODSTAMP} {order} LIMIT 1"
+
+
+def _first_modstamp(salesforce: SalesforceResource, query: str) -> str | None:
+    records = salesforce.get_client().sf.query(query, include_deleted=True)["records"]
+    return records[0][MODSTAMP] if records else None
+
+
+def _in_progress(instance: DagsterInstance, obj: ObjectConfig, partition_keys: list[str]) -> set[str]:
+    """The given partitions of the object that a queued or running run is materializing."""
+    partitions_def = daily_partitions(obj)
+    busy: set[str] = set()
+    for asset_key in object_asset_keys(obj.name):
+        statuses = instance.get_status_by_partition(asset_key, partition_keys, partitions_def) or {}
+        busy |= {key for key, status in statuses.items() if status == AssetPartitionStatus.IN_PROGRESS}
+    return busy
+
+
+def build_change_sensor(obj: ObjectConfig, realtime: RealtimeConfig) -> SensorDefinition:
+    job = sync_job(obj)
+    partitions_def = daily_partitions(obj)
+
+    @sensor(
+        name=f"changes_{obj.name}",
+        jobs=[job],
+        minimum_interval_seconds=realtime.interval_seconds,
+        description=f"Launches the partitions of {obj.name} records changed in Salesforce since the "
+        "last tick, in the high-priority realtime lane.",
+    )
+    def _changes(
+        context: SensorEvaluationContext, salesforce: SalesforceResource
+    ) -> SensorResult | SkipReason:
+        cursor = context.cursor
+        newest = _first_modstamp(salesforce, _modstamp_query(obj.name, cursor, "DESC"))
+        if newest is None:
+            return SkipReason(f"no {obj.name} changes after {cursor}")
+        if cursor is None:
+            return SensorResult(cursor=newest, skip_reason=f"started at {obj.name} modstamp {newest}")
+        oldest = cursor if _modstamp_day(cursor) == _modstamp_day(newest) else (
+            _first_modstamp(salesforce, _modstamp_query(obj.name, cursor, "ASC")) or newest
+        )
+        days = [key for key in touched_days(oldest, newest) if partitions_def.has_partition_key(key)]
+        busy = _in_progress(context.instance, obj, days)
+        if busy:
+            return SkipReason(f"{obj.name} changed up to {newest}; waiting for partitions {sorted(busy)}")
+        return SensorResult(
+            run_requests=[
+                RunRequest(
+                    run_key=f"changes:{obj.name}:{day}:{newest}",
+                    partition_key=day,
+                    tags=lane_tags("realtime"),
+                )
+                for day in days
+            ],
+            cursor=newest,
+        )
+
+    return _changes

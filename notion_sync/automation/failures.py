@@ -1,0 +1,116 @@
+"""Failed partitions and failed runs as the Dagster instance records them.
+
+A partition is failed when the instance's partition status says so
+(`DagsterInstance.get_status_by_partition`); the run that failed it is the one of the partition's
+latest planned materialization. A failure counts as rate-limited when the run carries the tag
+``notion_sync/rate_limited=true`` or when a step or run failure event says so: the error message
+(or a cause's, or the failure metadata) contains ``rate_limited`` (Notion's 429 error code, which
+`NotionApiError` puts in its message), an HTTP ``429``, or Salesforce's ``REQUEST_LIMIT_EXCEEDED``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
+from dagster._core.storage.dagster_run import RunRecord
+from dagster._core.storage.partition_status_cache import AssetPartitionStatus
+from dagster._core.storage.tags import WILL_RETRY_TAG
+from dagster._utils.error import SerializableErrorInfo
+
+from notion_sync.automation.lanes import LANE_TAG, RATE_LIMITED_TAG
+from notion_sync.automation.names import object_asset_keys
+from notion_sync.automation.retry_policy import FailedPartition
+from notion_sync.config import SyncConfig
+from notion_sync.partitions import daily_partitions
+
+RATE_LIMIT_PATTERN = re.compile(r"rate_limited|\b429\b|REQUEST_LIMIT_EXCEEDED", re.IGNORECASE)
+LANES = ("realtime", "scheduled", "backfill")
+
+
+def _error_messages(error: SerializableErrorInfo | None) -> Iterator[str]:
+    """The messages of an error and its causes; never the stack, whose line numbers may read 429."""
+    while error is not None:
+        yield error.message
+        error = error.cause or error.context
+
+
+def failure_texts(instance: DagsterInstance, run_id: str) -> list[str]:
+    """Every error message and failure description/metadata text of a run's failure events."""
+    texts: list[str] = []
+    of_type = {DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}
+    for entry in instance.all_logs(run_id, of_type=of_type):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_FAILURE:
+            data = event.step_failure_data
+            texts += _error_messages(data.error)
+            if data.user_failure_data is not None:
+                texts.append(data.user_failure_data.description or "")
+                texts += [f"{key}={value.value}" for key, value in data.user_failure_data.metadata.items()]
+        else:
+            texts += _error_messages(event.job_failure_data.error)
+        texts.append(entry.user_message or "")
+    return texts
+
+
+def is_rate_limited(instance: DagsterInstance, record: RunRecord) -> bool:
+    if record.dagster_run.tags.get(RATE_LIMITED_TAG) == "true":
+        return True
+    return any(RATE_LIMIT_PATTERN.search(text) for text in failure_texts(instance, record.dagster_run.run_id))
+
+
+def find_failed_partitions(
+    instance: DagsterInstance, config: SyncConfig
+) -> tuple[list[FailedPartition], set[str]]:
+    """Failed partitions of every `salesforce/*` and `notion/*` asset, grouped by object and day,
+    and the keys (``Object|partition``) of partitions being materialized right now.
+
+    Runs that Dagster's own run_retries will re-execute (a crashed worker) are left to it.
+    """
+    failed: list[FailedPartition] = []
+    in_progress: set[str] = set()
+    for obj in config.objects.values():
+        partitions_def = daily_partitions(obj)
+        partition_keys = partitions_def.get_partition_keys()
+        failed_assets: dict[str, list[AssetKey]] = {}
+        for asset_key in object_asset_keys(obj.name):
+            statuses = instance.get_status_by_partition(asset_key, partition_keys, partitions_def) or {}
+            for partition_key, status in statuses.items():
+                if status == AssetPartitionStatus.FAILED:
+                    failed_assets.setdefault(partition_key, []).append(asset_key)
+                elif status == AssetPartitionStatus.IN_PROGRESS:
+                    in_progress.add(f"{obj.name}|{partition_key}")
+        for partition_key, asset_keys in failed_assets.items():
+            records = _failed_runs(instance, asset_keys, partition_key)
+            if not records or any(r.dagster_run.tags.get(WILL_RETRY_TAG) == "true" for r in records):
+                continue
+            latest = max(records, key=lambda r: r.end_time or r.update_timestamp.timestamp())
+            lane = latest.dagster_run.tags.get(LANE_TAG, "backfill")
+            failed.append(
+                FailedPartition(
+                    object_name=obj.name,
+                    partition_key=partition_key,
+                    asset_keys=tuple(asset_keys),
+                    run_id=latest.dagster_run.run_id,
+                    failed_at=latest.end_time or latest.update_timestamp.timestamp(),
+                    rate_limited=any(is_rate_limited(instance, record) for record in records),
+                    lane=lane if lane in LANES else "backfill",
+                )
+            )
+    return failed, in_progress
+
+
+def _failed_runs(
+    instance: DagsterInstance, asset_keys: list[AssetKey], partition_key: str
+) -> list[RunRecord]:
+    """The failed runs behind the failed assets of one partition (usually one run for both)."""
+    run_ids = set()
+    for asset_key in asset_keys:
+        info = instance.get_latest_planned_materialization_info(asset_key, partition_key)
+        if info is not None:
+            run_ids.add(info.run_id)
+    records = [instance.get_run_record_by_id(run_id) for run_id in run_ids]
+    return [r for r in records if r is not None and r.dagster_run.status == DagsterRunStatus.FAILURE]

@@ -1,0 +1,18 @@
+"""Names shared by jobs, sensors and schedules (no imports of theirs, so no import cycles)."""
+
+from __future__ import annotations
+
+from dagster import AssetKey
+
+
+def sync_job_name(object_name: str) -> str:
+    return f"sync_{object_name}"
+
+
+def reconcile_job_name(object_name: str) -> str:
+    return f"reconcile_{object_name}"
+
+
+def object_asset_keys(object_name: str) -> tuple[AssetKey, AssetKey]:
+    """`salesforce/<Object>` and `notion/<Object>`."""
+    return AssetKey(["salesforce", object_name]), AssetKey(["notion", object_name])

@@ -1,0 +1,55 @@
+"""Every sensor of the project, built from the sync config, and the retry sensor.
+
+- `notion_sync_retry`: re-launches failed partitions of every `salesforce/*` and `notion/*` asset
+  following :mod:`.retry_policy`; its cursor holds the retry counts.
+- `changes_<Object>` (mode realtime): the near-real-time lane, :mod:`.changes`.
+- `notion_sync_run_failure_alert` and `notion_sync_health`: :mod:`.alerts`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from dagster import SensorDefinition, SensorEvaluationContext, SensorResult, sensor
+
+from notion_sync.automation.alerts import build_health_sensor, build_run_failure_alert_sensor, send_alert
+from notion_sync.automation.changes import build_change_sensor
+from notion_sync.automation.failures import find_failed_partitions
+from notion_sync.automation.jobs import sync_job
+from notion_sync.automation.retry_policy import RetryState, plan_retries
+from notion_sync.config import SyncConfig
+
+clock = time.time  # the retry sensor's clock; tests replace it to skip the backoff waits
+
+
+def build_retry_sensor(config: SyncConfig) -> SensorDefinition:
+    @sensor(
+        name="notion_sync_retry",
+        jobs=[sync_job(obj) for obj in config.objects.values()],
+        minimum_interval_seconds=config.retry.check_interval_seconds,
+        description="Re-launches failed partitions with backoff (rate-limited first); alerts after "
+        f"{config.retry.max_attempts} retries.",
+    )
+    def notion_sync_retry(context: SensorEvaluationContext) -> SensorResult:
+        failures, in_progress = find_failed_partitions(context.instance, config)
+        requests, state, alerts = plan_retries(
+            failures, in_progress, RetryState.from_cursor(context.cursor), clock(), config.retry
+        )
+        for text in alerts:
+            send_alert(text, config.alerts.webhook_url, context.log)
+        skip = f"{len(failures)} failed partitions, none due for a retry ({len(alerts)} alerts)"
+        return SensorResult(
+            run_requests=requests, cursor=state.to_cursor(), skip_reason=None if requests else skip
+        )
+
+    return notion_sync_retry
+
+
+def build_sensors(config: SyncConfig) -> list[SensorDefinition]:
+    realtime = [obj for obj in config.objects.values() if obj.mode == "realtime"]
+    return [
+        build_retry_sensor(config),
+        *(build_change_sensor(obj, config.realtime) for obj in realtime),
+        build_run_failure_alert_sensor(config.alerts),
+        build_health_sensor(config.alerts),
+    ]

@@ -1,0 +1,138 @@
+"""The retry sensor against a real (temporary SQLite) Dagster instance with really failed partitions.
+
+The partitions fail in stand-in assets with the project's asset keys and partitions, so each
+scenario controls exactly which partition fails and how; the end-to-end test
+(test_automation_e2e.py) runs the real assets against the sandboxes.
+"""
+
+import pytest
+from dagster import (
+    AssetExecutionContext,
+    Definitions,
+    Failure,
+    asset,
+    build_sensor_context,
+    instance_for_test,
+)
+
+from notion_sync.automation import sensors
+from notion_sync.automation.jobs import sync_job
+from notion_sync.automation.sensors import build_retry_sensor
+from notion_sync.config import load_config
+from notion_sync.notion.errors import TransientNotionError
+from notion_sync.partitions import daily_partitions
+
+CONFIG = load_config()
+CONFIG = CONFIG.model_copy(update={"objects": {"Account": CONFIG.objects["Account"]}})
+PARTITIONS = daily_partitions(CONFIG.objects["Account"])
+# partition key -> "ok" | "fail" | "rate_limited" | "rate_limited_tag"; the stand-in assets obey it.
+BEHAVIOUR: dict[str, str] = {}
+
+
+@asset(key=["salesforce", "Account"], partitions_def=PARTITIONS)
+def salesforce_account(context: AssetExecutionContext) -> None:
+    behaviour = BEHAVIOUR.get(context.partition_key, "ok")
+    if behaviour == "fail":
+        raise RuntimeError("Salesforce query failed: 503 Service Unavailable")
+    if behaviour == "rate_limited":
+        raise TransientNotionError(429, "rate_limited", "This request exceeds the rate limit", retry_after=2)
+    if behaviour == "rate_limited_metadata":
+        raise Failure("Notion refused the batch", metadata={"status": "429"})
+
+
+@asset(key=["notion", "Account"], deps=[salesforce_account], partitions_def=PARTITIONS)
+def notion_account() -> None:
+    pass
+
+
+class Harness:
+    """One instance, the stand-in assets, the sync job and the retry sensor, with its cursor."""
+
+    def __init__(self, instance, monkeypatch):
+        self.instance = instance
+        self.monkeypatch = monkeypatch
+        self.sensor = build_retry_sensor(CONFIG)
+        self.defs = Definitions(
+            assets=[salesforce_account, notion_account],
+            jobs=[sync_job(CONFIG.objects["Account"])],
+            sensors=[self.sensor],
+        )
+        self.cursor: str | None = None
+        self.last_end = 0.0
+
+    def run(self, partition_key: str, tags: dict | None = None, asset_selection=None) -> bool:
+        result = self.defs.resolve_job_def("sync_Account").execute_in_process(
+            instance=self.instance, partition_key=partition_key, tags=tags or {}, raise_on_error=False,
+            asset_selection=asset_selection,
+        )
+        self.last_end = self.instance.get_run_record_by_id(result.run_id).end_time
+        return result.success
+
+    def tick(self, seconds_after_last_end: float, cursor: str | None = None) -> list:
+        """Evaluate the sensor with the clock at that many seconds after the last run ended."""
+        self.monkeypatch.setattr(sensors, "clock", lambda: self.last_end + seconds_after_last_end)
+        cursor = cursor or self.cursor
+        result = self.sensor.evaluate_tick(
+            build_sensor_context(instance=self.instance, cursor=cursor, definitions=self.defs)
+        )
+        self.cursor = result.cursor
+        return result.run_requests or []
+
+
+@pytest.fixture
+def harness(monkeypatch):
+    BEHAVIOUR.clear()
+    with instance_for_test() as instance:
+        yield Harness(instance, monkeypatch)
+
+
+def test_failed_partitions_retried_after_backoff_rate_limited_first(harness):
+    BEHAVIOUR.update({"2026-11-19": "fail", "2026-11-20": "rate_limited", "2026-11-21": "ok"})
+    for day in BEHAVIOUR:
+        harness.run(day)
+    assert harness.tick(30) == []
+    first = harness.cursor
+    assert [r.partition_key for r in harness.tick(61, first)] == ["2026-11-19"]  # the 429 waits 5 min
+    requests = harness.tick(301, first)
+    assert [r.partition_key for r in requests] == ["2026-11-20", "2026-11-19"]
+    selected = {key.to_user_string() for key in requests[0].asset_selection}
+    assert selected == {"salesforce/Account", "notion/Account"}
+
+
+def test_rate_limit_found_in_failure_metadata(harness):
+    BEHAVIOUR["2026-11-20"] = "rate_limited_metadata"
+    harness.run("2026-11-20")
+    assert harness.tick(250) == []
+    assert len(harness.tick(300)) == 1
+
+
+def test_rate_limited_tag_is_honoured(harness):
+    BEHAVIOUR["2026-11-20"] = "fail"
+    harness.run("2026-11-20", tags={"notion_sync/rate_limited": "true"})
+    assert harness.tick(250) == []
+
+
+def test_three_retries_then_alert_then_reset_on_success(harness, monkeypatch):
+    alerts: list[str] = []
+    monkeypatch.setattr(sensors, "send_alert", lambda text, url, log: alerts.append(text))
+    day = "2026-11-20"
+    BEHAVIOUR[day] = "fail"
+    harness.run(day)
+    for attempt, delay in enumerate([60, 120, 240], start=1):
+        assert harness.tick(delay - 2) == []
+        (request,) = harness.tick(delay)
+        assert request.tags["notion_sync/retry_attempt"] == str(attempt)
+        assert not harness.run(day, tags=request.tags, asset_selection=request.asset_selection)
+    assert harness.tick(999) == []
+    assert len(alerts) == 1 and "still fails after 3 retries" in alerts[0]
+    harness.tick(1999)
+    assert len(alerts) == 1  # once
+    # Fixed upstream: a manual re-run succeeds and the partition's count is forgotten.
+    BEHAVIOUR[day] = "ok"
+    assert harness.run(day)
+    harness.tick(1)
+    assert harness.cursor == "{}"
+    BEHAVIOUR[day] = "fail"
+    harness.run(day)
+    (request,) = harness.tick(60)
+    assert request.tags["notion_sync/retry_attempt"] == "1"
