@@ -1,0 +1,1100 @@
+"""Seeded, lazy Salesforce data for the sandbox: schema, describe, records, queries, admin edits.
+
+Volume: ``records`` is the number of Accounts; there are ``2 * records`` Contacts and ``records``
+Opportunities. Nothing is stored per record: record ``i`` of an object is computed from
+``(seed, object, i)`` whenever it is read, so 1,000,000 Accounts cost no memory. Only admin
+changes (updates, deletes, creates) live in a dict of overrides.
+
+Timestamps: ``SystemModstamp`` is a non-decreasing function of the index (spread evenly over the
+``days`` before ``end``, whole seconds), and Ids increase with the index, so the index order is the
+``(SystemModstamp, Id)`` order and a window query finds its index range by bisection. A record
+whose SystemModstamp an admin edit moved (to "now") is read from the overrides instead.
+
+Edge stamps: for every UTC midnight M inside the span, the last record before M gets
+``SystemModstamp = M - 1 ms`` (23:59:59.999) and the next one gets exactly M (00:00:00.000), as long
+as both fall on the neighbouring days. :meth:`SalesforceData.edge_records` lists them.
+
+Other deterministic features: ~2% of records are soft-deleted (``IsDeleted``; ``queryAll`` only),
+Account 0 is named "Müller & Søn" and Account 1 "東京 Trading", about 10% of Descriptions are longer
+than 2,000 characters, and with ``invalid_emails`` (default on) every Contact whose index is 13
+modulo 97 has an invalid Email (:meth:`SalesforceData.invalid_email_ids`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from notion_sync.sandbox.soql import Comparison, Query, compile_all
+
+DEFAULT_END = datetime(2026, 11, 21, tzinfo=UTC)
+DAY_MS = 86_400_000
+CHEAP_FIELDS = frozenset({"Id", "IsDeleted", "SystemModstamp", "LastModifiedDate", "CreatedDate"})
+_MASK = (1 << 64) - 1
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_CHECKSUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
+
+class DataError(Exception):
+    """An admin change Salesforce would refuse (errorCode as Salesforce names it)."""
+
+    def __init__(self, error_code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+        self.status = status
+
+
+# ---------------------------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str  # Salesforce describe type
+    label: str
+    length: int = 0
+    precision: int = 0
+    scale: int = 0
+    picklist: tuple[str, ...] = ()
+    reference_to: tuple[str, ...] = ()
+    nillable: bool = True
+    custom: bool = False
+    compound: str | None = None  # compoundFieldName of a component
+    formula: str | None = None  # calculatedFormula: a read-only formula field
+    system: bool = False  # set by Salesforce, not updateable
+
+    @property
+    def filterable(self) -> bool:
+        return self.type != "address" and not (self.type == "textarea" and self.length > 255)
+
+    @property
+    def sortable(self) -> bool:
+        return self.filterable and self.type != "multipicklist"
+
+    @property
+    def updateable(self) -> bool:
+        return not (self.system or self.formula or self.type == "address")
+
+
+@dataclass(frozen=True)
+class SObject:
+    name: str
+    label: str
+    label_plural: str
+    key_prefix: str
+    code: int  # mixes into the per-record seed
+    fields: tuple[Field, ...]
+
+    def field_map(self) -> dict[str, Field]:
+        return {f.name: f for f in self.fields}
+
+
+def _system_fields() -> tuple[Field, ...]:
+    return (
+        Field("CreatedDate", "datetime", "Created Date", nillable=False, system=True),
+        Field("LastModifiedDate", "datetime", "Last Modified Date", nillable=False, system=True),
+        Field("SystemModstamp", "datetime", "System Modstamp", nillable=False, system=True),
+    )
+
+
+def _id_fields() -> tuple[Field, ...]:
+    return (
+        Field("Id", "id", "Record ID", length=18, nillable=False, system=True),
+        Field("IsDeleted", "boolean", "Deleted", nillable=False, system=True),
+    )
+
+
+ACCOUNT_TYPES = (
+    "Prospect",
+    "Customer - Direct",
+    "Customer - Channel",
+    "Channel Partner / Reseller",
+    "Installation Partner",
+    "Technology Partner",
+    "Other",
+)
+INDUSTRIES = (
+    "Agriculture",
+    "Apparel",
+    "Banking",
+    "Biotechnology",
+    "Chemicals",
+    "Communications",
+    "Construction",
+    "Consulting",
+    "Education",
+    "Electronics",
+    "Energy",
+    "Engineering",
+    "Entertainment",
+    "Finance",
+    "Healthcare",
+    "Hospitality",
+    "Insurance",
+    "Manufacturing",
+    "Media",
+    "Retail",
+    "Technology",
+    "Telecommunications",
+    "Transportation",
+    "Utilities",
+)
+REGIONS = ("AMER", "EMEA", "APAC", "LATAM", "ANZ")
+STAGES = {  # StageName → default Probability
+    "Prospecting": 10,
+    "Qualification": 10,
+    "Needs Analysis": 20,
+    "Value Proposition": 50,
+    "Id. Decision Makers": 60,
+    "Perception Analysis": 70,
+    "Proposal/Price Quote": 75,
+    "Negotiation/Review": 90,
+    "Closed Won": 100,
+    "Closed Lost": 0,
+}
+OPPORTUNITY_TYPES = (
+    "Existing Customer - Upgrade",
+    "Existing Customer - Replacement",
+    "Existing Customer - Downgrade",
+    "New Customer",
+)
+PRODUCTS = ("Platform", "Analytics", "Support Plus", "Training", "Integrations", "Mobile")
+
+
+def _account(custom_fields: int) -> SObject:
+    billing = [
+        Field("BillingStreet", "textarea", "Billing Street", length=255, compound="BillingAddress"),
+        Field("BillingCity", "string", "Billing City", length=40, compound="BillingAddress"),
+        Field("BillingState", "string", "Billing State/Province", length=80, compound="BillingAddress"),
+        Field("BillingPostalCode", "string", "Billing Zip/Postal Code", length=20, compound="BillingAddress"),
+        Field("BillingCountry", "string", "Billing Country", length=80, compound="BillingAddress"),
+        Field(
+            "BillingLatitude", "double", "Billing Latitude", precision=18, scale=15, compound="BillingAddress"
+        ),
+        Field(
+            "BillingLongitude",
+            "double",
+            "Billing Longitude",
+            precision=18,
+            scale=15,
+            compound="BillingAddress",
+        ),
+        Field(
+            "BillingGeocodeAccuracy",
+            "picklist",
+            "Billing Geocode Accuracy",
+            length=40,
+            picklist=("Address", "NearAddress", "Block", "Street", "ExtendedZip", "Zip", "City"),
+            compound="BillingAddress",
+        ),
+        Field("BillingAddress", "address", "Billing Address"),
+    ]
+    customs = [
+        Field(f"Custom_Text_{k:02d}__c", "string", f"Custom Text {k:02d}", length=255, custom=True)
+        for k in range(1, custom_fields + 1)
+    ]
+    return SObject(
+        "Account",
+        "Account",
+        "Accounts",
+        "001",
+        1,
+        (
+            *_id_fields(),
+            Field("Name", "string", "Account Name", length=255, nillable=False),
+            Field("Type", "picklist", "Account Type", length=255, picklist=ACCOUNT_TYPES),
+            Field("Industry", "picklist", "Industry", length=255, picklist=INDUSTRIES),
+            *billing,
+            Field("Phone", "phone", "Account Phone", length=40),
+            Field("Website", "url", "Website", length=255),
+            Field("AnnualRevenue", "currency", "Annual Revenue", precision=18, scale=0),
+            Field("NumberOfEmployees", "int", "Employees", precision=8),
+            Field("Description", "textarea", "Account Description", length=32000),
+            *_system_fields(),
+            Field("Active__c", "boolean", "Active", nillable=False, custom=True),
+            Field("Regions__c", "multipicklist", "Regions", length=4099, picklist=REGIONS, custom=True),
+            Field("Rating_Score__c", "percent", "Rating Score", precision=5, scale=2, custom=True),
+            Field(
+                "Revenue_Per_Employee__c",
+                "currency",
+                "Revenue per Employee",
+                precision=18,
+                scale=2,
+                custom=True,
+                formula="AnnualRevenue / NumberOfEmployees",
+            ),
+            *customs,
+        ),
+    )
+
+
+CONTACT = SObject(
+    "Contact",
+    "Contact",
+    "Contacts",
+    "003",
+    2,
+    (
+        *_id_fields(),
+        Field("AccountId", "reference", "Account ID", length=18, reference_to=("Account",)),
+        Field("LastName", "string", "Last Name", length=80, nillable=False, compound="Name"),
+        Field("FirstName", "string", "First Name", length=40, compound="Name"),
+        Field("Name", "string", "Full Name", length=121, nillable=False, system=True),
+        Field("Phone", "phone", "Business Phone", length=40),
+        Field("Email", "email", "Email", length=80),
+        Field("Title", "string", "Title", length=128),
+        Field("Birthdate", "date", "Birthdate"),
+        Field("HasOptedOutOfEmail", "boolean", "Email Opt Out", nillable=False),
+        Field("Description", "textarea", "Contact Description", length=32000),
+        *_system_fields(),
+    ),
+)
+
+OPPORTUNITY = SObject(
+    "Opportunity",
+    "Opportunity",
+    "Opportunities",
+    "006",
+    3,
+    (
+        *_id_fields(),
+        Field("AccountId", "reference", "Account ID", length=18, reference_to=("Account",)),
+        Field("Name", "string", "Name", length=120, nillable=False),
+        Field("Description", "textarea", "Description", length=32000),
+        Field("StageName", "picklist", "Stage", length=255, nillable=False, picklist=tuple(STAGES)),
+        Field("Amount", "currency", "Amount", precision=18, scale=2),
+        Field("Probability", "percent", "Probability (%)", precision=3, scale=0),
+        Field("CloseDate", "date", "Close Date", nillable=False),
+        Field("Type", "picklist", "Opportunity Type", length=255, picklist=OPPORTUNITY_TYPES),
+        Field("NextStep", "string", "Next Step", length=255),
+        Field("IsClosed", "boolean", "Closed", nillable=False, system=True),
+        Field("IsWon", "boolean", "Won", nillable=False, system=True),
+        Field("Products__c", "multipicklist", "Products", length=4099, picklist=PRODUCTS, custom=True),
+        *_system_fields(),
+    ),
+)
+
+REQUIRED_ON_CREATE = {
+    "Account": ("Name",),
+    "Contact": ("LastName",),
+    "Opportunity": ("Name", "StageName", "CloseDate"),
+}
+_PER_ACCOUNT = {"Account": 1, "Contact": 2, "Opportunity": 1}
+
+
+# ----------------------------------------------------------------------------------- ids and datetimes
+
+
+def _mix(*parts: int) -> int:
+    """A fast 64-bit hash (splitmix-style) of integers: per-record seeds and coin flips."""
+    h = 0x9E3779B97F4A7C15
+    for part in parts:
+        h = ((h ^ (part & _MASK)) * 0xBF58476D1CE4E5B9) & _MASK
+        h ^= h >> 31
+        h = (h * 0x94D049BB133111EB) & _MASK
+        h ^= h >> 29
+    return h
+
+
+def case_safe_id(id15: str) -> str:
+    """Append Salesforce's 3-character case-safe checksum to a 15-character Id."""
+    suffix = ""
+    for chunk in range(3):
+        bits = sum(1 << j for j, ch in enumerate(id15[chunk * 5 : chunk * 5 + 5]) if "A" <= ch <= "Z")
+        suffix += _CHECKSUM[bits]
+    return id15 + suffix
+
+
+def make_id(key_prefix: str, index: int) -> str:
+    """prefix + pod "Dn" + reserved "0" + 9 base-62 digits of ``index`` + checksum.
+
+    Fixed width and an ASCII-ordered alphabet make Ids sort like their indexes."""
+    digits = []
+    for _ in range(9):
+        index, rem = divmod(index, 62)
+        digits.append(_B62[rem])
+    return case_safe_id(key_prefix + "Dn0" + "".join(reversed(digits)))
+
+
+def parse_id(key_prefix: str, record_id: str) -> int | None:
+    """The index behind an Id of this object (15 or 18 characters), or None."""
+    if len(record_id) not in (15, 18) or not record_id.startswith(key_prefix + "Dn0"):
+        return None
+    if len(record_id) == 18 and case_safe_id(record_id[:15]) != record_id:
+        return None
+    index = 0
+    for ch in record_id[6:15]:
+        pos = _B62.find(ch)
+        if pos < 0:
+            return None
+        index = index * 62 + pos
+    return index
+
+
+def format_datetime(ms: int) -> str:
+    """Epoch milliseconds → Salesforce's ``2026-11-20T13:45:00.000+0000``."""
+    seconds, milli = divmod(ms, 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{milli:03d}+0000"
+
+
+def parse_datetime(value: str) -> int:
+    """Salesforce / ISO datetime → epoch milliseconds."""
+    text = value.replace("Z", "+00:00")
+    if text[-5] in "+-" and text[-3] != ":":
+        text = text[:-2] + ":" + text[-2:]
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+# --------------------------------------------------------------------------------------- value pools
+
+_COMPANY_A = (
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Stark",
+    "Wayne",
+    "Nordwind",
+    "Zürich",
+    "Ørsted",
+    "São Paulo",
+    "Kraków",
+    "Café Émile",
+    "Ελληνική",
+    "北京",
+    "Sakura",
+    "Łódź",
+    "Åland",
+    "Dvořák",
+)
+_COMPANY_B = (
+    "Analytics",
+    "Logistics",
+    "Holdings",
+    "Software",
+    "Foods",
+    "Energy",
+    "Labs",
+    "Partners",
+    "Trading",
+    "Robotics",
+    "Consulting",
+    "Textiles",
+)
+_COMPANY_SUFFIX = ("", "", " Inc.", " GmbH", " Ltd", " KK", " S.A.", " AG", " & Co.")
+_CITIES = (  # city, state, postal code, country, latitude, longitude
+    ("München", "Bayern", "80331", "Germany", 48.137154, 11.576124),
+    ("Zürich", "ZH", "8001", "Switzerland", 47.376887, 8.541694),
+    ("東京", "東京都", "100-0001", "Japan", 35.689487, 139.691706),
+    ("São Paulo", "SP", "01000-000", "Brazil", -23.55052, -46.633308),
+    ("Montréal", "QC", "H2Y 1C6", "Canada", 45.501689, -73.567256),
+    ("Kraków", "Małopolskie", "30-001", "Poland", 50.064651, 19.944981),
+    ("New York", "NY", "10001", "United States", 40.712776, -74.005974),
+    ("London", None, "EC1A 1BB", "United Kingdom", 51.507351, -0.127758),
+    ("San Francisco", "CA", "94105", "United States", 37.774929, -122.419418),
+)
+_STREETS = ("Main Street", "Bahnhofstrasse", "Rue de la Paix", "Avenida Paulista", "Market St", "銀座通り")
+_FIRST = (
+    "Anna",
+    "Jürgen",
+    "Zoë",
+    "José",
+    "Søren",
+    "Łukasz",
+    "陽翔",
+    "さくら",
+    "Mary",
+    "John",
+    "Aisha",
+    "Chloé",
+    "Björn",
+    "Priya",
+    "Mateo",
+    "Olga",
+    "Wei",
+    "Fatima",
+)
+_LAST = (
+    "Müller",
+    "O'Brien",
+    "García",
+    "Nguyễn",
+    "佐藤",
+    "Smith",
+    "Kowalski",
+    "Dubois",
+    "Rossi",
+    "Johansson",
+    "Okafor",
+    "Tanaka",
+    "Schäfer",
+    "Ivanova",
+    "Papadopoulos",
+    "Lee",
+)
+_TITLES = (
+    "CEO",
+    "CTO",
+    "VP Sales",
+    "Head of Operations",
+    "Buyer",
+    "Engineer",
+    "Directrice financière",
+    "営業部長",
+)
+_INVALID_EMAILS = ("not-an-email", "jane.doe@", "@example.com", "john doe@example.com")
+_NEXT_STEPS = ("Send proposal", "Schedule demo", "Legal review", "Follow up after holidays", "Pricing call")
+_SENTENCES = (
+    "Long-standing customer with several subsidiaries.",
+    "Prefers contact by e-mail — Grüße aus München.",
+    "Expansion planned in APAC (東京, Singapore) next year.",
+    "Renewal negotiations ongoing; watch the budget cycle.",
+    "Key stakeholder changed in Q3 🚀; re-qualify needs.",
+)
+
+
+def _ascii(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isascii() and ch.isalnum()) or "x"
+
+
+def _description(rng: random.Random) -> str | None:
+    roll = rng.random()
+    if roll < 0.3:
+        return None
+    if roll < 0.4:  # longer than one Notion text object (2,000 characters)
+        parts: list[str] = []
+        target = rng.randint(2_100, 4_500)
+        while sum(len(p) + 1 for p in parts) < target:
+            parts.append(rng.choice(_SENTENCES))
+        return "\n".join(parts)
+    return " ".join(rng.sample(_SENTENCES, rng.randint(1, 3)))
+
+
+def _multi(rng: random.Random, values: tuple[str, ...]) -> str | None:
+    chosen = [v for v in values if rng.random() < 0.3]
+    return ";".join(chosen) or None
+
+
+def _phone(rng: random.Random) -> str | None:
+    return None if rng.random() < 0.2 else f"+1 ({rng.randint(200, 999)}) 555-{rng.randint(0, 9999):04d}"
+
+
+# ----------------------------------------------------------------------------------------- the data
+
+
+class LazyRecord(dict):
+    """A base record whose fields are computed on first access: the cheap ones (Id, IsDeleted,
+    timestamps) individually, the rest all at once. Filtering on timestamps never builds a record."""
+
+    __slots__ = ("_data", "_index", "_obj")
+
+    def __init__(self, data: SalesforceData, obj: str, index: int) -> None:
+        super().__init__()
+        self._data, self._obj, self._index = data, obj, index
+
+    def __missing__(self, key: str) -> Any:
+        if key in CHEAP_FIELDS:
+            value = self._data.cheap_value(self._obj, self._index, key)
+            self[key] = value
+            return value
+        self.update(self._data.generate(self._obj, self._index))
+        return dict.__getitem__(self, key)
+
+
+@dataclass
+class ResultSet:
+    """Matching records of a query, as of the moment it ran (admin edits later are not seen)."""
+
+    sobject: str
+    total: int
+    fields: list[str]
+    _factory: Callable[[], Iterator[Mapping[str, Any]]]
+
+    def __post_init__(self) -> None:
+        self._iterator = self._factory()
+        self._position = 0
+        self._last: tuple[int, int, list[Mapping[str, Any]]] | None = None
+        self._lock = threading.Lock()
+
+    def page(self, offset: int, size: int) -> list[Mapping[str, Any]]:
+        """Records ``[offset, offset + size)``; sequential pages and the repeat of the last page (a
+        client retrying after a dropped connection) are O(size), any other offset re-runs the query."""
+        with self._lock:
+            if self._last is not None and self._last[:2] == (offset, size):
+                return self._last[2]
+            if offset != self._position:
+                self._iterator = self._factory()
+                self._position = 0
+                for _ in itertools.islice(self._iterator, offset):
+                    self._position += 1
+            records = list(itertools.islice(self._iterator, size))
+            self._position += len(records)
+            self._last = (offset, size, records)
+            return records
+
+
+class SalesforceData:
+    """Schema + lazily generated records + admin overrides for Account, Contact and Opportunity."""
+
+    def __init__(
+        self,
+        records: int = 1000,
+        seed: int = 7,
+        *,
+        days: int = 30,
+        end: datetime = DEFAULT_END,
+        invalid_emails: bool = True,
+        custom_fields: int = 40,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.records, self.seed, self.invalid_emails, self.clock = records, seed, invalid_emails, clock
+        self.end_ms = int(end.timestamp() * 1000)
+        self.start_ms = self.end_ms - days * DAY_MS
+        self.sobjects = {o.name: o for o in (_account(custom_fields), CONTACT, OPPORTUNITY)}
+        self.fields = {name: o.field_map() for name, o in self.sobjects.items()}
+        self._by_lower = {name.lower(): o for name, o in self.sobjects.items()}
+        self.counts = {name: records * _PER_ACCOUNT[name] for name in self.sobjects}
+        self._overrides: dict[str, dict[int, dict[str, Any] | None]] = {n: {} for n in self.sobjects}
+        self._created = dict.fromkeys(self.sobjects, 0)
+        self._lock = threading.Lock()
+        self._last_write_ms = 0
+        self._edges = {name: self._edge_stamps(name) for name in self.sobjects}
+
+    # ------------------------------------------------------------------------------- timestamps
+
+    def _base_stamp(self, obj: str, index: int) -> int:
+        count = self.counts[obj]
+        span = self.end_ms - self.start_ms
+        ms = self.start_ms + ((2 * index + 1) * span) // (2 * count)
+        return ms - ms % 1000
+
+    def _edge_stamps(self, obj: str) -> dict[int, int]:
+        edges: dict[int, int] = {}
+        count = self.counts[obj]
+        midnight = self.start_ms + DAY_MS
+        while midnight < self.end_ms and count:
+            k = _first(0, count, lambda i, m=midnight: self._base_stamp(obj, i) >= m) - 1
+            if (
+                0 <= k < count - 1
+                and self._base_stamp(obj, k) >= midnight - DAY_MS
+                and self._base_stamp(obj, k + 1) < midnight + DAY_MS
+                and k not in edges
+                and k + 1 not in edges
+            ):
+                edges[k] = midnight - 1
+                edges[k + 1] = midnight
+            midnight += DAY_MS
+        return edges
+
+    def stamp_ms(self, obj: str, index: int) -> int:
+        """Base SystemModstamp of record ``index`` (non-decreasing in the index)."""
+        edge = self._edges[obj].get(index)
+        return edge if edge is not None else self._base_stamp(obj, index)
+
+    def cheap_value(self, obj: str, index: int, name: str) -> Any:
+        code = self.sobjects[obj].code
+        if name == "Id":
+            return make_id(self.sobjects[obj].key_prefix, index)
+        if name == "IsDeleted":
+            return _mix(self.seed, code, index, 1) % 50 == 0
+        stamp = self.stamp_ms(obj, index)
+        if name == "SystemModstamp":
+            return format_datetime(stamp)
+        h = _mix(self.seed, code, index, 2)
+        modified = stamp if h % 3 else stamp - (h >> 8) % 7_200 * 1000
+        if name == "LastModifiedDate":
+            return format_datetime(modified)
+        return format_datetime(modified - (h >> 24) % (400 * 86_400) * 1000)  # CreatedDate
+
+    # ------------------------------------------------------------------------------ generation
+
+    def generate(self, obj: str, index: int) -> dict[str, Any]:
+        """Every field of base record ``index`` (ignores admin overrides)."""
+        rng = random.Random(_mix(self.seed, self.sobjects[obj].code, index, 3))
+        record = {name: self.cheap_value(obj, index, name) for name in CHEAP_FIELDS}
+        record.update(getattr(self, f"_gen_{obj.lower()}")(rng, index))
+        return record
+
+    def _gen_account(self, rng: random.Random, index: int) -> dict[str, Any]:
+        fixed = {0: "Müller & Søn", 1: "東京 Trading"}
+        name = fixed.get(index) or (
+            f"{rng.choice(_COMPANY_A)} {rng.choice(_COMPANY_B)}{rng.choice(_COMPANY_SUFFIX)}"
+        )
+        revenue = None if rng.random() < 0.2 else float(round(rng.lognormvariate(15, 1.5), -3))
+        employees = None if rng.random() < 0.15 else int(rng.lognormvariate(4, 1.8)) + 1
+        record: dict[str, Any] = {
+            "Name": name,
+            "Type": None if rng.random() < 0.1 else rng.choice(ACCOUNT_TYPES),
+            "Industry": None if rng.random() < 0.15 else rng.choice(INDUSTRIES),
+            "AnnualRevenue": revenue,
+            "NumberOfEmployees": employees,
+            "Revenue_Per_Employee__c": round(revenue / employees, 2) if revenue and employees else None,
+            "Website": None if rng.random() < 0.2 else f"https://www.{_ascii(name)}.example.com",
+            "Phone": _phone(rng),
+            "Description": _description(rng),
+            "Active__c": rng.random() < 0.8,
+            "Regions__c": _multi(rng, REGIONS),
+            "Rating_Score__c": None if rng.random() < 0.25 else round(rng.uniform(0, 100), 2),
+            "BillingGeocodeAccuracy": None,
+        }
+        if rng.random() < 0.15:
+            record.update(
+                dict.fromkeys(
+                    (
+                        "BillingStreet",
+                        "BillingCity",
+                        "BillingState",
+                        "BillingPostalCode",
+                        "BillingCountry",
+                        "BillingLatitude",
+                        "BillingLongitude",
+                    ),
+                    None,
+                )
+            )
+        else:
+            city, state, postal, country, lat, lon = rng.choice(_CITIES)
+            record.update(
+                BillingStreet=f"{rng.randint(1, 250)} {rng.choice(_STREETS)}",
+                BillingCity=city,
+                BillingState=state,
+                BillingPostalCode=postal,
+                BillingCountry=country,
+                BillingLatitude=round(lat + rng.uniform(-0.05, 0.05), 6),
+                BillingLongitude=round(lon + rng.uniform(-0.05, 0.05), 6),
+            )
+        for field in self.sobjects["Account"].fields:
+            if field.name.startswith("Custom_Text_"):
+                record[field.name] = f"{field.label} value {index}" if rng.random() < 0.1 else None
+        return record
+
+    def _gen_contact(self, rng: random.Random, index: int) -> dict[str, Any]:
+        first = None if rng.random() < 0.05 else rng.choice(_FIRST)
+        last = rng.choice(_LAST)
+        roll = rng.random()
+        account = None if roll < 0.03 else (rng.randrange(self.records) if roll < 0.05 else index // 2)
+        if self.invalid_emails and index % 97 == 13:
+            email: str | None = _INVALID_EMAILS[index % len(_INVALID_EMAILS)]
+        else:
+            local = f"{_ascii(first or 'x')}.{_ascii(last)}{index}"
+            email = None if rng.random() < 0.1 else f"{local}@example.com"
+        birth = None
+        if rng.random() < 0.6:
+            birth = f"{rng.randint(1950, 2004)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        return {
+            "AccountId": None if account is None else make_id("001", account),
+            "FirstName": first,
+            "LastName": last,
+            "Name": f"{first} {last}" if first else last,
+            "Email": email,
+            "Phone": _phone(rng),
+            "Title": None if rng.random() < 0.2 else rng.choice(_TITLES),
+            "Birthdate": birth,
+            "HasOptedOutOfEmail": rng.random() < 0.1,
+            "Description": _description(rng),
+        }
+
+    def _gen_opportunity(self, rng: random.Random, index: int) -> dict[str, Any]:
+        stage = rng.choice(tuple(STAGES))
+        close = datetime.fromtimestamp(
+            self.stamp_ms("Opportunity", index) / 1000 + rng.randint(-60, 120) * 86_400, UTC
+        )
+        return {
+            "AccountId": None if rng.random() < 0.02 else make_id("001", index),
+            "Name": f"{rng.choice(PRODUCTS)} deal #{index}",
+            "StageName": stage,
+            "Amount": None if rng.random() < 0.1 else round(rng.uniform(1_000, 500_000), 2),
+            "Probability": STAGES[stage],
+            "CloseDate": close.strftime("%Y-%m-%d"),
+            "Type": None if rng.random() < 0.2 else rng.choice(OPPORTUNITY_TYPES),
+            "NextStep": None if rng.random() < 0.4 else rng.choice(_NEXT_STEPS),
+            "IsClosed": stage.startswith("Closed"),
+            "IsWon": stage == "Closed Won",
+            "Products__c": _multi(rng, PRODUCTS),
+            "Description": _description(rng),
+        }
+
+    # ------------------------------------------------------------------------------- helpers
+
+    def edge_records(self, obj: str) -> list[dict[str, str]]:
+        """Records at 23:59:59.999 and 00:00:00.000 UTC: [{"Id":..., "SystemModstamp":...}], in order."""
+        return [
+            {"Id": make_id(self.sobjects[obj].key_prefix, i), "SystemModstamp": format_datetime(ms)}
+            for i, ms in sorted(self._edges[obj].items())
+        ]
+
+    def invalid_email_ids(self) -> list[str]:
+        """Ids of the Contacts whose Email is deliberately invalid."""
+        if not self.invalid_emails:
+            return []
+        return [make_id("003", i) for i in range(13, self.counts["Contact"], 97)]
+
+    def sobject(self, name: str) -> SObject | None:
+        """Object names are case-insensitive, as in Salesforce URLs."""
+        return self._by_lower.get(name.lower())
+
+    def _resolve(self, obj: str) -> SObject:
+        sobject = self.sobjects.get(obj)
+        if sobject is None:
+            raise DataError("NOT_FOUND", "The requested resource does not exist", 404)
+        return sobject
+
+    def _index(self, obj: str, record_id: str) -> int:
+        index = parse_id(self._resolve(obj).key_prefix, record_id)
+        if (
+            index is None
+            or index >= self.counts[obj] + self._created[obj]
+            or (self._overrides[obj].get(index, {}) is None)
+        ):
+            raise DataError(
+                "NOT_FOUND",
+                f"Provided external ID field does not exist or is not accessible: {record_id}",
+                404,
+            )
+        return index
+
+    def get(self, obj: str, record_id: str) -> dict[str, Any]:
+        """The current record (admin overrides applied), deleted or not."""
+        index = self._index(obj, record_id)
+        override = self._overrides[obj].get(index)
+        return dict(override) if override is not None else self.generate(obj, index)
+
+    # ----------------------------------------------------------------------------- admin edits
+
+    def _now(self) -> str:
+        ms = max(int(self.clock() * 1000), self._last_write_ms + 1)
+        self._last_write_ms = ms
+        return format_datetime(ms)
+
+    def _check_fields(self, obj: str, changes: Mapping[str, Any]) -> None:
+        fields = self.fields[obj]
+        for name in changes:
+            if name not in fields:
+                raise DataError("INVALID_FIELD", f"No such column '{name}' on sobject of type {obj}")
+            if not fields[name].updateable:
+                raise DataError(
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    f"Unable to create/update fields: {name}. "
+                    "Please check the security settings of this field and verify that it is "
+                    "read/write for your profile or permission set.",
+                )
+
+    def _store(self, obj: str, index: int, record: dict[str, Any]) -> dict[str, Any]:
+        if obj == "Contact":
+            record["Name"] = (
+                f"{record['FirstName']} {record['LastName']}" if record["FirstName"] else (record["LastName"])
+            )
+        if obj == "Opportunity":
+            record["IsClosed"] = str(record["StageName"]).startswith("Closed")
+            record["IsWon"] = record["StageName"] == "Closed Won"
+        self._overrides[obj] = {**self._overrides[obj], index: record}  # copy-on-write: see snapshot()
+        return dict(record)
+
+    def update(self, obj: str, record_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply field changes like a user edit: LastModifiedDate and SystemModstamp become now."""
+        with self._lock:
+            index = self._index(obj, record_id)
+            self._check_fields(obj, changes)
+            record = self.get(obj, record_id)
+            if record["IsDeleted"]:
+                raise DataError("ENTITY_IS_DELETED", "entity is deleted")
+            now = self._now()
+            record.update(changes, LastModifiedDate=now, SystemModstamp=now)
+            return self._store(obj, index, record)
+
+    def delete(self, obj: str, record_id: str, *, hard: bool = False) -> None:
+        """Soft delete (IsDeleted, visible to queryAll) or, with ``hard``, purge it from every query."""
+        with self._lock:
+            index = self._index(obj, record_id)
+            if hard:
+                self._overrides[obj] = {**self._overrides[obj], index: None}
+                return
+            record = self.get(obj, record_id)
+            if record["IsDeleted"]:
+                raise DataError("ENTITY_IS_DELETED", "entity is deleted")
+            now = self._now()
+            record.update(IsDeleted=True, LastModifiedDate=now, SystemModstamp=now)
+            self._store(obj, index, record)
+
+    def create(self, obj: str, fields: Mapping[str, Any]) -> str:
+        """Insert a record; returns its Id (indexes past the generated ones)."""
+        with self._lock:
+            self._resolve(obj)
+            self._check_fields(obj, fields)
+            missing = [name for name in REQUIRED_ON_CREATE[obj] if fields.get(name) is None]
+            if missing:
+                message = f"Required fields are missing: [{', '.join(missing)}]"
+                raise DataError("REQUIRED_FIELD_MISSING", message)
+            index = self.counts[obj] + self._created[obj]
+            self._created[obj] += 1
+            now = self._now()
+            record: dict[str, Any] = {
+                f.name: False if f.type == "boolean" else None for f in self.sobjects[obj].fields
+            }
+            record.update(
+                fields,
+                Id=make_id(self.sobjects[obj].key_prefix, index),
+                CreatedDate=now,
+                LastModifiedDate=now,
+                SystemModstamp=now,
+            )
+            return self._store(obj, index, record)["Id"]
+
+    # ---------------------------------------------------------------------------------- queries
+
+    def snapshot(self, obj: str) -> dict[int, dict[str, Any] | None]:
+        """The overrides as of now; stored records are replaced, never mutated, so this is stable."""
+        return self._overrides[obj]
+
+    def _index_range(self, obj: str, ranged: list[Comparison]) -> tuple[int, int]:
+        """Base indexes that can satisfy the SystemModstamp and Id comparisons (bisection)."""
+        lo, hi = 0, self.counts[obj]
+        prefix = self.sobjects[obj].key_prefix
+        for c in ranged:
+            if c.field == "SystemModstamp":
+                ms = parse_datetime(c.value)
+                first_ge = _first(lo, hi, lambda i, t=ms: self.stamp_ms(obj, i) >= t)
+                first_gt = _first(lo, hi, lambda i, t=ms: self.stamp_ms(obj, i) > t)
+            else:
+                first_ge = _first(lo, hi, lambda i, v=c.value: make_id(prefix, i) >= v)
+                first_gt = _first(lo, hi, lambda i, v=c.value: make_id(prefix, i) > v)
+            if c.op in (">=", "="):
+                lo = first_ge
+            elif c.op == ">":
+                lo = first_gt
+            if c.op == "<":
+                hi = first_ge
+            elif c.op in ("<=", "="):
+                hi = first_gt
+        return lo, max(lo, hi)
+
+    def execute(self, query: Query, include_deleted: bool) -> ResultSet:
+        """Run a bound query. Orders compatible with the index order (none, Id, SystemModstamp[, Id],
+        all ASC or all DESC) stream lazily; any other ORDER BY sorts the matches in memory."""
+        obj = query.sobject
+        overrides = self.snapshot(obj)
+        conjuncts, pure = query.conjuncts()
+        ranged = [
+            c
+            for c in conjuncts
+            if c.field in ("SystemModstamp", "Id")
+            and c.value is not None
+            and c.op in ("=", "<", "<=", ">", ">=")
+        ]
+        lo, hi = self._index_range(obj, ranged)
+        # Base records in [lo, hi) already satisfy the ranged comparisons: check only the rest.
+        residual = compile_all([c for c in conjuncts if c not in ranged]) if pure else query.predicate
+
+        def matches(record: Mapping[str, Any], predicate: Any = query.predicate) -> bool:
+            return (include_deleted or not record["IsDeleted"]) and (predicate is None or predicate(record))
+
+        order = [name for name, _ in query.order]
+        descending = bool(query.order) and query.order[0][1]
+        native = order in ([], ["Id"], ["SystemModstamp"], ["SystemModstamp", "Id"]) and all(
+            d == descending for _, d in query.order
+        )
+
+        def key(record: Mapping[str, Any]) -> Any:
+            return record["Id"] if order == ["Id"] else (record["SystemModstamp"], record["Id"])
+
+        extra = [r for r in overrides.values() if r is not None and matches(r)]
+
+        def base() -> Iterator[Mapping[str, Any]]:
+            indexes = range(hi - 1, lo - 1, -1) if descending else range(lo, hi)
+            records = (LazyRecord(self, obj, i) for i in indexes if i not in overrides)
+            return (r for r in records if matches(r, residual))
+
+        def stream() -> Iterator[Mapping[str, Any]]:
+            if native and extra:
+                extra.sort(key=key, reverse=descending)
+                merged: Iterator[Mapping[str, Any]] = heapq.merge(base(), extra, key=key, reverse=descending)
+            elif native:
+                merged = base()
+            else:
+                rows = [*base(), *extra]
+                for name, desc in reversed(query.order):
+                    rows.sort(key=lambda r, n=name: (r[n] is not None, r[n]), reverse=desc)
+                merged = iter(rows)
+            stop = None if query.limit is None else query.offset + query.limit
+            return itertools.islice(merged, query.offset, stop)
+
+        total = max(0, sum(1 for _ in base()) + len(extra) - query.offset)
+        if query.limit is not None:
+            total = min(total, query.limit)
+        return ResultSet(obj, total, query.fields, stream)
+
+
+def _first(lo: int, hi: int, pred: Callable[[int], bool]) -> int:
+    """The first index in [lo, hi) where the monotone ``pred`` holds (``hi`` if none)."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if pred(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+# ------------------------------------------------------------------------------------------ describe
+
+_SOAP_TYPES = {
+    "id": "tns:ID",
+    "reference": "tns:ID",
+    "boolean": "xsd:boolean",
+    "currency": "xsd:double",
+    "double": "xsd:double",
+    "percent": "xsd:double",
+    "int": "xsd:int",
+    "date": "xsd:date",
+    "datetime": "xsd:dateTime",
+    "address": "urn:address",
+}
+_TEXT_TYPES = {"id", "reference", "string", "textarea", "picklist", "multipicklist", "email", "phone", "url"}
+
+
+def describe_field(field: Field) -> dict[str, Any]:
+    """One entry of ``fields`` in an sObject describe, with the keys Salesforce returns."""
+    text = field.type in _TEXT_TYPES
+    creatable = field.updateable and not field.system
+    return {
+        "aggregatable": field.sortable and field.type != "boolean",
+        "aiPredictionField": False,
+        "autoNumber": False,
+        "byteLength": field.length * 3 if text else 0,
+        "calculated": field.formula is not None,
+        "calculatedFormula": field.formula,
+        "cascadeDelete": False,
+        "caseSensitive": False,
+        "compoundFieldName": field.compound,
+        "controllerName": None,
+        "createable": creatable,
+        "custom": field.custom,
+        "defaultValue": False if field.type == "boolean" else None,
+        "defaultValueFormula": None,
+        "defaultedOnCreate": field.type == "boolean" or field.system,
+        "dependentPicklist": False,
+        "deprecatedAndHidden": False,
+        "digits": field.precision if field.type == "int" else 0,
+        "displayLocationInDecimal": False,
+        "encrypted": False,
+        "externalId": False,
+        "extraTypeInfo": "plaintextarea" if field.type == "textarea" else None,
+        "filterable": field.filterable,
+        "filteredLookupInfo": None,
+        "formulaTreatNullNumberAsZero": False,
+        "groupable": field.sortable and field.type not in ("double", "currency", "percent", "datetime"),
+        "highScaleNumber": False,
+        "htmlFormatted": False,
+        "idLookup": field.name == "Id",
+        "inlineHelpText": None,
+        "label": field.label,
+        "length": field.length if text else 0,
+        "mask": None,
+        "maskType": None,
+        "name": field.name,
+        "nameField": field.name == "Name",
+        "namePointing": False,
+        "nillable": field.nillable,
+        "permissionable": field.nillable and not field.system,
+        "picklistValues": [
+            {"active": True, "defaultValue": False, "label": v, "validFor": None, "value": v}
+            for v in field.picklist
+        ],
+        "polymorphicForeignKey": False,
+        "precision": field.precision if field.type in ("double", "currency", "percent") else 0,
+        "queryByDistance": False,
+        "referenceTargetField": None,
+        "referenceTo": list(field.reference_to),
+        "relationshipName": field.name[:-2] if field.type == "reference" else None,
+        "relationshipOrder": None,
+        "restrictedDelete": False,
+        "restrictedPicklist": field.name.endswith("GeocodeAccuracy"),
+        "scale": field.scale,
+        "searchPrefilterable": False,
+        "soapType": _SOAP_TYPES.get(field.type, "xsd:string"),
+        "sortable": field.sortable,
+        "type": field.type,
+        "unique": False,
+        "updateable": field.updateable,
+        "writeRequiresMasterRead": False,
+    }
+
+
+def _urls(sobject: SObject, version: str) -> dict[str, str]:
+    base = f"/services/data/v{version}/sobjects/{sobject.name}"
+    return {
+        "compactLayouts": f"{base}/describe/compactLayouts",
+        "rowTemplate": f"{base}/{{ID}}",
+        "describe": f"{base}/describe",
+        "sobject": base,
+    }
+
+
+def describe_global_entry(sobject: SObject, version: str) -> dict[str, Any]:
+    return {
+        "activateable": False,
+        "createable": True,
+        "custom": False,
+        "customSetting": False,
+        "deletable": True,
+        "deprecatedAndHidden": False,
+        "feedEnabled": False,
+        "hasSubtypes": False,
+        "isSubtype": False,
+        "keyPrefix": sobject.key_prefix,
+        "label": sobject.label,
+        "labelPlural": sobject.label_plural,
+        "layoutable": True,
+        "mergeable": sobject.name != "Opportunity",
+        "mruEnabled": True,
+        "name": sobject.name,
+        "queryable": True,
+        "replicateable": True,
+        "retrieveable": True,
+        "searchable": True,
+        "triggerable": True,
+        "undeletable": True,
+        "updateable": True,
+        "urls": _urls(sobject, version),
+    }
+
+
+def describe_sobject(sobject: SObject, version: str) -> dict[str, Any]:
+    """``GET /sobjects/<Object>/describe``."""
+    children = [
+        {
+            "cascadeDelete": False,
+            "childSObject": child,
+            "deprecatedAndHidden": False,
+            "field": "AccountId",
+            "junctionIdListNames": [],
+            "junctionReferenceTo": [],
+            "relationshipName": plural,
+            "restrictedDelete": False,
+        }
+        for child, plural in (("Contact", "Contacts"), ("Opportunity", "Opportunities"))
+        if sobject.name == "Account"
+    ]
+    return {
+        **describe_global_entry(sobject, version),
+        "actionOverrides": [],
+        "childRelationships": children,
+        "compactLayoutable": True,
+        "fields": [describe_field(f) for f in sobject.fields],
+        "namedLayoutInfos": [],
+        "networkScopeFieldName": None,
+        "recordTypeInfos": [],
+        "searchLayoutable": True,
+        "supportedScopes": [{"label": "All " + sobject.label_plural.lower(), "name": "everything"}],
+    }
