@@ -1,0 +1,399 @@
+"""`NotionClient`: one `requests.Session`, a shared rate limiter, retries that know what is safe to retry.
+
+Every HTTP attempt first acquires the limiter, is logged (method, endpoint, status, duration; never
+the token) and is reported to ``on_call`` as an `ApiCall`. Transient failures are retried with
+exponential backoff and full jitter, honouring Retry-After (which pauses every worker sharing the
+limiter). Permanent failures raise at once. A create (``idempotent=False``) whose outcome is unknown
+raises `AmbiguousWriteError` instead of being retried: Notion has no idempotency keys, so only the
+caller, by looking the record up, can tell whether it exists.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from notion_sync.notion.errors import (
+    NOT_APPLIED_STATUSES,
+    AmbiguousWriteError,
+    NotionApiError,
+    PermanentNotionError,
+    TransientNotionError,
+    error_class,
+)
+from notion_sync.notion.rate_limit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.notion.com"
+DEFAULT_VERSION = "2025-09-03"
+_ID = re.compile(
+    r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}(?![0-9A-Za-z])"
+)
+_PROPERTY_ITEM = re.compile(r"(/properties/)[^/]+")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    """One HTTP attempt, as recorded in ``api_usage``."""
+
+    at: datetime  # when the attempt was sent (UTC)
+    method: str
+    endpoint: str  # path with ids replaced by {id}, e.g. /v1/pages/{id}
+    status: int  # HTTP status; 0 when no response arrived (timeout, connection error)
+    duration_ms: float
+    rate_limited: bool  # 429
+    retry_after: float | None  # Retry-After in (virtual) seconds, as the server sent it
+    error_code: str | None  # Notion's error code, or "timeout" / "connection_error"
+
+
+def endpoint_of(path: str) -> str:
+    """`/v1/pages/59833787-2cf9-…/properties/title` → `/v1/pages/{id}/properties/{id}`."""
+    path = path.split("?", 1)[0]
+    return _PROPERTY_ITEM.sub(r"\1{id}", _ID.sub("{id}", path))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: Notion sends an integer; an HTTP date is accepted too."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class NotionClient:
+    """Notion REST client for the data-source API (``Notion-Version`` 2025-09-03 by default).
+
+    Thread-safe: one instance serves a pool of workers (see `pipeline.run_pipelined`); size the
+    connection pool with ``pool_size`` ≥ the number of workers.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        base_url: str = DEFAULT_BASE_URL,
+        version: str = DEFAULT_VERSION,
+        limiter: RateLimiter | None = None,
+        timeout: tuple[float, float] = (5.0, 30.0),
+        time_scale: float = 1.0,
+        max_retries: int = 6,
+        on_call: Callable[[ApiCall], None] | None = None,
+        *,
+        pool_size: int = 16,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+    ) -> None:
+        if not token:
+            raise ValueError("a Notion token is required (NOTION_TOKEN)")
+        if not time_scale > 0:
+            raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
+        self._token = token
+        self.base_url = base_url.rstrip("/")
+        self.version = version
+        self.limiter = limiter
+        self.timeout = timeout
+        self.time_scale = float(time_scale)
+        self.max_retries = max_retries
+        self.on_call = on_call
+        self.backoff_base = backoff_base  # virtual seconds, like backoff_max
+        self.backoff_max = backoff_max
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.session.headers.update(
+            {
+                "Authorization": f"Bearer {token}",
+                "Notion-Version": version,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"NotionClient(base_url={self.base_url!r}, version={self.version!r})"
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> NotionClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- core ------------------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        idempotent: bool = True,
+    ) -> dict:
+        """Send one API request with rate limiting and retries; return the decoded JSON body.
+
+        Raises `PermanentNotionError` at once, `TransientNotionError` after ``max_retries`` retries,
+        and `AmbiguousWriteError` at once when ``idempotent=False`` and the request may have been
+        applied (timeout, 5xx, 409 or connection lost after sending).
+        """
+        method = method.upper()
+        if not path.startswith("/"):
+            path = "/" + path
+        url = self.base_url + path
+        attempt = 0
+        while True:
+            if self.limiter is not None:
+                self.limiter.acquire()
+            try:
+                return self._attempt(method, path, url, json, params, idempotent)
+            except AmbiguousWriteError:
+                raise
+            except TransientNotionError as error:
+                if attempt >= self.max_retries:
+                    log.warning(
+                        "Notion %s %s failed after %d retries: %s",
+                        method,
+                        endpoint_of(path),
+                        attempt,
+                        self._redact(str(error)),
+                    )
+                    raise
+                attempt += 1
+                self._wait_before_retry(error, attempt)
+
+    def _attempt(self, method: str, path: str, url: str, json: Any, params: Any, idempotent: bool) -> dict:
+        endpoint = endpoint_of(path)
+        at = datetime.now(UTC)
+        started = time.perf_counter()
+        try:
+            response = self.session.request(method, url, json=json, params=params, timeout=self.timeout)
+        except requests.RequestException as exc:
+            duration_ms = (time.perf_counter() - started) * 1000
+            sent = not isinstance(exc, requests.ConnectTimeout) and not _never_connected(exc)
+            code = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
+            self._record(at, method, endpoint, 0, duration_ms, None, code)
+            cls = AmbiguousWriteError if (sent and not idempotent) else TransientNotionError
+            raise cls(
+                0, code, self._redact(f"{type(exc).__name__}: {exc}"), method=method, path=endpoint
+            ) from None
+        duration_ms = (time.perf_counter() - started) * 1000
+        status = response.status_code
+        if 200 <= status < 300:
+            self._record(at, method, endpoint, status, duration_ms, None, None)
+            if self.limiter is not None:
+                self.limiter.on_success()
+            if not response.content:
+                return {}
+            try:
+                return response.json()
+            except ValueError:
+                raise TransientNotionError(
+                    status, "invalid_response", "response body is not JSON", method=method, path=endpoint
+                ) from None
+        error = self._error_from(response, method, endpoint)
+        self._record(at, method, endpoint, status, duration_ms, error.retry_after, error.code)
+        if isinstance(error, TransientNotionError) and not idempotent and status not in NOT_APPLIED_STATUSES:
+            raise AmbiguousWriteError(
+                status,
+                error.code,
+                error.message,
+                request_id=error.request_id,
+                retry_after=error.retry_after,
+                method=method,
+                path=endpoint,
+            )
+        raise error
+
+    def _error_from(self, response: requests.Response, method: str, endpoint: str) -> NotionApiError:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            body = {}
+        code = str(body.get("code") or f"http_{status}")
+        message = self._redact(str(body.get("message") or response.reason or ""))[:2000]
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return error_class(status)(
+            status,
+            code,
+            message,
+            request_id=body.get("request_id"),
+            retry_after=retry_after,
+            method=method,
+            path=endpoint,
+        )
+
+    def _wait_before_retry(self, error: TransientNotionError, attempt: int) -> None:
+        ts = self.time_scale
+        if error.retry_after is not None:
+            real = error.retry_after / ts
+            if self.limiter is not None:
+                # Every worker of every process waits; our own next acquire() waits with them.
+                self.limiter.pause(real, f"{error.status} {error.code} on {error.method} {error.path}")
+                if error.status in NOT_APPLIED_STATUSES:
+                    self.limiter.on_throttled()
+            else:
+                time.sleep(real)
+            log.info(
+                "Notion %s, retry %d/%d after %.2fs (Retry-After)",
+                error.code,
+                attempt,
+                self.max_retries,
+                error.retry_after,
+            )
+            return
+        if error.status == 429 and self.limiter is not None:
+            self.limiter.on_throttled()
+        # Exponential backoff with full jitter, in virtual seconds, slept scaled.
+        delay = random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
+        log.info(
+            "Notion %s %s, retry %d/%d in %.2fs",
+            error.status or "",
+            error.code,
+            attempt,
+            self.max_retries,
+            delay,
+        )
+        time.sleep(delay / ts)
+
+    def _record(self, at, method, endpoint, status, duration_ms, retry_after, error_code) -> None:
+        level = logging.DEBUG if 200 <= status < 300 else logging.INFO
+        log.log(level, "Notion %s %s -> %s in %.0fms", method, endpoint, status or error_code, duration_ms)
+        if self.on_call is not None:
+            call = ApiCall(
+                at, method, endpoint, status, round(duration_ms, 2), status == 429, retry_after, error_code
+            )
+            try:
+                self.on_call(call)
+            except Exception:  # recording usage must never break a sync
+                log.exception("on_call hook failed")
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "***") if self._token else text
+
+    # -- endpoints -------------------------------------------------------------------------------
+    def create_database(self, parent_page_id: str, title: str, properties: dict[str, Any]) -> dict:
+        """Create a database (with its first data source) under a page. Not retried when ambiguous:
+        an `AmbiguousWriteError` means look for the database before creating it again."""
+        body = {
+            "parent": {"type": "page_id", "page_id": parent_page_id},
+            "title": [{"type": "text", "text": {"content": title}}],
+            "initial_data_source": {"properties": properties},
+        }
+        return self.request("POST", "/v1/databases", json=body, idempotent=False)
+
+    def retrieve_database(self, database_id: str) -> dict:
+        return self.request("GET", f"/v1/databases/{database_id}")
+
+    def retrieve_data_source(self, data_source_id: str) -> dict:
+        return self.request("GET", f"/v1/data_sources/{data_source_id}")
+
+    def update_data_source(self, data_source_id: str, properties: dict[str, Any]) -> dict:
+        """Add, change (``{"name": …}`` renames) or delete (``None``) properties of the schema."""
+        return self.request("PATCH", f"/v1/data_sources/{data_source_id}", json={"properties": properties})
+
+    def query_data_source(
+        self,
+        data_source_id: str,
+        filter: dict | None = None,
+        sorts: list[dict] | None = None,
+        page_size: int = 100,
+        filter_properties: list[str] | None = None,
+    ) -> Iterator[dict]:
+        """Every page matching `filter`, following ``next_cursor`` (one request per `page_size` pages)."""
+        body: dict[str, Any] = {"page_size": max(1, min(100, page_size))}
+        if filter is not None:
+            body["filter"] = filter
+        if sorts is not None:
+            body["sorts"] = sorts
+        params = {"filter_properties": list(filter_properties)} if filter_properties else None
+        while True:
+            result = self.request(
+                "POST", f"/v1/data_sources/{data_source_id}/query", json=body, params=params
+            )
+            yield from result.get("results", [])
+            cursor = result.get("next_cursor")
+            if not result.get("has_more") or not cursor:
+                return
+            body["start_cursor"] = cursor
+
+    def create_page(self, data_source_id: str, properties: dict[str, Any]) -> dict:
+        """Create a page in a data source. Never retried when the outcome is unknown: on
+        `AmbiguousWriteError`, look the record up (`find_pages_by_property`) before creating again."""
+        body = {
+            "parent": {"type": "data_source_id", "data_source_id": data_source_id},
+            "properties": properties,
+        }
+        return self.request("POST", "/v1/pages", json=body, idempotent=False)
+
+    def update_page(
+        self, page_id: str, properties: dict[str, Any] | None = None, in_trash: bool | None = None
+    ) -> dict:
+        """Update properties and/or move the page to or from the trash (``in_trash``; never ``archived``)."""
+        body: dict[str, Any] = {}
+        if properties is not None:
+            body["properties"] = properties
+        if in_trash is not None:
+            body["in_trash"] = in_trash
+        return self.request("PATCH", f"/v1/pages/{page_id}", json=body)
+
+    def retrieve_page(self, page_id: str) -> dict:
+        return self.request("GET", f"/v1/pages/{page_id}")
+
+    def find_pages_by_property(self, data_source_id: str, property_name: str, value: str) -> list[dict]:
+        """Pages whose rich_text property equals `value` (e.g. the ``Salesforce Id`` upsert lookup)."""
+        flt = {"property": property_name, "rich_text": {"equals": value}}
+        return list(self.query_data_source(data_source_id, filter=flt))
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """True when the request cannot have reached the server (refused / DNS / connect timeout)."""
+    import urllib3.exceptions as u3
+
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, (u3.NewConnectionError, u3.ConnectTimeoutError, u3.NameResolutionError)):
+            return True
+        if isinstance(cur, u3.MaxRetryError) and cur.reason is not None:
+            cur = cur.reason
+            continue
+        nxt = cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None
+        cur = nxt or cur.__cause__ or cur.__context__
+    return False
+
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_VERSION",
+    "AmbiguousWriteError",
+    "ApiCall",
+    "NotionApiError",
+    "NotionClient",
+    "PermanentNotionError",
+    "TransientNotionError",
+    "endpoint_of",
+    "parse_retry_after",
+]
