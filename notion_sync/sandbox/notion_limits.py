@@ -211,7 +211,8 @@ class RequestStats:
         with self._lock:
             self._c = _Counters()
 
-    def record(self, route: str, status: int, faulted: bool = False) -> None:
+    def record(self, route: str, status: int | str, faulted: bool = False) -> None:
+        """Count one answer; ``status`` is "timeout" for an injected hang that never answered."""
         stamp = (time.monotonic(), self._clock.now())
         with self._lock:
             c = self._c

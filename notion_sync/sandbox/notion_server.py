@@ -170,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         request_id = str(uuid.uuid4())
         route, action, params = _match(self.command, path)
-        status: int | str
+        fault = None
         try:
             sandbox._latency.sleep()
             self._gate(request_id)
@@ -178,14 +178,13 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _error(NotionError(400, "invalid_request_url", "Invalid request URL."), request_id)
             fault = sandbox._faults.take(self.command, path)
             if fault is not None:
-                sandbox._stats.record(
-                    route, self._faulted(fault, action, params, query, raw, request_id), True
-                )
+                self._faulted(fault, action, params, query, raw, request_id)
+                sandbox._stats.record(route, "timeout", faulted=True)
                 return
             status, body, headers = 200, self._execute(action, params, query, raw, request_id), {}
         except _Reply as reply:
             status, body, headers = reply.status, reply.body, reply.headers
-        sandbox._stats.record(route, status)
+        sandbox._stats.record(route, status, faulted=fault is not None)
         self._send(status, body, headers)
 
     def _gate(self, request_id: str) -> None:
@@ -260,16 +259,15 @@ class _Handler(BaseHTTPRequestHandler):
         query: dict[str, list[str]],
         raw: bytes,
         request_id: str,
-    ) -> int | str:
-        """Answer with an injected fault; with ``apply_write`` the request is executed first."""
-        sandbox = self.server.sandbox
+    ) -> None:
+        """Answer with an injected fault by raising ``_Reply``; returns only after a hang.
+
+        With ``apply_write`` a write is executed first (a write that fails anyway answers with
+        its real error).
+        """
         result: dict | None = None
         if fault.apply_write and action in WRITES:
-            try:
-                result = self._execute(action, params, query, raw, request_id)
-            except _Reply as reply:  # a request that fails anyway answers with its real error
-                self._send(reply.status, reply.body, reply.headers)
-                return reply.status
+            result = self._execute(action, params, query, raw, request_id)
         if fault.status is not None:
             code, message = FAULT_ERRORS.get(
                 fault.status, ("internal_server_error", "Unexpected error occurred.")
@@ -278,18 +276,13 @@ class _Handler(BaseHTTPRequestHandler):
             reply = _error(NotionError(fault.status, code, message, extra), request_id)
             if fault.retry_after is not None or fault.status in (429, 529):
                 reply.headers["Retry-After"] = str(fault.retry_after or 1)
-            self._send(reply.status, reply.body, reply.headers)
-            return fault.status
+            raise reply
         if fault.timeout_s is not None:  # answer late: the client has given up by then
-            sandbox._stopping.wait(fault.timeout_s)
+            self.server.sandbox._stopping.wait(fault.timeout_s)
             if result is not None:
-                self._send(200, result)
-                return 200
-            reply = _error(NotionError(504, *FAULT_ERRORS[504]), request_id)
-            self._send(reply.status, reply.body)
-            return 504
+                raise _Reply(200, result)
+            raise _error(NotionError(504, *FAULT_ERRORS[504]), request_id)
         self._hang()
-        return "timeout"
 
     def _hang(self) -> None:
         """Never answer: wait until the client closes the connection or the sandbox stops."""
