@@ -277,6 +277,64 @@ def test_pause_from_one_process_holds_another(tmp_path):
     assert acquired_at >= paused_at + 0.98
 
 
+def _client_requests(url: str, token: str, limiter, count: int, start_at: float, queue) -> None:
+    """Child process: `count` API calls through a NotionClient on the shared limiter, 3 in flight."""
+    from notion_sync.notion.client import NotionClient
+    from notion_sync.notion.pipeline import run_pipelined
+
+    client = NotionClient(
+        token, base_url=url, limiter=limiter, time_scale=limiter.params.time_scale, pool_size=3
+    )
+    time.sleep(max(0.0, start_at - time.time()))
+    results = [r for _, r in run_pipelined(range(count), lambda _: client.request("GET", "/v1/users/me"), 3)]
+    queue.put(sum(not isinstance(r, BaseException) for r in results))
+
+
+def _against_sandbox(sandbox, make_limiter, processes: int, total: int = 120) -> dict:
+    """`processes` OS processes share one bucket matching the server's rate; returns the server's stats."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    start_at = time.time() + 2.0
+    procs = [
+        ctx.Process(
+            target=_client_requests,
+            args=(sandbox.url, sandbox.token, make_limiter(), total // processes, start_at, queue),
+        )
+        for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    succeeded = sum(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    assert succeeded == total
+    return sandbox.stats()
+
+
+def _assert_server_saw_the_bucket(stats: dict, rate: float, burst: int) -> None:
+    assert stats["rate_limited"] == 0, stats["requests_by_status"]
+    intervals = stats["admitted"] - 1
+    assert intervals <= rate * stats["span_virtual_s"] + burst + 1  # never more than rate x time + burst
+    assert stats["achieved_rps_virtual"] >= 0.95 * rate  # and not much less either
+
+
+SANDBOX_SPEED = 30
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_processes_sharing_a_sqlite_bucket_stay_under_the_sandbox_limit(tmp_path, processes):
+    from notion_sync.sandbox.notion_server import NotionSandbox
+
+    path = str(tmp_path / "bucket.sqlite")
+    with NotionSandbox(speed=SANDBOX_SPEED, rps=3, burst=10) as sandbox:
+        stats = _against_sandbox(
+            sandbox,
+            lambda: SqliteRateLimiter(path, bucket_key(sandbox.token), 3.0, 2, SANDBOX_SPEED, adaptive=False),
+            processes,
+        )
+    _assert_server_saw_the_bucket(stats, 3.0, 2)
+
+
 # -- PostgreSQL -------------------------------------------------------------------------------------
 @pytest.fixture
 def pg_dsn():
@@ -327,3 +385,18 @@ def test_processes_sharing_a_postgres_bucket_never_exceed_it(pg_dsn, processes):
     )
     assert len(stamps) == 240
     _assert_within_bucket(stamps, rate, burst)
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_processes_sharing_a_postgres_bucket_stay_under_the_sandbox_limit(pg_dsn, processes):
+    from notion_sync.sandbox.notion_server import NotionSandbox
+
+    with NotionSandbox(speed=SANDBOX_SPEED, rps=3, burst=10) as sandbox:
+        stats = _against_sandbox(
+            sandbox,
+            lambda: PostgresRateLimiter(
+                pg_dsn, bucket_key(sandbox.token), 3.0, 2, SANDBOX_SPEED, adaptive=False
+            ),
+            processes,
+        )
+    _assert_server_saw_the_bucket(stats, 3.0, 2)
