@@ -18,17 +18,19 @@ from notion_sync.notion.properties import (
     rich_text,
 )
 
-CONFIG = parse_config({
-    "defaults": {"start_date": "2026-10-01"},
-    "objects": {
-        "Account": {"title_field": "Name", "fields": {"Name": "Name"}},
-        "Contact": {
-            "title_field": "Name",
-            "fields": {"Name": "Full Name", "Email": "Email", "Score__c": "Score"},
-            "relations": {"AccountId": "Account"},
+CONFIG = parse_config(
+    {
+        "defaults": {"start_date": "2026-10-01"},
+        "objects": {
+            "Account": {"title_field": "Name", "fields": {"Name": "Name"}},
+            "Contact": {
+                "title_field": "Name",
+                "fields": {"Name": "Full Name", "Email": "Email", "Score__c": "Score"},
+                "relations": {"AccountId": "Account"},
+            },
         },
-    },
-})
+    }
+)
 
 
 @pytest.mark.parametrize(
@@ -59,8 +61,10 @@ def test_describe_type_maps_to_notion_schema(sf_type: str, schema: dict) -> None
 
 
 def test_object_schema_has_title_relation_and_salesforce_id() -> None:
-    specs = property_specs(CONFIG.objects["Contact"], {
-        "Name": "string", "Email": "email", "Score__c": "percent", "AccountId": "reference"})
+    specs = property_specs(
+        CONFIG.objects["Contact"],
+        {"Name": "string", "Email": "email", "Score__c": "percent", "AccountId": "reference"},
+    )
     schema = database_properties(specs, {"Account": "ds-account"})
     assert schema["Full Name"] == {"title": {}}
     assert schema["Account"]["relation"]["data_source_id"] == "ds-account"
@@ -70,8 +74,9 @@ def test_object_schema_has_title_relation_and_salesforce_id() -> None:
 
 def test_unknown_field_is_named() -> None:
     with pytest.raises(ValueError, match=r"objects\.Contact.*Score__c"):
-        property_specs(CONFIG.objects["Contact"],
-                       {"Name": "string", "Email": "email", "AccountId": "reference"})
+        property_specs(
+            CONFIG.objects["Contact"], {"Name": "string", "Email": "email", "AccountId": "reference"}
+        )
 
 
 def test_long_text_is_split_into_2000_character_objects() -> None:
@@ -133,16 +138,26 @@ def test_relation_values_are_capped_at_100() -> None:
 
 
 def test_page_properties_and_stable_hash() -> None:
-    specs = property_specs(CONFIG.objects["Contact"], {
-        "Name": "string", "Email": "email", "Score__c": "double", "AccountId": "reference"})
-    row = {"Id": "003000000000001AAA", "Name": "Ada", "Email": "ada@example.com", "Score__c": 3.0,
-           "AccountId": "001000000000001AAA", "SystemModstamp": datetime.now(UTC)}
+    specs = property_specs(
+        CONFIG.objects["Contact"],
+        {"Name": "string", "Email": "email", "Score__c": "double", "AccountId": "reference"},
+    )
+    row = {
+        "Id": "003000000000001AAA",
+        "Name": "Ada",
+        "Email": "ada@example.com",
+        "Score__c": 3.0,
+        "AccountId": "001000000000001AAA",
+        "SystemModstamp": datetime.now(UTC),
+    }
     props = page_properties(specs, row, {"AccountId": ["page-1"]})
-    assert props[SALESFORCE_ID_PROPERTY] == {"rich_text": [{"type": "text",
-                                                           "text": {"content": "003000000000001AAA"}}]}
+    assert props[SALESFORCE_ID_PROPERTY] == {
+        "rich_text": [{"type": "text", "text": {"content": "003000000000001AAA"}}]
+    }
     assert props["Account"] == {"relation": [{"id": "page-1"}]}
     assert props["Full Name"]["title"][0]["text"]["content"] == "Ada"
     reordered = dict(reversed(list(props.items())))
     assert content_hash(props) == content_hash(reordered)
-    assert content_hash(props) != content_hash(page_properties(specs, {**row, "Score__c": 4.0},
-                                                               {"AccountId": ["page-1"]}))
+    assert content_hash(props) != content_hash(
+        page_properties(specs, {**row, "Score__c": 4.0}, {"AccountId": ["page-1"]})
+    )

@@ -24,8 +24,13 @@ URL_LENGTH = 2000
 EMAIL_PHONE_LENGTH = 200
 TRUNCATED = "… [truncated]"
 
-_NUMBER_FORMATS = {"currency": "dollar", "percent": "percent", "double": "number", "int": "number",
-                   "long": "number"}
+_NUMBER_FORMATS = {
+    "currency": "dollar",
+    "percent": "percent",
+    "double": "number",
+    "int": "number",
+    "long": "number",
+}
 _SIMPLE_TYPES = {
     "boolean": "checkbox",
     "date": "date",
@@ -51,16 +56,18 @@ class PropertySpec:
     relation_to: str | None = None  # parent object of a relation
 
 
-def notion_property_spec(field: str, name: str, sf_type: str, *, title: bool = False,
-                         relation_to: str | None = None) -> PropertySpec:
+def notion_property_spec(
+    field: str, name: str, sf_type: str, *, title: bool = False, relation_to: str | None = None
+) -> PropertySpec:
     """The Notion property type for a Salesforce describe type (unknown types become rich_text)."""
     if title:
         return PropertySpec(field, name, "title")
     if relation_to is not None:
         return PropertySpec(field, name, "relation", relation_to=relation_to)
     if sf_type in _NUMBER_FORMATS:
-        return PropertySpec(field, name, "number", number_format=_NUMBER_FORMATS[sf_type],
-                            percent=sf_type == "percent")
+        return PropertySpec(
+            field, name, "number", number_format=_NUMBER_FORMATS[sf_type], percent=sf_type == "percent"
+        )
     return PropertySpec(field, name, _SIMPLE_TYPES.get(sf_type, "rich_text"))
 
 
@@ -73,8 +80,9 @@ def property_specs(obj: ObjectConfig, sf_types: Mapping[str, str]) -> list[Prope
             "check the field API names in the sync config"
         )
     return [
-        notion_property_spec(field, name, sf_types[field], title=field == obj.title_field,
-                             relation_to=obj.relations.get(field))
+        notion_property_spec(
+            field, name, sf_types[field], title=field == obj.title_field, relation_to=obj.relations.get(field)
+        )
         for field, name in obj.property_names().items()
     ]
 
@@ -84,8 +92,13 @@ def property_schema(spec: PropertySpec, data_source_ids: Mapping[str, str]) -> d
     if spec.type == "number":
         return {"number": {"format": spec.number_format}}
     if spec.type == "relation":
-        return {"relation": {"data_source_id": data_source_ids[spec.relation_to],
-                             "type": "single_property", "single_property": {}}}
+        return {
+            "relation": {
+                "data_source_id": data_source_ids[spec.relation_to],
+                "type": "single_property",
+                "single_property": {},
+            }
+        }
     return {spec.type: {}}
 
 
@@ -110,7 +123,7 @@ def _fit(text: str, limit: int, marker: str = "") -> str:
 def _utf16_chunks(text: str, size: int) -> list[str]:
     """Split into pieces of at most ``size`` UTF-16 units without cutting a surrogate pair."""
     if len(text) == _utf16_len(text):  # no astral characters: plain slicing is exact
-        return [text[i:i + size] for i in range(0, len(text), size)]
+        return [text[i : i + size] for i in range(0, len(text), size)]
     chunks, current, units = [], [], 0
     for char in text:
         width = 2 if ord(char) > 0xFFFF else 1
@@ -192,8 +205,9 @@ def page_properties(
 ) -> dict[str, Any]:
     """A staged row as the ``properties`` of a page; ``relations`` maps a reference field to page ids."""
     properties = {
-        spec.name: property_value(spec, relations.get(spec.field, ()) if spec.type == "relation"
-                                  else row.get(spec.field))
+        spec.name: property_value(
+            spec, relations.get(spec.field, ()) if spec.type == "relation" else row.get(spec.field)
+        )
         for spec in specs
     }
     properties[SALESFORCE_ID_PROPERTY] = {"rich_text": rich_text(row["Id"])}

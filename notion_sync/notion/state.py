@@ -1,0 +1,429 @@
+"""The Notion side's DuckDB tables and the few functions that read and write them.
+
+| table | one row per |
+|---|---|
+| `sync_state` | synced record: its page, the hash of what was last written, whether it is in the trash |
+| `sync_log` | record attempt (created/updated/unchanged/archived/failed/skipped) |
+| `sync_batches` | run of one object partition: status and totals |
+| `api_usage` | HTTP call to Notion |
+| `notion_targets` | object: the database and data source its pages live in |
+| `pending_relations` | relation whose parent page did not exist yet when the child was written |
+| `sf_fields` | configured Salesforce field: its describe type (drives the Notion property types) |
+
+Writes during a sync go through :class:`StateWriter`, which buffers them and flushes a few hundred
+rows at a time in one short transaction, so the staging file is never held while Notion is called
+and an extraction waiting for the lock is delayed by milliseconds at most.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+Connect = Callable[..., AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+_TABLES = {
+    "sync_state": """
+        object VARCHAR NOT NULL, sf_id VARCHAR NOT NULL, page_id VARCHAR NOT NULL, content_hash VARCHAR,
+        updated_at TIMESTAMPTZ NOT NULL, in_trash BOOLEAN NOT NULL DEFAULT false,
+        PRIMARY KEY (object, sf_id)""",
+    "sync_log": """
+        run_id VARCHAR, object VARCHAR, "partition" VARCHAR, sf_id VARCHAR, action VARCHAR, status VARCHAR,
+        error_code VARCHAR, error_message VARCHAR, rate_limited BOOLEAN, retry_count INTEGER,
+        last_retry_time TIMESTAMPTZ, "at" TIMESTAMPTZ""",
+    "sync_batches": """
+        run_id VARCHAR NOT NULL, object VARCHAR NOT NULL, "partition" VARCHAR NOT NULL, status VARCHAR,
+        processed BIGINT DEFAULT 0, succeeded BIGINT DEFAULT 0, failed BIGINT DEFAULT 0,
+        skipped BIGINT DEFAULT 0, created BIGINT DEFAULT 0, updated BIGINT DEFAULT 0,
+        unchanged BIGINT DEFAULT 0, archived BIGINT DEFAULT 0, started_at TIMESTAMPTZ,
+        ended_at TIMESTAMPTZ, last_processed_id VARCHAR, error_summary VARCHAR,
+        PRIMARY KEY (run_id, object, "partition")""",
+    "api_usage": """
+        "at" TIMESTAMPTZ, run_id VARCHAR, object VARCHAR, method VARCHAR, endpoint VARCHAR, status INTEGER,
+        duration_ms DOUBLE, rate_limited BOOLEAN, retry_after DOUBLE""",
+    "notion_targets": """
+        object VARCHAR PRIMARY KEY, database_id VARCHAR NOT NULL, data_source_id VARCHAR NOT NULL""",
+    "pending_relations": """
+        object VARCHAR NOT NULL, sf_id VARCHAR NOT NULL, property VARCHAR NOT NULL,
+        parent_object VARCHAR NOT NULL, parent_sf_id VARCHAR NOT NULL,
+        PRIMARY KEY (object, sf_id, property)""",
+    "sf_fields": """
+        object VARCHAR NOT NULL, field VARCHAR NOT NULL, sf_type VARCHAR NOT NULL, label VARCHAR,
+        reference_to VARCHAR, PRIMARY KEY (object, field)""",
+}
+SYNC_STATE_COLUMNS = ["object", "sf_id", "page_id", "content_hash", "updated_at", "in_trash"]
+SYNC_LOG_COLUMNS = [
+    "run_id",
+    "object",
+    "partition",
+    "sf_id",
+    "action",
+    "status",
+    "error_code",
+    "error_message",
+    "rate_limited",
+    "retry_count",
+    "last_retry_time",
+    "at",
+]
+API_USAGE_COLUMNS = [
+    "at",
+    "run_id",
+    "object",
+    "method",
+    "endpoint",
+    "status",
+    "duration_ms",
+    "rate_limited",
+    "retry_after",
+]
+PENDING_COLUMNS = ["object", "sf_id", "property", "parent_object", "parent_sf_id"]
+BATCH_TOTALS = ["processed", "succeeded", "failed", "skipped", "created", "updated", "unchanged", "archived"]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    for table, columns in _TABLES.items():
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+
+
+def _insert(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: list[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    replace: bool = False,
+) -> None:
+    """Bulk insert through a registered DataFrame (one statement, whatever the row count)."""
+    if not rows:
+        return
+    frame = pd.DataFrame(list(rows), columns=columns).astype(object)
+    conn.register("_rows", frame)
+    try:
+        names = ", ".join(f'"{c}"' for c in columns)
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        conn.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM _rows")
+    finally:
+        conn.unregister("_rows")
+
+
+# --- Reads ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PageState:
+    page_id: str
+    content_hash: str | None
+    in_trash: bool
+
+
+def _id_frame(conn: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> str:
+    conn.register("_ids", pd.DataFrame({"sf_id": pd.Series(list(ids), dtype=object)}))
+    return "_ids"
+
+
+def page_states(
+    conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]
+) -> dict[str, PageState]:
+    """sync_state of the records ``ids`` of ``object_name`` that have a page."""
+    frame = _id_frame(conn, ids)
+    rows = conn.execute(
+        f"SELECT s.sf_id, s.page_id, s.content_hash, s.in_trash FROM sync_state s JOIN {frame} USING (sf_id) "
+        "WHERE s.object = ?",
+        [object_name],
+    ).fetchall()
+    conn.unregister(frame)
+    return {
+        sf_id: PageState(page_id, content_hash, in_trash) for sf_id, page_id, content_hash, in_trash in rows
+    }
+
+
+def count_pages(conn: duckdb.DuckDBPyConnection, object_name: str) -> int:
+    return conn.execute("SELECT count(*) FROM sync_state WHERE object = ?", [object_name]).fetchone()[0]
+
+
+def latest_batch(conn: duckdb.DuckDBPyConnection, object_name: str, partition: str) -> dict[str, Any] | None:
+    """The most recent sync_batches row of this object partition (status ``running`` = killed)."""
+    cursor = conn.execute(
+        'SELECT * FROM sync_batches WHERE object = ? AND "partition" = ? ORDER BY started_at DESC LIMIT 1',
+        [object_name, partition],
+    )
+    row = cursor.fetchone()
+    return dict(zip([d[0] for d in cursor.description], row, strict=True)) if row else None
+
+
+def load_target(conn: duckdb.DuckDBPyConnection, object_name: str) -> tuple[str, str] | None:
+    """(database_id, data_source_id) recorded for ``object_name``."""
+    row = conn.execute(
+        "SELECT database_id, data_source_id FROM notion_targets WHERE object = ?", [object_name]
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def save_target(
+    conn: duckdb.DuckDBPyConnection, object_name: str, database_id: str, data_source_id: str
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO notion_targets VALUES (?, ?, ?)", [object_name, database_id, data_source_id]
+    )
+
+
+def field_types(conn: duckdb.DuckDBPyConnection, object_name: str) -> dict[str, str]:
+    rows = conn.execute("SELECT field, sf_type FROM sf_fields WHERE object = ?", [object_name]).fetchall()
+    return dict(rows)
+
+
+def save_field_types(
+    conn: duckdb.DuckDBPyConnection,
+    object_name: str,
+    fields: Sequence[tuple[str, str, str | None, str | None]],
+) -> None:
+    """Store describe entries ``(field, sf_type, label, reference_to)`` of ``object_name``."""
+    _insert(
+        conn,
+        "sf_fields",
+        ["object", "field", "sf_type", "label", "reference_to"],
+        [(object_name, *field) for field in fields],
+        replace=True,
+    )
+
+
+def ready_pending_relations(conn: duckdb.DuckDBPyConnection, object_name: str) -> list[tuple[str, ...]]:
+    """Pending relations of or to ``object_name`` whose both pages now exist.
+
+    Rows are ``(object, sf_id, property, parent_object, parent_sf_id, child page, parent page)``.
+    """
+    return conn.execute(
+        """
+        SELECT p.object, p.sf_id, p.property, p.parent_object, p.parent_sf_id, c.page_id, a.page_id
+        FROM pending_relations p
+        JOIN sync_state c ON c.object = p.object AND c.sf_id = p.sf_id
+        JOIN sync_state a ON a.object = p.parent_object AND a.sf_id = p.parent_sf_id
+        WHERE p.object = ? OR p.parent_object = ?
+        """,
+        [object_name, object_name],
+    ).fetchall()
+
+
+# --- Buffered writes during a sync ---------------------------------------------------------------
+
+
+@dataclass
+class CallStats:
+    """What one record's HTTP attempts cost: feeds sync_log's rate_limited/retry_count/last_retry_time."""
+
+    calls: int = 0
+    rate_limited: bool = False
+    last_at: datetime | None = None
+
+    @property
+    def retries(self) -> int:
+        return max(self.calls - 1, 0)
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+class StateWriter:
+    """Buffers sync_state, sync_log, api_usage and pending_relations rows; flushes in short transactions.
+
+    ``record_call`` is the NotionClient's ``on_call``: it may run in any worker thread. The other
+    methods run in the thread that consumes results.
+    """
+
+    def __init__(
+        self,
+        connect: Connect,
+        run_id: str,
+        object_name: str,
+        *,
+        flush_rows: int = 500,
+        flush_seconds: float = 2.0,
+    ) -> None:
+        self.connect = connect
+        self.run_id = run_id
+        self.object_name = object_name
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self.durations_ms: list[float] = []
+        self.rate_limited_calls = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._states: dict[str, tuple[Any, ...]] = {}
+        self._logs: list[tuple[Any, ...]] = []
+        self._usage: list[tuple[Any, ...]] = []
+        self._pending: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        self._resolved: list[tuple[str, str, str]] = []
+        self._flushed_at = time.monotonic()
+
+    # HTTP calls --------------------------------------------------------------------------------
+
+    def record_call(self, call: Any) -> None:
+        """``on_call`` hook: one row of api_usage, and the attempt counted for the current record."""
+        at = _as_datetime(call.at)
+        with self._lock:
+            self._usage.append(
+                (
+                    at,
+                    self.run_id,
+                    self.object_name,
+                    call.method,
+                    call.endpoint,
+                    call.status,
+                    call.duration_ms,
+                    call.rate_limited,
+                    call.retry_after,
+                )
+            )
+            self.durations_ms.append(call.duration_ms)
+            self.rate_limited_calls += bool(call.rate_limited)
+        stats: CallStats | None = getattr(self._local, "stats", None)
+        if stats is not None:
+            stats.calls += 1
+            stats.rate_limited |= bool(call.rate_limited)
+            stats.last_at = at
+
+    @contextmanager
+    def track_calls(self) -> Iterator[CallStats]:
+        """Attribute the HTTP attempts made by this thread inside the block to one record."""
+        self._local.stats = stats = CallStats()
+        try:
+            yield stats
+        finally:
+            self._local.stats = None
+
+    @property
+    def requests(self) -> int:
+        return len(self.durations_ms)
+
+    # Record results ----------------------------------------------------------------------------
+
+    def save_state(self, sf_id: str, page_id: str, content_hash: str | None, in_trash: bool = False) -> None:
+        self._states[sf_id] = (self.object_name, sf_id, page_id, content_hash, now(), in_trash)
+
+    def log(
+        self,
+        partition: str,
+        sf_id: str,
+        action: str,
+        status: str,
+        *,
+        stats: CallStats | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        stats = stats or CallStats()
+        self._logs.append(
+            (
+                self.run_id,
+                self.object_name,
+                partition,
+                sf_id,
+                action,
+                status,
+                error_code,
+                error_message,
+                stats.rate_limited,
+                stats.retries,
+                stats.last_at if stats.retries else None,
+                now(),
+            )
+        )
+
+    def add_pending(self, sf_id: str, prop: str, parent_object: str, parent_sf_id: str) -> None:
+        key = (self.object_name, sf_id, prop)
+        self._pending[key] = (*key, parent_object, parent_sf_id)
+
+    def resolve_pending(self, object_name: str, sf_id: str, prop: str) -> None:
+        self._resolved.append((object_name, sf_id, prop))
+
+    def maybe_flush(self) -> None:
+        buffered = len(self._states) + len(self._logs) + len(self._usage)
+        if buffered >= self.flush_rows or time.monotonic() - self._flushed_at >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything buffered in one transaction (a failed write keeps the rows buffered)."""
+        with self._lock:
+            usage, self._usage = self._usage, []
+        states, logs = list(self._states.values()), self._logs
+        pending, resolved = list(self._pending.values()), self._resolved
+        try:
+            with self.connect() as conn:
+                conn.execute("BEGIN TRANSACTION")
+                _insert(conn, "sync_state", SYNC_STATE_COLUMNS, states, replace=True)
+                _insert(conn, "sync_log", SYNC_LOG_COLUMNS, logs)
+                _insert(conn, "api_usage", API_USAGE_COLUMNS, usage)
+                _insert(conn, "pending_relations", PENDING_COLUMNS, pending, replace=True)
+                if resolved:
+                    conn.executemany(
+                        "DELETE FROM pending_relations WHERE object = ? AND sf_id = ? AND property = ?",
+                        resolved,
+                    )
+                conn.execute("COMMIT")
+        except BaseException:
+            with self._lock:
+                self._usage[:0] = usage
+            raise
+        self._states.clear()
+        self._logs = []
+        self._pending.clear()
+        self._resolved = []
+        self._flushed_at = time.monotonic()
+
+
+# --- Batches -------------------------------------------------------------------------------------
+
+
+def start_batch(conn: duckdb.DuckDBPyConnection, run_id: str, object_name: str, partition: str) -> str | None:
+    """Record a running batch; returns the status of the partition's previous batch (None if first)."""
+    ensure_tables(conn)
+    previous = latest_batch(conn, object_name, partition)
+    conn.execute(
+        'INSERT OR REPLACE INTO sync_batches (run_id, object, "partition", status, started_at) '
+        "VALUES (?, ?, ?, 'running', ?)",
+        [run_id, object_name, partition, now()],
+    )
+    return previous["status"] if previous else None
+
+
+def finish_batch(
+    conn: duckdb.DuckDBPyConnection,
+    run_id: str,
+    object_name: str,
+    partition: str,
+    status: str,
+    totals: dict[str, int],
+    last_processed_id: str | None,
+    error_summary: str | None,
+) -> None:
+    assignments = ", ".join(f"{name} = ?" for name in BATCH_TOTALS)
+    conn.execute(
+        f"UPDATE sync_batches SET status = ?, {assignments}, ended_at = ?, last_processed_id = ?, "
+        'error_summary = ? WHERE run_id = ? AND object = ? AND "partition" = ?',
+        [
+            status,
+            *(totals.get(name, 0) for name in BATCH_TOTALS),
+            now(),
+            last_processed_id,
+            error_summary,
+            run_id,
+            object_name,
+            partition,
+        ],
+    )

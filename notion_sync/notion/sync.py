@@ -1,0 +1,450 @@
+"""The per-partition upsert engine: staged Salesforce rows → Notion pages, idempotently.
+
+For one object and one daily partition:
+
+1. read the partition's staged rows, their sync_state and their parents' pages (one short read);
+2. plan: unchanged content hash → nothing; changed → one PATCH; new → one POST; deleted in
+   Salesforce → PATCH ``in_trash``; a parent without a page yet → the relation is left pending;
+3. run the requests through `run_pipelined` (the shared limiter sets the pace), recording every
+   outcome in buffered, batched writes;
+4. fill the pending relations whose parent pages now exist (this object's or its children's).
+
+No duplicates: a record is created only when sync_state has no page for it. sync_state is rebuilt
+from Notion when it is empty; when the partition's previous run did not finish, records without
+a page are looked up by ``Salesforce Id`` before being created, as is any create whose outcome is
+unknown (`AmbiguousWriteError`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from notion_sync.config import SALESFORCE_ID_PROPERTY, ObjectConfig
+from notion_sync.notion import state
+from notion_sync.notion.client import NotionClient
+from notion_sync.notion.errors import AmbiguousWriteError, NotionApiError, PermanentNotionError
+from notion_sync.notion.pipeline import run_pipelined
+from notion_sync.notion.properties import PropertySpec, content_hash, page_properties, property_specs
+from notion_sync.notion.resource import NotionResource
+from notion_sync.notion.schema import ensure_data_source
+from notion_sync.staging import PARTITION_COLUMN, quote_ident
+
+CREATE_ATTEMPTS = 3  # creates with an unknown outcome, each followed by a lookup, before giving up
+
+
+class SyncIncomplete(RuntimeError):
+    """Some records failed transiently after the client's retries; a re-run resumes where this stopped."""
+
+
+@dataclass
+class Upsert:
+    """One planned write for one record."""
+
+    sf_id: str
+    kind: str  # create | update | archive
+    properties: dict[str, Any] | None = None
+    content_hash: str | None = None
+    page_id: str | None = None
+    restore: bool = False  # the page is in the trash and the record is live again
+    verify: bool = False  # an interrupted run may have created the page already: look it up first
+    pending: list[tuple[str, str, str]] = field(default_factory=list)  # (property, parent, parent sf id)
+    resolved: list[str] = field(default_factory=list)  # relation properties written with a page
+
+
+@dataclass
+class SyncReport:
+    object: str
+    partition: str
+    data_source_id: str
+    records: int
+    totals: Counter[str]
+    requests: int
+    rate_limited: int
+    duration_s: float
+    latencies_ms: list[float]
+    relations_filled: int
+    failures: list[tuple[str, str, str]]  # (sf_id, error code, message)
+
+    @property
+    def achieved_rps(self) -> float:
+        return self.requests / self.duration_s if self.duration_s > 0 else 0.0
+
+    def latency_percentile(self, q: int) -> float:
+        """The q-th percentile of request latency in ms (0 without requests)."""
+        if len(self.latencies_ms) < 2:
+            return self.latencies_ms[0] if self.latencies_ms else 0.0
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[q - 1]
+
+
+# --- Reading ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PartitionData:
+    rows: list[dict[str, Any]]
+    states: dict[str, state.PageState]
+    parent_pages: dict[tuple[str, str], str]  # (parent object, sf id) -> page id
+
+
+def read_partition(
+    connect: state.Connect, obj: ObjectConfig, specs: Sequence[PropertySpec], partition: str
+) -> PartitionData:
+    """The partition's staged rows (ordered by Id), their sync_state and their parents' pages."""
+    with connect() as conn:
+        cursor = conn.execute(
+            f"SELECT * FROM {quote_ident(obj.staging_table)} WHERE {PARTITION_COLUMN} = ?::DATE ORDER BY Id",
+            [partition],
+        )
+        columns = [d[0] for d in cursor.description]
+        rows = [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
+        states = state.page_states(conn, obj.name, [row["Id"] for row in rows])
+        parent_pages: dict[tuple[str, str], str] = {}
+        for spec in specs:
+            if spec.relation_to:
+                ids = sorted({row[spec.field] for row in rows if row.get(spec.field)})
+                for sf_id, page in state.page_states(conn, spec.relation_to, ids).items():
+                    parent_pages[(spec.relation_to, sf_id)] = page.page_id
+    return PartitionData(rows, states, parent_pages)
+
+
+def _sf_id_of(page: dict[str, Any]) -> str:
+    prop = page.get("properties", {}).get(SALESFORCE_ID_PROPERTY, {})
+    return "".join(
+        part.get("plain_text") or part.get("text", {}).get("content", "")
+        for part in prop.get("rich_text", [])
+    )
+
+
+def rebuild_state(client: NotionClient, writer: state.StateWriter, data_source_id: str) -> int:
+    """Recreate sync_state from the data source (100 pages a request); trashes any duplicate pages.
+
+    The content hash of a rebuilt record is unknown, so its next sync writes it once.
+    """
+    kept: dict[str, str] = {}
+    for page in client.query_data_source(
+        data_source_id, sorts=[{"timestamp": "created_time", "direction": "ascending"}]
+    ):
+        sf_id = _sf_id_of(page)
+        if not sf_id:
+            continue
+        if sf_id in kept:  # the oldest page stays; later copies were never meant to exist
+            client.update_page(page["id"], in_trash=True)
+            continue
+        kept[sf_id] = page["id"]
+        writer.save_state(sf_id, page["id"], None)
+    writer.flush()
+    return len(kept)
+
+
+# --- Planning --------------------------------------------------------------------------------
+
+
+def _relations(
+    specs: Sequence[PropertySpec],
+    row: dict[str, Any],
+    parent_pages: dict[tuple[str, str], str],
+) -> tuple[dict[str, list[str]], list[tuple[str, str, str]], list[str]]:
+    """Relation page ids for the payload, the pending relations and the resolved relation properties."""
+    pages: dict[str, list[str]] = {}
+    pending: list[tuple[str, str, str]] = []
+    resolved: list[str] = []
+    for spec in specs:
+        if not spec.relation_to:
+            continue
+        parent_id = row.get(spec.field)
+        page = parent_pages.get((spec.relation_to, parent_id)) if parent_id else None
+        pages[spec.field] = [page] if page else []
+        if parent_id and not page:
+            pending.append((spec.name, spec.relation_to, parent_id))
+        else:
+            resolved.append(spec.name)
+    return pages, pending, resolved
+
+
+def plan(
+    specs: Sequence[PropertySpec], data: PartitionData, *, verify_new: bool
+) -> tuple[list[Upsert], list[tuple[str, str]]]:
+    """The writes the partition needs, and ``(sf_id, action)`` of the records needing none.
+
+    The content hash covers the payload with relations named by the parent's Salesforce Id, so it
+    does not change when a pending relation is filled in later.
+    """
+    upserts: list[Upsert] = []
+    idle: list[tuple[str, str]] = []
+    for row in data.rows:
+        sf_id, current = row["Id"], data.states.get(row["Id"])
+        if row.get("IsDeleted"):
+            if current and not current.in_trash:
+                upserts.append(
+                    Upsert(sf_id, "archive", page_id=current.page_id, content_hash=current.content_hash)
+                )
+            else:
+                idle.append((sf_id, "unchanged" if current else "skipped"))
+            continue
+        relation_pages, pending, resolved = _relations(specs, row, data.parent_pages)
+        digest = content_hash(
+            page_properties(
+                specs, row, {s.field: [row[s.field]] for s in specs if s.relation_to and row.get(s.field)}
+            )
+        )
+        if current and current.content_hash == digest and not current.in_trash:
+            idle.append((sf_id, "unchanged"))
+            continue
+        upserts.append(
+            Upsert(
+                sf_id,
+                "update" if current else "create",
+                page_properties(specs, row, relation_pages),
+                digest,
+                page_id=current.page_id if current else None,
+                restore=bool(current and current.in_trash),
+                verify=verify_new and not current,
+                pending=pending,
+                resolved=resolved,
+            )
+        )
+    return upserts, idle
+
+
+# --- Writing ---------------------------------------------------------------------------------
+
+
+def _lookup(client: NotionClient, data_source_id: str, sf_id: str) -> str | None:
+    pages = client.find_pages_by_property(data_source_id, SALESFORCE_ID_PROPERTY, sf_id)
+    return pages[0]["id"] if pages else None
+
+
+def _create(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
+    """Create the page once: an earlier or ambiguous create is looked up before trying again."""
+    if upsert.verify and (page_id := _lookup(client, data_source_id, upsert.sf_id)):
+        client.update_page(page_id, properties=upsert.properties)
+        return page_id
+    attempts = 0
+    while True:
+        try:
+            return client.create_page(data_source_id, upsert.properties or {})["id"]
+        except AmbiguousWriteError:
+            attempts += 1
+            if page_id := _lookup(client, data_source_id, upsert.sf_id):
+                return page_id
+            if attempts >= CREATE_ATTEMPTS:
+                raise
+
+
+def perform(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
+    """Send the upsert's request(s); returns the page id."""
+    if upsert.kind == "archive":
+        client.update_page(upsert.page_id, in_trash=True)
+        return upsert.page_id
+    if upsert.kind == "update":
+        try:
+            client.update_page(
+                upsert.page_id, properties=upsert.properties, in_trash=False if upsert.restore else None
+            )
+            return upsert.page_id
+        except PermanentNotionError as error:
+            if error.status != 404:  # the page was deleted in Notion: create it again
+                raise
+    return _create(client, data_source_id, upsert)
+
+
+@dataclass
+class _Progress:
+    totals: Counter[str] = field(default_factory=Counter)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+    transient: int = 0
+    last_id: str | None = None
+
+    def count(self, sf_id: str, action: str) -> None:
+        self.totals[action] += 1
+        self.totals["processed"] += 1
+        if action not in ("failed", "skipped"):
+            self.totals["succeeded"] += 1
+        self.last_id = max(self.last_id or sf_id, sf_id)
+
+
+def _record(
+    writer: state.StateWriter,
+    progress: _Progress,
+    partition: str,
+    upsert: Upsert,
+    outcome: str | NotionApiError,
+    stats: state.CallStats,
+) -> None:
+    if isinstance(outcome, NotionApiError):
+        permanent = isinstance(outcome, PermanentNotionError)
+        progress.transient += not permanent
+        progress.failures.append((upsert.sf_id, outcome.code, outcome.message))
+        writer.log(
+            partition,
+            upsert.sf_id,
+            "failed",
+            "permanent_error" if permanent else "transient_error",
+            stats=stats,
+            error_code=outcome.code,
+            error_message=outcome.message[:1000],
+        )
+        progress.count(upsert.sf_id, "failed")
+        return
+    action = {"create": "created", "update": "updated", "archive": "archived"}[upsert.kind]
+    writer.save_state(upsert.sf_id, outcome, upsert.content_hash, in_trash=upsert.kind == "archive")
+    for prop, parent, parent_sf_id in upsert.pending:
+        writer.add_pending(upsert.sf_id, prop, parent, parent_sf_id)
+    for prop in upsert.resolved:
+        writer.resolve_pending(writer.object_name, upsert.sf_id, prop)
+    writer.log(partition, upsert.sf_id, action, "success", stats=stats)
+    progress.count(upsert.sf_id, action)
+
+
+def _tracked(writer: state.StateWriter, call: Any) -> Any:
+    """``call`` as a pipeline work function returning ``(result or NotionApiError, call stats)``."""
+
+    def work(item: Any) -> tuple[Any, state.CallStats]:
+        with writer.track_calls() as stats:
+            try:
+                return call(item), stats
+            except NotionApiError as error:
+                return error, stats
+
+    return work
+
+
+def fill_pending_relations(client: NotionClient, writer: state.StateWriter, workers: int) -> int:
+    """Write the pending relations of or to this object whose pages both exist now; returns the count."""
+    writer.flush()
+    with writer.connect() as conn:
+        ready = state.ready_pending_relations(conn, writer.object_name)
+
+    def relate(item: tuple[str, ...]) -> None:
+        _, _, prop, _, _, child_page, parent_page = item
+        client.update_page(child_page, properties={prop: {"relation": [{"id": parent_page}]}})
+
+    filled = 0
+    for item, result in run_pipelined(ready, _tracked(writer, relate), workers):
+        if isinstance(result, BaseException):
+            raise result
+        if not isinstance(result[0], NotionApiError):  # a failed one stays pending for the next sync
+            writer.resolve_pending(*item[:3])
+            filled += 1
+    writer.flush()
+    return filled
+
+
+def _needs_rebuild(connect: state.Connect, obj: ObjectConfig) -> bool:
+    with connect() as conn:
+        return state.count_pages(conn, obj.name) == 0
+
+
+def _execute(
+    client: NotionClient,
+    writer: state.StateWriter,
+    data_source_id: str,
+    partition: str,
+    upserts: Iterable[Upsert],
+    workers: int,
+    progress: _Progress,
+) -> None:
+    work = _tracked(writer, lambda upsert: perform(client, data_source_id, upsert))
+    for upsert, result in run_pipelined(upserts, work, workers):
+        if isinstance(result, BaseException):
+            raise result
+        _record(writer, progress, partition, upsert, *result)
+        writer.maybe_flush()
+
+
+def sync_partition(
+    client: NotionClient,
+    writer: state.StateWriter,
+    obj: ObjectConfig,
+    specs: Sequence[PropertySpec],
+    data_source_id: str,
+    partition: str,
+    *,
+    workers: int = 8,
+) -> SyncReport:
+    """Upsert one partition of ``obj`` into its data source; raises `SyncIncomplete` on transient failures."""
+    started = time.monotonic()
+    requests_before, rate_limited_before = writer.requests, writer.rate_limited_calls
+    with writer.connect() as conn:
+        previous = state.start_batch(conn, writer.run_id, obj.name, partition)
+    progress, status, summary, filled, records = _Progress(), "failed", None, 0, 0
+    try:
+        if _needs_rebuild(writer.connect, obj):
+            rebuild_state(client, writer, data_source_id)
+        data = read_partition(writer.connect, obj, specs, partition)
+        records = len(data.rows)
+        upserts, idle = plan(specs, data, verify_new=previous not in (None, "succeeded"))
+        for sf_id, action in idle:
+            writer.log(partition, sf_id, action, "skipped" if action == "skipped" else "success")
+            progress.count(sf_id, action)
+        _execute(client, writer, data_source_id, partition, upserts, workers, progress)
+        filled = fill_pending_relations(client, writer, workers)
+        status = "failed" if progress.transient else "succeeded"
+        summary = _summary(progress.failures)
+    except BaseException as error:
+        summary = f"{type(error).__name__}: {error}"[:2000]
+        raise
+    finally:
+        writer.flush()
+        with writer.connect() as conn:
+            state.finish_batch(
+                conn,
+                writer.run_id,
+                obj.name,
+                partition,
+                status,
+                dict(progress.totals),
+                progress.last_id,
+                summary,
+            )
+    if progress.transient:
+        raise SyncIncomplete(
+            f"{obj.name} {partition}: {progress.transient} record(s) failed transiently after retries "
+            f"({summary}); progress is recorded, a re-run resumes with the rest"
+        )
+    return SyncReport(
+        object=obj.name,
+        partition=partition,
+        data_source_id=data_source_id,
+        records=records,
+        totals=progress.totals,
+        requests=writer.requests - requests_before,
+        rate_limited=writer.rate_limited_calls - rate_limited_before,
+        duration_s=time.monotonic() - started,
+        latencies_ms=writer.durations_ms[requests_before:],
+        relations_filled=filled,
+        failures=progress.failures,
+    )
+
+
+def _summary(failures: Sequence[tuple[str, str, str]], limit: int = 5) -> str | None:
+    """The most common failure codes with an example record each."""
+    if not failures:
+        return None
+    codes = Counter(code for _, code, _ in failures)
+    examples = {code: (sf_id, message) for sf_id, code, message in reversed(failures)}
+    return "; ".join(
+        f"{count} x {code} (e.g. {examples[code][0]}: {examples[code][1][:200]})"
+        for code, count in codes.most_common(limit)
+    )
+
+
+def run_sync(
+    notion: NotionResource,
+    connect: state.Connect,
+    obj: ObjectConfig,
+    sf_types: dict[str, str],
+    partition: str,
+    run_id: str,
+) -> SyncReport:
+    """Provision the data source and sync one partition with one NotionClient for the whole run."""
+    specs = property_specs(obj, sf_types)
+    writer = state.StateWriter(connect, run_id, obj.name)
+    with notion.get_client(on_call=writer.record_call) as client:
+        data_source_id = ensure_data_source(client, connect, obj, specs, notion.parent_page_id)
+        return sync_partition(client, writer, obj, specs, data_source_id, partition, workers=notion.workers)
