@@ -403,9 +403,8 @@ def _slug_url(title: str, object_id: str) -> str:
 class Store:
     """The sandbox workspace. All public methods are thread-safe (one re-entrant lock)."""
 
-    def __init__(self, version_default: str = V2025) -> None:
+    def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.version_default = version_default
         self.pages: dict[str, Page] = {}
         self.databases: dict[str, Database] = {}
         self.sources: dict[str, DataSource] = {}
