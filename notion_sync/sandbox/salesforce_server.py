@@ -159,7 +159,9 @@ class SalesforceSandbox:
         self.ca_file = files.ca_file
         self._server = _Server(("127.0.0.1", self.port), _Handler, files.server_context(), self)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sf-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="sf-sandbox", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -448,6 +450,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
     timeout = 120
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: avoid 40 ms ACK stalls
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -521,7 +524,6 @@ class _Handler(BaseHTTPRequestHandler):
         params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         try:
             if len(self.path) > MAX_URI:
-                self.close_connection = True
                 raise ApiError(414, "URI_TOO_LONG", f"Request-URI of {len(self.path)} characters is too long")
             if path.startswith("/_sandbox/"):
                 self._json(*self._admin(method, path, params))

@@ -909,6 +909,7 @@ class SalesforceData:
             return record["Id"] if order == ["Id"] else (record["SystemModstamp"], record["Id"])
 
         extra = [r for r in overrides.values() if r is not None and matches(r)]
+        stop = None if query.limit is None else query.offset + query.limit
 
         def base() -> Iterator[Mapping[str, Any]]:
             indexes = range(hi - 1, lo - 1, -1) if descending else range(lo, hi)
@@ -926,12 +927,10 @@ class SalesforceData:
                 for name, desc in reversed(query.order):
                     rows.sort(key=lambda r, n=name: (r[n] is not None, r[n]), reverse=desc)
                 merged = iter(rows)
-            stop = None if query.limit is None else query.offset + query.limit
             return itertools.islice(merged, query.offset, stop)
 
-        total = max(0, sum(1 for _ in base()) + len(extra) - query.offset)
-        if query.limit is not None:
-            total = min(total, query.limit)
+        total = sum(1 for _ in itertools.islice(base(), stop)) + len(extra)  # LIMIT: count no further
+        total = max(0, (total if stop is None else min(total, stop)) - query.offset)
         return ResultSet(obj, total, query.fields, stream)
 
 
