@@ -1,0 +1,102 @@
+"""`notion/<Object>`: one daily partition of a staged Salesforce object upserted into Notion.
+
+No `from __future__ import annotations` here: Dagster reads the nested function's annotations.
+"""
+
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Backoff,
+    Failure,
+    IdentityPartitionMapping,
+    Jitter,
+    MaterializeResult,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+)
+
+from notion_sync.config import ObjectConfig
+from notion_sync.notion.errors import PermanentNotionError
+from notion_sync.notion.resource import NotionResource
+from notion_sync.notion.schema import SchemaError, salesforce_field_types
+from notion_sync.notion.sync import SyncReport, run_sync
+from notion_sync.partitions import daily_partitions
+from notion_sync.salesforce.extract import describe_object
+from notion_sync.salesforce.resource import SalesforceResource
+from notion_sync.staging import StagingResource
+
+# Records still failing transiently after the client's retries: run the partition again (records
+# already synced cost nothing). The retry sensor takes over once these are spent.
+SYNC_RETRY_POLICY = RetryPolicy(
+    max_retries=2, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)
+
+
+def _metadata(report: SyncReport, notion: NotionResource) -> dict:
+    real_rps = notion.rate_limit_rps * notion.time_scale
+    return {
+        **{action: report.totals[action] for action in ("created", "updated", "unchanged", "archived")},
+        "failed": report.totals["failed"],
+        "skipped": report.totals["skipped"],
+        "records": report.records,
+        "relations_filled": report.relations_filled,
+        "requests": report.requests,
+        "rate_limited_429s": report.rate_limited,
+        "achieved_rps": round(report.achieved_rps, 2),
+        "latency_p50_ms": round(report.latency_percentile(50), 1),
+        "latency_p95_ms": round(report.latency_percentile(95), 1),
+        "estimated_duration_s": round(report.records / real_rps, 2),
+        "actual_duration_s": round(report.duration_s, 2),
+        "data_source_id": MetadataValue.text(report.data_source_id),
+        "failures": MetadataValue.md(
+            "\n".join(f"- `{sf_id}` {code}: {message[:200]}" for sf_id, code, message in report.failures[:20])
+            or "none"
+        ),
+    }
+
+
+def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinition:
+    """The `notion/<Object>` asset: partition D of `stg_<object>` upserted into the object's data source."""
+
+    @asset(
+        key=["notion", obj.name],
+        group_name="notion",
+        kinds={"notion"},
+        partitions_def=daily_partitions(obj),
+        deps=[
+            AssetDep(AssetKey(["salesforce", obj.name]), partition_mapping=IdentityPartitionMapping()),
+            *(AssetKey(["notion", parent]) for parent in parents),
+        ],
+        pool="notion_api",
+        retry_policy=SYNC_RETRY_POLICY,
+        description=(
+            f"Salesforce {obj.name} records of the day ({obj.staging_table}) upserted into the Notion "
+            f"database '{obj.notion.title or obj.notion.database_id or obj.name}' by Salesforce Id: "
+            "unchanged records cost no request, changed ones one PATCH, new ones one POST, "
+            "deleted ones are trashed."
+            + (f" Relations point to {', '.join(f'notion/{p}' for p in parents)}." if parents else "")
+        ),
+    )
+    def _notion_object(
+        context: AssetExecutionContext,
+        notion: NotionResource,
+        staging: StagingResource,
+        salesforce: SalesforceResource,
+    ) -> MaterializeResult:
+        try:
+            types = salesforce_field_types(
+                staging.connect, obj, lambda name: describe_object(salesforce.get_client().sf, name)
+            )
+            report = run_sync(notion, staging.connect, obj, types, context.partition_key, context.run_id)
+        except (SchemaError, PermanentNotionError) as error:
+            raise Failure(description=str(error), allow_retries=False) from error
+        context.log.info(
+            f"{obj.name} {context.partition_key}: {dict(report.totals)} in {report.duration_s:.1f}s, "
+            f"{report.requests} requests ({report.rate_limited} rate limited)"
+        )
+        return MaterializeResult(metadata=_metadata(report, notion))
+
+    return _notion_object

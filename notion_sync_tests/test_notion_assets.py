@@ -1,0 +1,114 @@
+"""`notion/<Object>` end to end: the real Salesforce and Notion assets, both sandboxes, a real instance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, instance_for_test, materialize
+
+from notion_sync import staging
+from notion_sync.config import load_config
+from notion_sync.notion import state
+from notion_sync.notion.assets import build_notion_asset
+from notion_sync.notion.checks import build_notion_checks, failure_check_result
+from notion_sync.notion.resource import NotionResource
+from notion_sync.salesforce.assets import build_salesforce_asset
+from notion_sync.salesforce.resource import SalesforceResource
+from notion_sync.sandbox.notion_server import NotionSandbox
+from notion_sync.staging import StagingResource
+
+PARTITION = "2026-11-20"
+CONFIG = load_config(Path(__file__).resolve().parents[1] / "notion_sync.yaml")
+
+
+@pytest.fixture
+def resources(notion_sandbox: NotionSandbox, salesforce_sandbox, tmp_path: Path, monkeypatch) -> dict:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)  # would override the sandbox's CA file
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    sf = salesforce_sandbox.env()
+    return {
+        "salesforce": SalesforceResource(
+            instance_url=sf["SALESFORCE_INSTANCE_URL"],
+            session_id=sf["SALESFORCE_SESSION_ID"],
+            ca_bundle=sf["SALESFORCE_CA_BUNDLE"],
+        ),
+        "notion": NotionResource(
+            token=notion_sandbox.token,
+            base_url=notion_sandbox.url,
+            parent_page_id=notion_sandbox.parent_page_id,
+            time_scale=notion_sandbox.speed,
+            limiter_path=str(tmp_path / "limiter.sqlite"),
+            workers=4,
+        ),
+        "staging": StagingResource(path=str(tmp_path / "staging.duckdb")),
+    }
+
+
+def assets_for(*names: str) -> list:
+    defs = []
+    for name in names:
+        obj = CONFIG.objects[name]
+        defs += [
+            build_salesforce_asset(obj),
+            build_notion_asset(obj, CONFIG.parents_of(name)),
+            *build_notion_checks(obj),
+        ]
+    return defs
+
+
+def notion_metadata(result, name: str) -> dict:
+    [event] = [
+        e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(["notion", name])
+    ]
+    return {key: value.value for key, value in event.materialization.metadata.items()}
+
+
+def test_materialize_salesforce_then_notion(resources: dict, notion_sandbox: NotionSandbox) -> None:
+    with instance_for_test() as instance:
+        result = materialize(
+            assets_for("Account", "Contact"), partition_key=PARTITION, resources=resources, instance=instance
+        )
+        assert result.success
+        account, contact = notion_metadata(result, "Account"), notion_metadata(result, "Contact")
+        with staging.connect(resources["staging"].path) as conn:
+            staged = {
+                name: conn.execute(
+                    f"SELECT count(*) FROM stg_{name.lower()} WHERE NOT IsDeleted AND _partition = ?::DATE",
+                    [PARTITION],
+                ).fetchone()[0]
+                for name in ("Account", "Contact")
+            }
+            bad = conn.execute(
+                "SELECT count(*) FROM sync_log WHERE object = 'Contact' AND status = 'permanent_error'"
+            ).fetchone()[0]
+            targets = {name: state.load_target(conn, name)[1] for name in ("Account", "Contact")}
+        assert staged["Account"] > 0 and staged["Contact"] > 0
+        assert account["created"] == staged["Account"] and account["failed"] == 0
+        assert contact["created"] + contact["failed"] == staged["Contact"] and contact["failed"] == bad
+        assert len(notion_sandbox.pages(targets["Account"])) == staged["Account"]
+        assert len(notion_sandbox.pages(targets["Contact"])) == contact["created"]
+        assert notion_sandbox.stats()["duplicates_total"] == 0
+        assert account["requests"] >= staged["Account"] and account["data_source_id"] == targets["Account"]
+        assert account["latency_p95_ms"] >= account["latency_p50_ms"] > 0
+
+        checks = {
+            e.asset_check_key.asset_key.path[-1]: e.passed for e in result.get_asset_check_evaluations()
+        }
+        assert checks["Account"] is True
+        assert checks["Contact"] is (bad / staged["Contact"] <= 0.01)
+
+        notion_sandbox.reset_stats()
+        again = materialize(
+            assets_for("Account"), partition_key=PARTITION, resources=resources, instance=instance
+        )
+        assert notion_metadata(again, "Account")["unchanged"] == staged["Account"]
+        routes = notion_sandbox.stats()["requests_by_route"]
+        assert not [route for route in routes if "/v1/pages" in route]  # nothing changed: no page request
+
+
+def test_failure_check_threshold() -> None:
+    batch = {"run_id": "r", "status": "succeeded", "error_summary": None, "processed": 200, "failed": 2}
+    assert failure_check_result(batch).passed
+    assert not failure_check_result({**batch, "failed": 3}).passed
+    assert not failure_check_result(None).passed
