@@ -314,7 +314,9 @@ def _against_sandbox(sandbox, make_limiter, processes: int, total: int = 120) ->
 def _assert_server_saw_the_bucket(stats: dict, rate: float, burst: int) -> None:
     assert stats["rate_limited"] == 0, stats["requests_by_status"]
     intervals = stats["admitted"] - 1
-    assert intervals <= rate * stats["span_virtual_s"] + burst + 1  # never more than rate x time + burst
+    # Never more than rate x time + burst. The server stamps a request when it has answered it, so
+    # either end of the span may be late by its processing time: 1 virtual second (33 ms real) of slack.
+    assert intervals <= rate * (stats["span_virtual_s"] + 1.0) + burst + 1
     assert stats["achieved_rps_virtual"] >= 0.95 * rate  # and not much less either
 
 
