@@ -10,7 +10,14 @@ How an object's `mode` maps to automation (the Apex sync modes):
 - ``scheduled``: a schedule (`schedule_<Object>`, :mod:`.schedules`) on the object's cron
   materializes the latest partition.
 
-Whatever the mode, the retry sensor (:mod:`.retry_sensor`) re-launches failed partitions with
-backoff, the alert sensors (:mod:`.alerts`) report failures, and a weekly reconciliation job
-(:mod:`.reconcile`) compares the Salesforce Ids with the Notion pages.
+Whatever the mode, the retry sensor `notion_sync_retry` (:mod:`.sensors`, rules in
+:mod:`.retry_policy`) re-launches failed partitions, the alert sensors (:mod:`.alerts`) report
+failures, and `reconcile_<Object>` (:mod:`.reconcile`, weekly) compares Salesforce Ids with Notion
+pages. Sensors, and schedules with `enabled: true`, start in the RUNNING state.
+
+Lanes (:mod:`.lanes`): runs carry `notion_sync/lane` and `dagster/priority`. The `sync_<Object>`
+jobs default to the backfill lane (priority -1), so a backfill launched from a job's partitions
+page is tagged without anyone thinking of it; sensors and schedules override the tags. An asset
+backfill launched from the asset graph gets them from the launch dialog's tags (or none: the run
+queue then still caps it through `dagster/backfill`, and its priority 0 stays below realtime's 10).
 """

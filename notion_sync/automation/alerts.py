@@ -18,6 +18,7 @@ import requests
 from dagster import (
     DagsterInstance,
     DagsterRunStatus,
+    DefaultSensorStatus,
     RunFailureSensorContext,
     RunsFilter,
     SensorDefinition,
@@ -59,6 +60,7 @@ def build_run_failure_alert_sensor(alerts: AlertConfig) -> SensorDefinition:
         name="notion_sync_run_failure_alert",
         description="Reports every failed run of this code location to the log and the alert webhook.",
         monitor_all_code_locations=False,
+        default_status=DefaultSensorStatus.RUNNING,
     )
     def notion_sync_run_failure_alert(context: RunFailureSensorContext) -> None:
         run = context.dagster_run
@@ -133,6 +135,7 @@ def build_health_sensor(alerts: AlertConfig) -> SensorDefinition:
     @sensor(
         name="notion_sync_health",
         minimum_interval_seconds=alerts.check_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
         description="Alerts on a failure rate over alerts.failure_rate, repeated 429s and a low "
         "Salesforce API budget.",
     )

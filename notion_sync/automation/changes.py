@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
     DagsterInstance,
+    DefaultSensorStatus,
     RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
@@ -76,6 +77,7 @@ def build_change_sensor(obj: ObjectConfig, realtime: RealtimeConfig) -> SensorDe
         name=f"changes_{obj.name}",
         jobs=[job],
         minimum_interval_seconds=realtime.interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
         description=f"Launches the partitions of {obj.name} records changed in Salesforce since the "
         "last tick, in the high-priority realtime lane.",
     )

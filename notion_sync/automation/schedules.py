@@ -7,7 +7,7 @@ change sensor (mode realtime) or by the next backfill of that day.
 
 from __future__ import annotations
 
-from dagster import RunRequest, ScheduleDefinition, ScheduleEvaluationContext, schedule
+from dagster import DefaultScheduleStatus, RunRequest, ScheduleDefinition, ScheduleEvaluationContext, schedule
 
 from notion_sync.automation.jobs import sync_job
 from notion_sync.automation.lanes import lane_tags
@@ -24,6 +24,7 @@ def build_object_schedule(obj: ObjectConfig) -> ScheduleDefinition:
         job=sync_job(obj),
         cron_schedule=obj.schedule.cron,
         execution_timezone=obj.schedule.timezone,
+        default_status=DefaultScheduleStatus.RUNNING,  # `enabled: true` in the config means running
         description=f"Syncs the latest partition of {obj.name} on '{obj.schedule.cron}' "
         f"({obj.schedule.timezone}).",
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from dagster import SensorDefinition, SensorEvaluationContext, SensorResult, sensor
+from dagster import DefaultSensorStatus, SensorDefinition, SensorEvaluationContext, SensorResult, sensor
 
 from notion_sync.automation.alerts import build_health_sensor, build_run_failure_alert_sensor, send_alert
 from notion_sync.automation.changes import build_change_sensor
@@ -27,6 +27,7 @@ def build_retry_sensor(config: SyncConfig) -> SensorDefinition:
         name="notion_sync_retry",
         jobs=[sync_job(obj) for obj in config.objects.values()],
         minimum_interval_seconds=config.retry.check_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
         description="Re-launches failed partitions with backoff (rate-limited first); alerts after "
         f"{config.retry.max_attempts} retries.",
     )

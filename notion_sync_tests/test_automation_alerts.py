@@ -1,0 +1,142 @@
+"""Alert delivery to a real local webhook, failures of the webhook, and the health thresholds."""
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    build_run_status_sensor_context,
+    build_sensor_context,
+    instance_for_test,
+    job,
+    op,
+)
+
+from notion_sync.automation.alerts import (
+    RunHealth,
+    build_health_sensor,
+    build_run_failure_alert_sensor,
+    health_alerts,
+    run_health,
+    send_alert,
+)
+from notion_sync.config import AlertConfig
+from notion_sync.salesforce.resource import SalesforceResource
+
+
+class Webhook:
+    """A tiny HTTP server that records posted JSON bodies and answers with `status`."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.bodies: list[dict] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                hook.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(hook.status)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/secret-path"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+def refused_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/hook"
+
+
+def test_alert_is_posted_as_slack_json(webhook):
+    assert send_alert("3 runs failed", webhook.url)
+    assert webhook.bodies == [{"text": "notion-sync: 3 runs failed"}]
+
+
+def test_webhook_errors_are_logged_not_raised(webhook, caplog):
+    webhook.status = 500
+    assert not send_alert("boom", webhook.url)
+    assert not send_alert("boom", refused_url())
+    assert not send_alert("no webhook configured", None)
+    assert "HTTP 500" in caplog.text and "ConnectionError" in caplog.text
+    assert "secret-path" not in caplog.text  # the URL is a credential
+
+
+def test_health_thresholds():
+    alerts = AlertConfig(failure_rate=0.1, rate_limited_runs=2, api_budget_share=0.2)
+    assert health_alerts(RunHealth(finished=20, failed=2, rate_limited=1), (5000, 15000), alerts) == {}
+    texts = health_alerts(RunHealth(finished=20, failed=3, rate_limited=2), (2000, 15000), alerts)
+    assert set(texts) == {"failure_rate", "rate_limited", "api_budget"}
+    assert "3 of 20 runs failed" in texts["failure_rate"] and "2000 of 15000" in texts["api_budget"]
+
+
+@op
+def flaky(context) -> None:
+    if context.run.tags.get("fail") == "yes":
+        raise RuntimeError("Notion answered 429 rate_limited")
+
+
+@job
+def flaky_job() -> None:
+    flaky()
+
+
+def run_flaky(instance: DagsterInstance, fail: bool):
+    return flaky_job.execute_in_process(
+        instance=instance, tags={"fail": "yes" if fail else "no"}, raise_on_error=False
+    )
+
+
+def test_health_sensor_alerts_once_per_condition(webhook, monkeypatch):
+    alerts = AlertConfig(webhook_url=webhook.url, failure_rate=0.3, rate_limited_runs=2)
+    sensor = build_health_sensor(alerts)
+    monkeypatch.setattr("notion_sync.automation.alerts.salesforce_budget", lambda sf: (14000, 15000))
+    with instance_for_test() as instance:
+        for fail in (True, True, False):
+            run_flaky(instance, fail)
+        assert run_health(instance, 0) == RunHealth(finished=3, failed=2, rate_limited=2)
+        cursor = None
+        for _ in range(2):
+            context = build_sensor_context(
+                instance=instance, cursor=cursor, resources={"salesforce": SalesforceResource()}
+            )
+            result = sensor.evaluate_tick(context)
+            cursor = result.cursor
+    assert [body["text"].split(":")[1].split()[0] for body in webhook.bodies] == ["2", "2"]
+    assert len(webhook.bodies) == 2  # failure rate + 429s, each once across two ticks
+    assert json.loads(cursor) == ["failure_rate", "rate_limited"]
+
+
+def test_run_failure_sensor_posts_the_failed_run(webhook):
+    sensor = build_run_failure_alert_sensor(AlertConfig(webhook_url=webhook.url))
+    with instance_for_test() as instance:
+        result = run_flaky(instance, fail=True)
+        failure_event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
+        context = build_run_status_sensor_context(
+            sensor_name=sensor.name, dagster_instance=instance, dagster_run=result.dagster_run,
+            dagster_event=failure_event,
+        ).for_run_failure()
+        sensor(context)
+    (body,) = webhook.bodies
+    assert f"run {result.run_id} of flaky_job failed" in body["text"]

@@ -1,0 +1,114 @@
+"""The change sensor against the real Salesforce sandbox over HTTPS."""
+
+from datetime import UTC, datetime
+
+import pytest
+from dagster import DagsterRunStatus, Definitions, asset, build_sensor_context, instance_for_test
+
+from notion_sync.automation.changes import build_change_sensor, touched_days
+from notion_sync.automation.jobs import sync_job
+from notion_sync.config import load_config
+from notion_sync.partitions import daily_partitions
+from notion_sync.salesforce.resource import SalesforceResource
+
+CONFIG = load_config()
+ACCOUNT = CONFIG.objects["Account"]
+
+
+def definitions(sensor) -> Definitions:
+    """No-op assets with the project's keys: the sensor only needs the job to resolve."""
+    partitions_def = daily_partitions(ACCOUNT)
+
+    @asset(key=["salesforce", "Account"], partitions_def=partitions_def)
+    def extract() -> None: ...
+
+    @asset(key=["notion", "Account"], partitions_def=partitions_def, deps=[extract])
+    def sync() -> None: ...
+
+    return Definitions(assets=[extract, sync], jobs=[sync_job(ACCOUNT)], sensors=[sensor])
+
+
+@pytest.fixture
+def salesforce(salesforce_sandbox, monkeypatch) -> SalesforceResource:
+    # requests lets these variables override a session's own CA file (the sandbox's).
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    env = salesforce_sandbox.env()
+    return SalesforceResource(
+        instance_url=env["SALESFORCE_INSTANCE_URL"],
+        session_id=env["SALESFORCE_SESSION_ID"],
+        ca_bundle=env["SALESFORCE_CA_BUNDLE"],
+    )
+
+
+def test_touched_days_span_oldest_to_newest():
+    assert touched_days("2026-11-20T23:59:59.999+0000", "2026-11-22T00:00:00.000+0000") == [
+        "2026-11-20", "2026-11-21", "2026-11-22",
+    ]
+    assert touched_days("2026-11-20T01:00:00.000+0000", "2026-11-20T02:00:00.000+0000") == ["2026-11-20"]
+
+
+class Ticker:
+    """The Account change sensor on a temporary instance, evaluated one tick at a time."""
+
+    def __init__(self, instance, salesforce: SalesforceResource) -> None:
+        self.instance = instance
+        self.salesforce = salesforce
+        self.sensor = build_change_sensor(ACCOUNT, CONFIG.realtime)
+        self.defs = definitions(self.sensor)
+
+    def __call__(self, cursor: str | None):
+        resources = {"salesforce": self.salesforce}
+        context = build_sensor_context(
+            instance=self.instance, cursor=cursor, resources=resources, definitions=self.defs
+        )
+        return self.sensor.evaluate_tick(context)
+
+    def some_account_id(self) -> str:
+        return self.salesforce.get_client().sf.query("SELECT Id FROM Account LIMIT 1")["records"][0]["Id"]
+
+
+@pytest.fixture
+def tick(salesforce):
+    with instance_for_test() as instance:
+        yield Ticker(instance, salesforce)
+
+
+def test_launches_only_when_something_changed(salesforce_sandbox, tick):
+    assert tick.sensor.minimum_interval_seconds == 15 and tick.sensor.job_name == "sync_Account"
+    first = tick(None)
+    assert not first.run_requests and first.cursor  # starts at the newest modstamp, launches nothing
+    before = salesforce_sandbox.stats()["requests"]
+    quiet = tick(first.cursor)
+    assert not quiet.run_requests and quiet.cursor == first.cursor
+    after = salesforce_sandbox.stats()["requests"]
+    assert sum(after.values()) - sum(before.values()) == 1  # one cheap query per quiet tick
+
+    record_id = tick.some_account_id()
+    salesforce_sandbox.update("Account", record_id, {"Phone": "+1 555 0100"})
+    changed = tick(first.cursor)
+    today = datetime.now(UTC).date().isoformat()
+    (request,) = changed.run_requests
+    assert request.partition_key == today
+    assert request.tags["notion_sync/lane"] == "realtime" and request.tags["dagster/priority"] == "10"
+    assert changed.cursor > first.cursor
+
+    assert not tick(changed.cursor).run_requests
+    salesforce_sandbox.delete("Account", record_id)  # deletions count (queryAll)
+    deleted = tick(changed.cursor)
+    assert [r.partition_key for r in deleted.run_requests] == [today]
+    assert deleted.run_requests[0].run_key != request.run_key
+
+
+def test_waits_while_the_partition_is_being_materialized(salesforce_sandbox, tick):
+    today = datetime.now(UTC).date().isoformat()
+    start = tick(None).cursor
+    salesforce_sandbox.update("Account", tick.some_account_id(), {"Phone": "+1 555 0101"})
+    running = tick.instance.create_run_for_job(
+        tick.defs.resolve_job_def("sync_Account"), tags={"dagster/partition": today},
+        status=DagsterRunStatus.STARTED,
+    )
+    waiting = tick(start)
+    assert not waiting.run_requests and waiting.cursor == start
+    tick.instance.report_run_failed(running)
+    assert [r.partition_key for r in tick(start).run_requests] == [today]
