@@ -88,7 +88,8 @@ def test_bad_session_is_401(salesforce_sandbox: SalesforceSandbox) -> None:
 
 def test_query_returns_salesforce_shapes(sf: Salesforce) -> None:
     result = sf.query(
-        f"SELECT {ACCOUNT_FIELDS}, BillingAddress FROM Account ORDER BY SystemModstamp, Id LIMIT 50"
+        f"SELECT {ACCOUNT_FIELDS}, BillingAddress FROM Account ORDER BY SystemModstamp, Id LIMIT 50",
+        include_deleted=True,  # Accounts 0 and 1 have fixed names; either may be deleted
     )
     assert result["totalSize"] == 50 and result["done"] is True and "nextRecordsUrl" not in result
     first = result["records"][0]

@@ -35,6 +35,7 @@ from notion_sync.sandbox.sf_data import (
     describe_global_entry,
     describe_sobject,
     format_datetime,
+    full_record,
     make_id,
     parse_id,
 )
@@ -138,6 +139,10 @@ class SalesforceSandbox:
             self._tempdir = tempfile.TemporaryDirectory(prefix="sf-sandbox-")
             workdir = Path(self._tempdir.name)
         self.workdir = workdir
+        self._address_fields = {
+            obj: {name for name, f in fields.items() if f.type == "address"}
+            for obj, fields in self.data.fields.items()
+        }
         self.api_max = api_budget
         self.api_used = 0
         self.bulk_processing_seconds = bulk_processing_seconds
@@ -293,12 +298,11 @@ class SalesforceSandbox:
         out: dict[str, Any] = {
             "attributes": {"type": obj, "url": f"/services/data/v{version}/sobjects/{obj}/{record['Id']}"}
         }
-        types = self.data.fields[obj]
+        record = full_record(record)
         for name in fields:
-            if types[name].type == "address":  # REST returns compound fields as objects
-                out[name] = _address(record, name[: -len("Address")])
-            else:
-                out[name] = record[name]
+            out[name] = record.get(name)
+        for name in self._address_fields[obj].intersection(fields):  # REST returns compound fields as objects
+            out[name] = _address(record, name[: -len("Address")])
         return out
 
     def query_page(
@@ -713,7 +717,8 @@ class _Handler(BaseHTTPRequestHandler):
             if start == 0:
                 writer.writerow(job.fields)
             writer.writerows(
-                [_csv_value(r[f]) for f in job.fields] for r in records[start : start + CSV_CHUNK]
+                [_csv_value(r[f]) for f in job.fields]
+                for r in map(full_record, records[start : start + CSV_CHUNK])
             )
             chunk = buffer.getvalue().encode()
             self.wfile.write(f"{len(chunk):X}\r\n".encode() + chunk + b"\r\n")

@@ -22,12 +22,14 @@ modulo 97 has an invalid Email (:meth:`SalesforceData.invalid_email_ids`).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
+import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +42,7 @@ CHEAP_FIELDS = frozenset({"Id", "IsDeleted", "SystemModstamp", "LastModifiedDate
 _MASK = (1 << 64) - 1
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _CHECKSUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+_UPPER_FLAGS = str.maketrans({ch: "1" if "A" <= ch <= "Z" else "0" for ch in _B62})
 
 
 class DataError(Exception):
@@ -294,34 +297,35 @@ _PER_ACCOUNT = {"Account": 1, "Contact": 2, "Opportunity": 1}
 
 
 def _mix(*parts: int) -> int:
-    """A fast 64-bit hash (splitmix-style) of integers: per-record seeds and coin flips."""
-    h = 0x9E3779B97F4A7C15
-    for part in parts:
-        h = ((h ^ (part & _MASK)) * 0xBF58476D1CE4E5B9) & _MASK
-        h ^= h >> 31
-        h = (h * 0x94D049BB133111EB) & _MASK
-        h ^= h >> 29
-    return h
+    """A 64-bit hash of integers for per-record seeds and coin flips. CPython hashes a tuple of ints
+    with xxHash mixing, in C, and (unlike str hashes) identically in every process."""
+    return hash(parts) & _MASK
 
 
 def case_safe_id(id15: str) -> str:
     """Append Salesforce's 3-character case-safe checksum to a 15-character Id."""
-    suffix = ""
-    for chunk in range(3):
-        bits = sum(1 << j for j, ch in enumerate(id15[chunk * 5 : chunk * 5 + 5]) if "A" <= ch <= "Z")
-        suffix += _CHECKSUM[bits]
-    return id15 + suffix
+    # Per 5-character chunk, bit j is set when character j is upper case: read the flags backwards.
+    flags = id15.translate(_UPPER_FLAGS)
+    return id15 + "".join(
+        _CHECKSUM[int(flags[start + 4 : start - 1 if start else None : -1], 2)] for start in (0, 5, 10)
+    )
 
 
 def make_id(key_prefix: str, index: int) -> str:
     """prefix + pod "Dn" + reserved "0" + 9 base-62 digits of ``index`` + checksum.
 
     Fixed width and an ASCII-ordered alphabet make Ids sort like their indexes."""
-    digits = []
-    for _ in range(9):
-        index, rem = divmod(index, 62)
-        digits.append(_B62[rem])
-    return case_safe_id(key_prefix + "Dn0" + "".join(reversed(digits)))
+    high, low = divmod(index, 62**5)
+    return case_safe_id(f"{key_prefix}Dn0{_base62(high, 4)}{_base62(low, 5)}")
+
+
+@functools.lru_cache(maxsize=65_536)
+def _base62(number: int, width: int) -> str:
+    digits = ""
+    for _ in range(width):
+        number, rem = divmod(number, 62)
+        digits = _B62[rem] + digits
+    return digits
 
 
 def parse_id(key_prefix: str, record_id: str) -> int | None:
@@ -341,8 +345,16 @@ def parse_id(key_prefix: str, record_id: str) -> int | None:
 
 def format_datetime(ms: int) -> str:
     """Epoch milliseconds → Salesforce's ``2026-11-20T13:45:00.000+0000``."""
-    seconds, milli = divmod(ms, 1000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{milli:03d}+0000"
+    day, rest = divmod(ms, DAY_MS)
+    seconds, milli = divmod(rest, 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{_date(day)}T{hour:02d}:{minute:02d}:{second:02d}.{milli:03d}+0000"
+
+
+@functools.lru_cache(maxsize=4_096)
+def _date(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
 
 
 def parse_datetime(value: str) -> int:
@@ -464,38 +476,66 @@ _SENTENCES = (
 )
 
 
+# Seeding random.Random costs ~9 us and choice()/randint() ~1 us each, most of the time of a record;
+# its C base class seeds in ~3 us, and the helpers below draw from random() alone.
+_Rng = random.Random.__mro__[1]
+
+
+def _pick(rng: _Rng, values: Sequence[Any]) -> Any:
+    """``rng.choice``."""
+    return values[int(rng.random() * len(values))]
+
+
+def _int(rng: _Rng, low: int, high: int) -> int:
+    """``rng.randint``, cheaper."""
+    return low + int(rng.random() * (high - low + 1))
+
+
+def _uniform(rng: _Rng, low: float, high: float) -> float:
+    return low + (high - low) * rng.random()
+
+
+def _lognormal(rng: _Rng, mu: float, sigma: float) -> float:
+    """exp(N(mu, sigma)) by Box-Muller."""
+    normal = math.sqrt(-2.0 * math.log(1.0 - rng.random())) * math.cos(2.0 * math.pi * rng.random())
+    return math.exp(mu + sigma * normal)
+
+
 def _ascii(text: str) -> str:
     return "".join(ch for ch in text.lower() if ch.isascii() and ch.isalnum()) or "x"
 
 
-def _description(rng: random.Random) -> str | None:
+def _description(rng: _Rng) -> str | None:
     roll = rng.random()
     if roll < 0.3:
         return None
     if roll < 0.4:  # longer than one Notion text object (2,000 characters)
         parts: list[str] = []
-        target = rng.randint(2_100, 4_500)
-        while sum(len(p) + 1 for p in parts) < target:
-            parts.append(rng.choice(_SENTENCES))
+        length, target = 0, _int(rng, 2_100, 4_500)
+        while length < target:
+            parts.append(_pick(rng, _SENTENCES))
+            length += len(parts[-1]) + 1
         return "\n".join(parts)
-    return " ".join(rng.sample(_SENTENCES, rng.randint(1, 3)))
+    start, count = _int(rng, 0, len(_SENTENCES) - 1), _int(rng, 1, 3)
+    return " ".join(_SENTENCES[(start + k) % len(_SENTENCES)] for k in range(count))
 
 
-def _multi(rng: random.Random, values: tuple[str, ...]) -> str | None:
+def _multi(rng: _Rng, values: tuple[str, ...]) -> str | None:
     chosen = [v for v in values if rng.random() < 0.3]
     return ";".join(chosen) or None
 
 
-def _phone(rng: random.Random) -> str | None:
-    return None if rng.random() < 0.2 else f"+1 ({rng.randint(200, 999)}) 555-{rng.randint(0, 9999):04d}"
+def _phone(rng: _Rng) -> str | None:
+    return None if rng.random() < 0.2 else f"+1 ({_int(rng, 200, 999)}) 555-{_int(rng, 0, 9999):04d}"
 
 
 # ----------------------------------------------------------------------------------------- the data
 
 
 class LazyRecord(dict):
-    """A base record whose fields are computed on first access: the cheap ones (Id, IsDeleted,
-    timestamps) individually, the rest all at once. Filtering on timestamps never builds a record."""
+    """A base record that computes the fields a filter reads on first access and keeps only those:
+    filtering on Id, IsDeleted or timestamps never builds the whole record, and a page of matches
+    held for paging stays small. :func:`full_record` builds every field for output."""
 
     __slots__ = ("_data", "_index", "_obj")
 
@@ -506,10 +546,18 @@ class LazyRecord(dict):
     def __missing__(self, key: str) -> Any:
         if key in CHEAP_FIELDS:
             value = self._data.cheap_value(self._obj, self._index, key)
-            self[key] = value
-            return value
-        self.update(self._data.generate(self._obj, self._index))
-        return dict.__getitem__(self, key)
+        else:
+            value = self._data.generate(self._obj, self._index)[key]
+        self[key] = value
+        return value
+
+    def full(self) -> dict[str, Any]:
+        return self._data.generate(self._obj, self._index)
+
+
+def full_record(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Every field of a query result (generated afresh for a base record, not kept)."""
+    return record.full() if isinstance(record, LazyRecord) else record
 
 
 @dataclass
@@ -564,6 +612,7 @@ class SalesforceData:
         self.sobjects = {o.name: o for o in (_account(custom_fields), CONTACT, OPPORTUNITY)}
         self.fields = {name: o.field_map() for name, o in self.sobjects.items()}
         self._by_lower = {name.lower(): o for name, o in self.sobjects.items()}
+        self._custom_text = [name for name in self.fields["Account"] if name.startswith("Custom_Text_")]
         self.counts = {name: records * _PER_ACCOUNT[name] for name in self.sobjects}
         self._overrides: dict[str, dict[int, dict[str, Any] | None]] = {n: {} for n in self.sobjects}
         self._created = dict.fromkeys(self.sobjects, 0)
@@ -603,40 +652,52 @@ class SalesforceData:
         return edge if edge is not None else self._base_stamp(obj, index)
 
     def cheap_value(self, obj: str, index: int, name: str) -> Any:
-        code = self.sobjects[obj].code
+        """One of CHEAP_FIELDS of base record ``index``, computed without the rest of the record."""
         if name == "Id":
             return make_id(self.sobjects[obj].key_prefix, index)
         if name == "IsDeleted":
-            return _mix(self.seed, code, index, 1) % 50 == 0
-        stamp = self.stamp_ms(obj, index)
+            return _mix(self.seed, self.sobjects[obj].code, index, 1) % 50 == 0
         if name == "SystemModstamp":
-            return format_datetime(stamp)
-        h = _mix(self.seed, code, index, 2)
+            return format_datetime(self.stamp_ms(obj, index))
+        return self._dates(obj, index)[name]
+
+    def _dates(self, obj: str, index: int) -> dict[str, str]:
+        """LastModifiedDate (at or up to 2 h before SystemModstamp) and CreatedDate (up to 400 days
+        earlier still)."""
+        stamp = self.stamp_ms(obj, index)
+        h = _mix(self.seed, self.sobjects[obj].code, index, 2)
         modified = stamp if h % 3 else stamp - (h >> 8) % 7_200 * 1000
-        if name == "LastModifiedDate":
-            return format_datetime(modified)
-        return format_datetime(modified - (h >> 24) % (400 * 86_400) * 1000)  # CreatedDate
+        created = modified - (h >> 24) % (400 * 86_400) * 1000
+        return {
+            "SystemModstamp": format_datetime(stamp),
+            "LastModifiedDate": format_datetime(modified),
+            "CreatedDate": format_datetime(created),
+        }
 
     # ------------------------------------------------------------------------------ generation
 
     def generate(self, obj: str, index: int) -> dict[str, Any]:
         """Every field of base record ``index`` (ignores admin overrides)."""
-        rng = random.Random(_mix(self.seed, self.sobjects[obj].code, index, 3))
-        record = {name: self.cheap_value(obj, index, name) for name in CHEAP_FIELDS}
+        rng = _Rng(_mix(self.seed, self.sobjects[obj].code, index, 3))
+        record: dict[str, Any] = {
+            "Id": self.cheap_value(obj, index, "Id"),
+            "IsDeleted": self.cheap_value(obj, index, "IsDeleted"),
+            **self._dates(obj, index),
+        }
         record.update(getattr(self, f"_gen_{obj.lower()}")(rng, index))
         return record
 
-    def _gen_account(self, rng: random.Random, index: int) -> dict[str, Any]:
+    def _gen_account(self, rng: _Rng, index: int) -> dict[str, Any]:
         fixed = {0: "Müller & Søn", 1: "東京 Trading"}
         name = fixed.get(index) or (
-            f"{rng.choice(_COMPANY_A)} {rng.choice(_COMPANY_B)}{rng.choice(_COMPANY_SUFFIX)}"
+            f"{_pick(rng, _COMPANY_A)} {_pick(rng, _COMPANY_B)}{_pick(rng, _COMPANY_SUFFIX)}"
         )
-        revenue = None if rng.random() < 0.2 else float(round(rng.lognormvariate(15, 1.5), -3))
-        employees = None if rng.random() < 0.15 else int(rng.lognormvariate(4, 1.8)) + 1
+        revenue = None if rng.random() < 0.2 else float(round(_lognormal(rng, 15, 1.5), -3))
+        employees = None if rng.random() < 0.15 else int(_lognormal(rng, 4, 1.8)) + 1
         record: dict[str, Any] = {
             "Name": name,
-            "Type": None if rng.random() < 0.1 else rng.choice(ACCOUNT_TYPES),
-            "Industry": None if rng.random() < 0.15 else rng.choice(INDUSTRIES),
+            "Type": None if rng.random() < 0.1 else _pick(rng, ACCOUNT_TYPES),
+            "Industry": None if rng.random() < 0.15 else _pick(rng, INDUSTRIES),
             "AnnualRevenue": revenue,
             "NumberOfEmployees": employees,
             "Revenue_Per_Employee__c": round(revenue / employees, 2) if revenue and employees else None,
@@ -645,7 +706,7 @@ class SalesforceData:
             "Description": _description(rng),
             "Active__c": rng.random() < 0.8,
             "Regions__c": _multi(rng, REGIONS),
-            "Rating_Score__c": None if rng.random() < 0.25 else round(rng.uniform(0, 100), 2),
+            "Rating_Score__c": None if rng.random() < 0.25 else round(_uniform(rng, 0, 100), 2),
             "BillingGeocodeAccuracy": None,
         }
         if rng.random() < 0.15:
@@ -664,26 +725,25 @@ class SalesforceData:
                 )
             )
         else:
-            city, state, postal, country, lat, lon = rng.choice(_CITIES)
+            city, state, postal, country, lat, lon = _pick(rng, _CITIES)
             record.update(
-                BillingStreet=f"{rng.randint(1, 250)} {rng.choice(_STREETS)}",
+                BillingStreet=f"{_int(rng, 1, 250)} {_pick(rng, _STREETS)}",
                 BillingCity=city,
                 BillingState=state,
                 BillingPostalCode=postal,
                 BillingCountry=country,
-                BillingLatitude=round(lat + rng.uniform(-0.05, 0.05), 6),
-                BillingLongitude=round(lon + rng.uniform(-0.05, 0.05), 6),
+                BillingLatitude=round(lat + _uniform(rng, -0.05, 0.05), 6),
+                BillingLongitude=round(lon + _uniform(rng, -0.05, 0.05), 6),
             )
-        for field in self.sobjects["Account"].fields:
-            if field.name.startswith("Custom_Text_"):
-                record[field.name] = f"{field.label} value {index}" if rng.random() < 0.1 else None
+        for name in self._custom_text:
+            record[name] = f"{name[:-3].replace('_', ' ')} value {index}" if rng.random() < 0.1 else None
         return record
 
-    def _gen_contact(self, rng: random.Random, index: int) -> dict[str, Any]:
-        first = None if rng.random() < 0.05 else rng.choice(_FIRST)
-        last = rng.choice(_LAST)
+    def _gen_contact(self, rng: _Rng, index: int) -> dict[str, Any]:
+        first = None if rng.random() < 0.05 else _pick(rng, _FIRST)
+        last = _pick(rng, _LAST)
         roll = rng.random()
-        account = None if roll < 0.03 else (rng.randrange(self.records) if roll < 0.05 else index // 2)
+        account = None if roll < 0.03 else (_int(rng, 0, self.records - 1) if roll < 0.05 else index // 2)
         if self.invalid_emails and index % 97 == 13:
             email: str | None = _INVALID_EMAILS[index % len(_INVALID_EMAILS)]
         else:
@@ -691,7 +751,7 @@ class SalesforceData:
             email = None if rng.random() < 0.1 else f"{local}@example.com"
         birth = None
         if rng.random() < 0.6:
-            birth = f"{rng.randint(1950, 2004)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+            birth = f"{_int(rng, 1950, 2004)}-{_int(rng, 1, 12):02d}-{_int(rng, 1, 28):02d}"
         return {
             "AccountId": None if account is None else make_id("001", account),
             "FirstName": first,
@@ -699,26 +759,26 @@ class SalesforceData:
             "Name": f"{first} {last}" if first else last,
             "Email": email,
             "Phone": _phone(rng),
-            "Title": None if rng.random() < 0.2 else rng.choice(_TITLES),
+            "Title": None if rng.random() < 0.2 else _pick(rng, _TITLES),
             "Birthdate": birth,
             "HasOptedOutOfEmail": rng.random() < 0.1,
             "Description": _description(rng),
         }
 
-    def _gen_opportunity(self, rng: random.Random, index: int) -> dict[str, Any]:
-        stage = rng.choice(tuple(STAGES))
+    def _gen_opportunity(self, rng: _Rng, index: int) -> dict[str, Any]:
+        stage = _pick(rng, tuple(STAGES))
         close = datetime.fromtimestamp(
-            self.stamp_ms("Opportunity", index) / 1000 + rng.randint(-60, 120) * 86_400, UTC
+            self.stamp_ms("Opportunity", index) / 1000 + _int(rng, -60, 120) * 86_400, UTC
         )
         return {
             "AccountId": None if rng.random() < 0.02 else make_id("001", index),
-            "Name": f"{rng.choice(PRODUCTS)} deal #{index}",
+            "Name": f"{_pick(rng, PRODUCTS)} deal #{index}",
             "StageName": stage,
-            "Amount": None if rng.random() < 0.1 else round(rng.uniform(1_000, 500_000), 2),
+            "Amount": None if rng.random() < 0.1 else round(_uniform(rng, 1_000, 500_000), 2),
             "Probability": STAGES[stage],
             "CloseDate": close.strftime("%Y-%m-%d"),
-            "Type": None if rng.random() < 0.2 else rng.choice(OPPORTUNITY_TYPES),
-            "NextStep": None if rng.random() < 0.4 else rng.choice(_NEXT_STEPS),
+            "Type": None if rng.random() < 0.2 else _pick(rng, OPPORTUNITY_TYPES),
+            "NextStep": None if rng.random() < 0.4 else _pick(rng, _NEXT_STEPS),
             "IsClosed": stage.startswith("Closed"),
             "IsWon": stage == "Closed Won",
             "Products__c": _multi(rng, PRODUCTS),
