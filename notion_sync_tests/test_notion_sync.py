@@ -396,6 +396,37 @@ def test_exception_mid_partition_then_rerun_completes(env: Env, monkeypatch: pyt
     assert_no_duplicates(env)
 
 
+def test_pages_created_but_not_recorded_are_looked_up(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from notion_sync.notion import sync
+
+    env.stage("Account", [account(n) for n in range(1000, 1200)], partition="2026-11-19")
+    env.sync("Account", "2026-11-19")  # 200 known pages: a lookup per unmapped record beats paging them
+    env.stage("Account", [account(n) for n in range(1, 7)])
+    real, calls = sync.perform, []
+
+    def lose_results_after_4(*args: Any) -> str:
+        page_id = real(*args)
+        calls.append(page_id)
+        if len(calls) > 4:
+            raise RuntimeError("crashed after the write, before recording it")
+        return page_id
+
+    monkeypatch.setattr(sync, "perform", lose_results_after_4)
+    with pytest.raises(RuntimeError, match="crashed"):
+        env.sync("Account")
+    monkeypatch.setattr(sync, "perform", real)
+    assert len(env.pages("Account")) == 206  # every page exists, 2 of them unknown to sync_state
+    env.sandbox.reset_stats()
+    report = env.sync("Account")
+    routes = env.sandbox.stats()["requests_by_route"]
+    assert sum(routes["POST /v1/data_sources/{id}/query"].values()) == 2  # one lookup each
+    assert "POST /v1/pages" not in routes
+    # found and brought up to date; logged as created, as the crashed run never recorded them
+    assert report.totals["created"] == 2 and report.totals["unchanged"] == 4
+    assert len(env.pages("Account")) == 206
+    assert_no_duplicates(env)
+
+
 CHILD = """
 import json, sys
 sys.path.insert(0, {tests!r})

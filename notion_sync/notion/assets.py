@@ -3,6 +3,7 @@
 No `from __future__ import annotations` here: Dagster reads the nested function's annotations.
 """
 
+import duckdb
 from dagster import (
     AssetDep,
     AssetExecutionContext,
@@ -93,6 +94,12 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
             report = run_sync(notion, staging.connect, obj, types, context.partition_key, context.run_id)
         except (SchemaError, PermanentNotionError) as error:
             raise Failure(description=str(error), allow_retries=False) from error
+        except duckdb.CatalogException as error:
+            raise Failure(
+                description=f"{obj.staging_table} is not staged yet: materialize salesforce/{obj.name} "
+                f"for {context.partition_key} first ({error})",
+                allow_retries=False,
+            ) from error
         context.log.info(
             f"{obj.name} {context.partition_key}: {dict(report.totals)} in {report.duration_s:.1f}s, "
             f"{report.requests} requests ({report.rate_limited} rate limited)"

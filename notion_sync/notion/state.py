@@ -104,7 +104,7 @@ def _insert(
     columns: list[str],
     rows: Sequence[Sequence[Any]],
     *,
-    replace: bool = False,
+    verb: str = "INSERT",
 ) -> None:
     """Bulk insert through a registered DataFrame (one statement, whatever the row count)."""
     if not rows:
@@ -113,7 +113,6 @@ def _insert(
     conn.register("_rows", frame)
     try:
         names = ", ".join(f'"{c}"' for c in columns)
-        verb = "INSERT OR REPLACE" if replace else "INSERT"
         conn.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM _rows")
     finally:
         conn.unregister("_rows")
@@ -196,7 +195,7 @@ def save_field_types(
         "sf_fields",
         ["object", "field", "sf_type", "label", "reference_to"],
         [(object_name, *field) for field in fields],
-        replace=True,
+        verb="INSERT OR REPLACE",
     )
 
 
@@ -265,6 +264,7 @@ class StateWriter:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._states: dict[str, tuple[Any, ...]] = {}
+        self._discovered: dict[str, tuple[Any, ...]] = {}
         self._logs: list[tuple[Any, ...]] = []
         self._usage: list[tuple[Any, ...]] = []
         self._pending: dict[tuple[str, str, str], tuple[Any, ...]] = {}
@@ -316,6 +316,10 @@ class StateWriter:
     def save_state(self, sf_id: str, page_id: str, content_hash: str | None, in_trash: bool = False) -> None:
         self._states[sf_id] = (self.object_name, sf_id, page_id, content_hash, now(), in_trash)
 
+    def discover_state(self, sf_id: str, page_id: str) -> None:
+        """A page found in Notion: recorded unless sync_state already maps the record (hash unknown)."""
+        self._discovered[sf_id] = (self.object_name, sf_id, page_id, None, now(), False)
+
     def log(
         self,
         partition: str,
@@ -353,7 +357,7 @@ class StateWriter:
         self._resolved.append((object_name, sf_id, prop))
 
     def maybe_flush(self) -> None:
-        buffered = len(self._states) + len(self._logs) + len(self._usage)
+        buffered = len(self._states) + len(self._discovered) + len(self._logs) + len(self._usage)
         if buffered >= self.flush_rows or time.monotonic() - self._flushed_at >= self.flush_seconds:
             self.flush()
 
@@ -361,15 +365,16 @@ class StateWriter:
         """Write everything buffered in one transaction (a failed write keeps the rows buffered)."""
         with self._lock:
             usage, self._usage = self._usage, []
-        states, logs = list(self._states.values()), self._logs
+        states, discovered, logs = list(self._states.values()), list(self._discovered.values()), self._logs
         pending, resolved = list(self._pending.values()), self._resolved
         try:
             with self.connect() as conn:
                 conn.execute("BEGIN TRANSACTION")
-                _insert(conn, "sync_state", SYNC_STATE_COLUMNS, states, replace=True)
+                _insert(conn, "sync_state", SYNC_STATE_COLUMNS, discovered, verb="INSERT OR IGNORE")
+                _insert(conn, "sync_state", SYNC_STATE_COLUMNS, states, verb="INSERT OR REPLACE")
                 _insert(conn, "sync_log", SYNC_LOG_COLUMNS, logs)
                 _insert(conn, "api_usage", API_USAGE_COLUMNS, usage)
-                _insert(conn, "pending_relations", PENDING_COLUMNS, pending, replace=True)
+                _insert(conn, "pending_relations", PENDING_COLUMNS, pending, verb="INSERT OR REPLACE")
                 if resolved:
                     conn.executemany(
                         "DELETE FROM pending_relations WHERE object = ? AND sf_id = ? AND property = ?",
@@ -381,6 +386,7 @@ class StateWriter:
                 self._usage[:0] = usage
             raise
         self._states.clear()
+        self._discovered.clear()
         self._logs = []
         self._pending.clear()
         self._resolved = []

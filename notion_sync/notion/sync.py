@@ -120,25 +120,31 @@ def _sf_id_of(page: dict[str, Any]) -> str:
     )
 
 
-def rebuild_state(client: NotionClient, writer: state.StateWriter, data_source_id: str) -> int:
-    """Recreate sync_state from the data source (100 pages a request); trashes any duplicate pages.
+def rebuild_state(
+    client: NotionClient, writer: state.StateWriter, data_source_id: str, *, trash_duplicates: bool
+) -> int:
+    """Record every page of the data source missing from sync_state (100 pages a request).
 
-    The content hash of a rebuilt record is unknown, so its next sync writes it once.
+    With ``trash_duplicates`` (sync_state was empty, so no page is referenced yet) any later copy
+    of a record's page is trashed. The content hash of a found page is unknown, so its record is
+    written once at its next sync. Returns the number of records found.
     """
-    kept: dict[str, str] = {}
-    for page in client.query_data_source(
+    found: set[str] = set()
+    pages = client.query_data_source(
         data_source_id, sorts=[{"timestamp": "created_time", "direction": "ascending"}]
-    ):
+    )
+    for page in pages:
         sf_id = _sf_id_of(page)
         if not sf_id:
             continue
-        if sf_id in kept:  # the oldest page stays; later copies were never meant to exist
-            client.update_page(page["id"], in_trash=True)
+        if sf_id in found:
+            if trash_duplicates:  # the oldest page stays; later copies were never meant to exist
+                client.update_page(page["id"], in_trash=True)
             continue
-        kept[sf_id] = page["id"]
-        writer.save_state(sf_id, page["id"], None)
+        found.add(sf_id)
+        writer.discover_state(sf_id, page["id"])
     writer.flush()
-    return len(kept)
+    return len(found)
 
 
 # --- Planning --------------------------------------------------------------------------------
@@ -335,9 +341,16 @@ def fill_pending_relations(client: NotionClient, writer: state.StateWriter, work
     return filled
 
 
-def _needs_rebuild(connect: state.Connect, obj: ObjectConfig) -> bool:
+def _page_count(connect: state.Connect, obj: ObjectConfig) -> int:
     with connect() as conn:
-        return state.count_pages(conn, obj.name) == 0
+        return state.count_pages(conn, obj.name)
+
+
+def _should_rebuild(data: PartitionData, known_pages: int, uncertain: bool) -> bool:
+    """Rebuild when sync_state is empty, or when looking up each unmapped record would cost more
+    requests than paging through the whole data source (an interrupted run of a big partition)."""
+    unmapped = sum(1 for row in data.rows if row["Id"] not in data.states and not row.get("IsDeleted"))
+    return unmapped > 0 and (known_pages == 0 or (uncertain and unmapped > known_pages // 100 + 1))
 
 
 def _execute(
@@ -374,11 +387,14 @@ def sync_partition(
         previous = state.start_batch(conn, writer.run_id, obj.name, partition)
     progress, status, summary, filled, records = _Progress(), "failed", None, 0, 0
     try:
-        if _needs_rebuild(writer.connect, obj):
-            rebuild_state(client, writer, data_source_id)
+        uncertain = previous not in (None, "succeeded")  # a killed or failed run may have created pages
         data = read_partition(writer.connect, obj, specs, partition)
+        known_pages = _page_count(writer.connect, obj)
+        if _should_rebuild(data, known_pages, uncertain):
+            rebuild_state(client, writer, data_source_id, trash_duplicates=known_pages == 0)
+            data, uncertain = read_partition(writer.connect, obj, specs, partition), False
         records = len(data.rows)
-        upserts, idle = plan(specs, data, verify_new=previous not in (None, "succeeded"))
+        upserts, idle = plan(specs, data, verify_new=uncertain)
         for sf_id, action in idle:
             writer.log(partition, sf_id, action, "skipped" if action == "skipped" else "success")
             progress.count(sf_id, action)
