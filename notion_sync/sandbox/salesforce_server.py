@@ -4,6 +4,19 @@ jobs, the daily API budget, and admin endpoints (``/_sandbox/...``) to edit data
 Responses copy Salesforce's shapes, headers and error bodies closely enough that simple-salesforce
 (and our extractor) cannot tell the difference; see ``notion_sync_tests/test_sandbox_salesforce.py``.
 Only session login is served (``SALESFORCE_INSTANCE_URL`` + ``SALESFORCE_SESSION_ID``).
+
+API (``/services/data/vNN.0``, 31.0-63.0; each call costs 1 of the daily budget):
+``GET /services/data/`` versions · ``GET query?q=`` / ``queryAll?q=`` (2,000 a page, or
+``Sforce-Query-Options: batchSize=200..2000``) and their ``nextRecordsUrl`` · ``GET limits`` ·
+``GET sobjects``, ``sobjects/<Object>``, ``sobjects/<Object>/describe``, ``sobjects/<Object>/<Id>`` ·
+Bulk 2.0 ``POST jobs/query``, ``GET jobs/query[/<id>]``, ``GET jobs/query/<id>/results?maxRecords=&locator=``,
+``PATCH`` (abort) and ``DELETE jobs/query/<id>``. Request URIs over 16,384 characters get 414.
+
+Admin (no session, free): ``GET|POST|DELETE /_sandbox/records/<Object>/<Id>`` (read, edit, soft delete;
+``?hard=true`` purges), ``POST /_sandbox/records/<Object>`` (create), ``POST|DELETE /_sandbox/faults``
+(``{"status": 503, "count": 2}``, ``{"drop": 1}``, ``{"delay": 5}``, optional ``"match": "/jobs/"``),
+``POST /_sandbox/budget`` (``{"remaining": N}``), ``GET|DELETE /_sandbox/stats``,
+``GET /_sandbox/edges/<Object>``, ``GET /_sandbox/info``.
 """
 
 from __future__ import annotations
@@ -535,6 +548,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(
                     200,
                     [{"label": _release(v), "url": f"/services/data/v{v}", "version": v} for v in VERSIONS],
+                    self._limit_headers(),
                 )
             elif path.startswith("/services/"):
                 self._api(method, path, params)
