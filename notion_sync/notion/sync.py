@@ -243,19 +243,24 @@ def _create(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
 
 
 def perform(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
-    """Send the upsert's request(s); returns the page id."""
-    if upsert.kind == "archive":
-        client.update_page(upsert.page_id, in_trash=True)
-        return upsert.page_id
-    if upsert.kind == "update":
-        try:
+    """Send the upsert's request(s); returns the page id.
+
+    A page deleted in Notion (404) is created again on update, and counts as archived on archive.
+    """
+    try:
+        if upsert.kind == "archive":
+            client.update_page(upsert.page_id, in_trash=True)
+            return upsert.page_id
+        if upsert.kind == "update":
             client.update_page(
                 upsert.page_id, properties=upsert.properties, in_trash=False if upsert.restore else None
             )
             return upsert.page_id
-        except PermanentNotionError as error:
-            if error.status != 404:  # the page was deleted in Notion: create it again
-                raise
+    except PermanentNotionError as error:
+        if error.status != 404:
+            raise
+        if upsert.kind == "archive":
+            return upsert.page_id
     return _create(client, data_source_id, upsert)
 
 
