@@ -58,6 +58,11 @@ class DataError(Exception):
 # ---------------------------------------------------------------------------------------------- schema
 
 
+def _values(text: str) -> tuple[str, ...]:
+    """Picklist values and name pools, written as "a|b|c" to keep them compact."""
+    return tuple(text.split("|"))
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
@@ -115,40 +120,15 @@ def _id_fields() -> tuple[Field, ...]:
     )
 
 
-ACCOUNT_TYPES = (
-    "Prospect",
-    "Customer - Direct",
-    "Customer - Channel",
-    "Channel Partner / Reseller",
-    "Installation Partner",
-    "Technology Partner",
-    "Other",
+ACCOUNT_TYPES = _values(
+    "Prospect|Customer - Direct|Customer - Channel|Channel Partner / Reseller|"
+    "Installation Partner|Technology Partner|Other"
 )
-INDUSTRIES = (
-    "Agriculture",
-    "Apparel",
-    "Banking",
-    "Biotechnology",
-    "Chemicals",
-    "Communications",
-    "Construction",
-    "Consulting",
-    "Education",
-    "Electronics",
-    "Energy",
-    "Engineering",
-    "Entertainment",
-    "Finance",
-    "Healthcare",
-    "Hospitality",
-    "Insurance",
-    "Manufacturing",
-    "Media",
-    "Retail",
-    "Technology",
-    "Telecommunications",
-    "Transportation",
-    "Utilities",
+INDUSTRIES = _values(
+    "Agriculture|Apparel|Banking|Biotechnology|Chemicals|Communications|Construction|"
+    "Consulting|Education|Electronics|Energy|Engineering|Entertainment|Finance|Healthcare|"
+    "Hospitality|Insurance|Manufacturing|Media|Retail|Technology|Telecommunications|"
+    "Transportation|Utilities"
 )
 REGIONS = ("AMER", "EMEA", "APAC", "LATAM", "ANZ")
 STAGES = {  # StageName → default Probability
@@ -163,11 +143,8 @@ STAGES = {  # StageName → default Probability
     "Closed Won": 100,
     "Closed Lost": 0,
 }
-OPPORTUNITY_TYPES = (
-    "Existing Customer - Upgrade",
-    "Existing Customer - Replacement",
-    "Existing Customer - Downgrade",
-    "New Customer",
+OPPORTUNITY_TYPES = _values(
+    "Existing Customer - Upgrade|Existing Customer - Replacement|Existing Customer - Downgrade|New Customer"
 )
 PRODUCTS = ("Platform", "Analytics", "Support Plus", "Training", "Integrations", "Mobile")
 
@@ -370,39 +347,12 @@ def parse_datetime(value: str) -> int:
 
 # --------------------------------------------------------------------------------------- value pools
 
-_COMPANY_A = (
-    "Acme",
-    "Globex",
-    "Initech",
-    "Umbrella",
-    "Stark",
-    "Wayne",
-    "Nordwind",
-    "Zürich",
-    "Ørsted",
-    "São Paulo",
-    "Kraków",
-    "Café Émile",
-    "Ελληνική",
-    "北京",
-    "Sakura",
-    "Łódź",
-    "Åland",
-    "Dvořák",
+_COMPANY_A = _values(
+    "Acme|Globex|Initech|Umbrella|Stark|Wayne|Nordwind|Zürich|Ørsted|São Paulo|Kraków|"
+    "Café Émile|Ελληνική|北京|Sakura|Łódź|Åland|Dvořák"
 )
-_COMPANY_B = (
-    "Analytics",
-    "Logistics",
-    "Holdings",
-    "Software",
-    "Foods",
-    "Energy",
-    "Labs",
-    "Partners",
-    "Trading",
-    "Robotics",
-    "Consulting",
-    "Textiles",
+_COMPANY_B = _values(
+    "Analytics|Logistics|Holdings|Software|Foods|Energy|Labs|Partners|Trading|Robotics|Consulting|Textiles"
 )
 _COMPANY_SUFFIX = ("", "", " Inc.", " GmbH", " Ltd", " KK", " S.A.", " AG", " & Co.")
 _CITIES = (  # city, state, postal code, country, latitude, longitude
@@ -416,57 +366,17 @@ _CITIES = (  # city, state, postal code, country, latitude, longitude
     ("London", None, "EC1A 1BB", "United Kingdom", 51.507351, -0.127758),
     ("San Francisco", "CA", "94105", "United States", 37.774929, -122.419418),
 )
-_STREETS = ("Main Street", "Bahnhofstrasse", "Rue de la Paix", "Avenida Paulista", "Market St", "銀座通り")
-_FIRST = (
-    "Anna",
-    "Jürgen",
-    "Zoë",
-    "José",
-    "Søren",
-    "Łukasz",
-    "陽翔",
-    "さくら",
-    "Mary",
-    "John",
-    "Aisha",
-    "Chloé",
-    "Björn",
-    "Priya",
-    "Mateo",
-    "Olga",
-    "Wei",
-    "Fatima",
+_STREETS = _values("Main Street|Bahnhofstrasse|Rue de la Paix|Avenida Paulista|Market St|銀座通り")
+_FIRST = _values(
+    "Anna|Jürgen|Zoë|José|Søren|Łukasz|陽翔|さくら|Mary|John|Aisha|Chloé|Björn|Priya|Mateo|Olga|Wei|Fatima"
 )
-_LAST = (
-    "Müller",
-    "O'Brien",
-    "García",
-    "Nguyễn",
-    "佐藤",
-    "Smith",
-    "Kowalski",
-    "Dubois",
-    "Rossi",
-    "Johansson",
-    "Okafor",
-    "Tanaka",
-    "Schäfer",
-    "Ivanova",
-    "Papadopoulos",
-    "Lee",
+_LAST = _values(
+    "Müller|O'Brien|García|Nguyễn|佐藤|Smith|Kowalski|Dubois|Rossi|Johansson|Okafor|Tanaka|"
+    "Schäfer|Ivanova|Papadopoulos|Lee"
 )
-_TITLES = (
-    "CEO",
-    "CTO",
-    "VP Sales",
-    "Head of Operations",
-    "Buyer",
-    "Engineer",
-    "Directrice financière",
-    "営業部長",
-)
+_TITLES = _values("CEO|CTO|VP Sales|Head of Operations|Buyer|Engineer|Directrice financière|営業部長")
 _INVALID_EMAILS = ("not-an-email", "jane.doe@", "@example.com", "john doe@example.com")
-_NEXT_STEPS = ("Send proposal", "Schedule demo", "Legal review", "Follow up after holidays", "Pricing call")
+_NEXT_STEPS = _values("Send proposal|Schedule demo|Legal review|Follow up after holidays|Pricing call")
 _SENTENCES = (
     "Long-standing customer with several subsidiaries.",
     "Prefers contact by e-mail — Grüße aus München.",
