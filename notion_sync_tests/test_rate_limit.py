@@ -217,7 +217,7 @@ def _max_in_window(stamps: list[float], window: float) -> int:
     return best
 
 
-def _run_processes(make, processes: int, per_process: int, rate: float, burst: int) -> list[float]:
+def _run_processes(make, processes: int, per_process: int) -> list[float]:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     start_at = time.time() + 1.5  # spawn start-up (imports) must not count
@@ -234,7 +234,8 @@ def _run_processes(make, processes: int, per_process: int, rate: float, burst: i
     return stamps
 
 
-def _assert_within_bucket(stamps: list[float], rate: float, burst: int) -> None:
+def _assert_within_bucket(stamps: list[float], rate: float, burst: int, count: int = 240) -> None:
+    assert len(stamps) == count
     stamps.sort()
     total_time = stamps[-1] - stamps[0]
     assert len(stamps) <= rate * total_time + burst + 1
@@ -249,15 +250,15 @@ def _assert_within_bucket(stamps: list[float], rate: float, burst: int) -> None:
 def test_processes_sharing_a_sqlite_bucket_never_exceed_it(tmp_path, processes):
     rate, burst = 100.0, 2
     path = str(tmp_path / "bucket.sqlite")
-    stamps = _run_processes(
-        lambda: SqliteRateLimiter(path, "shared", rate=rate, burst=burst, adaptive=False),
-        processes,
-        per_process=240 // processes,
-        rate=rate,
-        burst=burst,
+    _assert_within_bucket(
+        _run_processes(
+            lambda: SqliteRateLimiter(path, "shared", rate=rate, burst=burst, adaptive=False),
+            processes,
+            240 // processes,
+        ),
+        rate,
+        burst,
     )
-    assert len(stamps) == 240
-    _assert_within_bucket(stamps, rate, burst)
 
 
 def test_pause_from_one_process_holds_another(tmp_path):
@@ -378,15 +379,15 @@ def test_postgres_limiter_shares_pause_and_adaptive_rate(pg_dsn):
 @pytest.mark.parametrize("processes", [2, 4])
 def test_processes_sharing_a_postgres_bucket_never_exceed_it(pg_dsn, processes):
     rate, burst = 100.0, 2
-    stamps = _run_processes(
-        lambda: PostgresRateLimiter(pg_dsn, "shared", rate=rate, burst=burst, adaptive=False),
-        processes,
-        per_process=240 // processes,
-        rate=rate,
-        burst=burst,
+    _assert_within_bucket(
+        _run_processes(
+            lambda: PostgresRateLimiter(pg_dsn, "shared", rate=rate, burst=burst, adaptive=False),
+            processes,
+            240 // processes,
+        ),
+        rate,
+        burst,
     )
-    assert len(stamps) == 240
-    _assert_within_bucket(stamps, rate, burst)
 
 
 @pytest.mark.parametrize("processes", [2, 4])
