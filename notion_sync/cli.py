@@ -16,6 +16,7 @@ from pathlib import Path
 
 from notion_sync.sandbox.notion_server import NotionSandbox
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
+from notion_sync.status import run_status
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,6 +94,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return ui.wait()
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    return run_status(html=args.html, object_name=args.object, since_days=args.since)
+
+
 def _add_sandbox_args(parser: argparse.ArgumentParser, records: int) -> None:
     parser.add_argument("--records", type=int, default=records, help="number of Salesforce Accounts")
     parser.add_argument("--seed", type=int, default=7, help="generator seed (same seed, same data)")
@@ -127,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     demo.add_argument("--partition", help="partition to sync before the UI starts (default: today, UTC)")
     demo.set_defaults(func=cmd_demo)
+
+    status = commands.add_parser(
+        "status", help="synced, failed, skipped, pending per object partition; API usage (NOTION_SYNC_DUCKDB)"
+    )
+    status.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report with charts")
+    status.add_argument("--object", help="only this Salesforce object (e.g. Contact)")
+    status.add_argument("--since", type=float, metavar="DAYS", help="only the last DAYS days")
+    status.set_defaults(func=cmd_status)
     return parser
 
 
