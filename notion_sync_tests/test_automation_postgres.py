@@ -1,0 +1,209 @@
+"""PostgreSQL and the instance files: SQLite default, PostgreSQL from DAGSTER_PG_*, the start-up
+check, and the daemon end to end (a failed partition re-launched by the retry sensor)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import psycopg2
+import pytest
+import yaml
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.storage.partition_status_cache import AssetPartitionStatus
+
+from notion_sync.config import load_config
+from notion_sync.instance import InstanceCheckError, check_instance
+from notion_sync.partitions import daily_partitions
+from notion_sync.sandbox.salesforce_server import SalesforceSandbox
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ENV = {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USER": "postgres",
+          "DAGSTER_PG_PASSWORD": ""}
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A throwaway PostgreSQL database (trust auth on 127.0.0.1), dropped afterwards."""
+    name = f"notion_sync_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def home_with(tmp_path: Path, instance_file: str) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(ROOT / instance_file, home / "dagster.yaml")
+    return home
+
+
+def test_both_instance_files_agree_apart_from_storage():
+    sqlite = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    postgres = yaml.safe_load((ROOT / "dagster.postgres.yaml").read_text())
+    assert "storage" not in sqlite and postgres.pop("storage")["postgres"]["postgres_db"]["db_name"] == {
+        "env": "DAGSTER_PG_DB"
+    }
+    assert sqlite == postgres
+
+
+def test_sqlite_home_passes_and_loads(tmp_path):
+    home = home_with(tmp_path, "dagster.yaml")
+    check_instance(home)
+    with DagsterInstance.from_config(str(home)) as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+        assert {"key": "dagster/backfill", "limit": 4} in limits
+        assert instance.run_retries_enabled and not instance.run_retries_retry_on_asset_or_op_failure
+
+
+def test_missing_home_is_named(tmp_path):
+    with pytest.raises(InstanceCheckError, match="DAGSTER_HOME"):
+        check_instance(tmp_path / "nope")
+
+
+def test_postgres_home_passes_and_loads(tmp_path, monkeypatch, pg_database):
+    for name, value in {**PG_ENV, "DAGSTER_PG_DB": pg_database}.items():
+        monkeypatch.setenv(name, value)
+    home = home_with(tmp_path, "dagster.postgres.yaml")
+    check_instance(home)
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"DAGSTER_PG_PORT": "1"}, "DAGSTER_PG_HOST / DAGSTER_PG_PORT"),
+        ({"DAGSTER_PG_USER": "nobody_here"}, "DAGSTER_PG_USER / DAGSTER_PG_PASSWORD"),
+        ({"DAGSTER_PG_DB": "no_such_database_xyz"}, "DAGSTER_PG_DB"),
+    ],
+)
+def test_unusable_postgres_names_the_setting(tmp_path, monkeypatch, pg_database, override, named):
+    for name, value in {**PG_ENV, "DAGSTER_PG_DB": pg_database, **override}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(InstanceCheckError, match=f"Check {named}"):
+        check_instance(home_with(tmp_path, "dagster.postgres.yaml"))
+
+
+def test_unset_variable_is_named(tmp_path, monkeypatch):
+    for name in (*PG_ENV, "DAGSTER_PG_DB"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(InstanceCheckError, match="DAGSTER_PG_HOST is not set"):
+        check_instance(home_with(tmp_path, "dagster.postgres.yaml"))
+
+
+E2E_CONFIG = """
+objects:
+  Account:
+    title_field: Name
+    fields: {Name: Name, Phone: Phone, Industry: Industry}
+    start_date: "2026-10-01"
+retry:
+  backoff_minutes: [0.05]          # 3 s instead of 1, 2, 4 minutes
+  min_after_rate_limit_minutes: 0.1
+  check_interval_seconds: 2
+alerts:
+  check_interval_seconds: 3600
+"""
+E2E_PARTITION = "2026-11-20"
+
+
+def e2e_environment(tmp_path: Path, home: Path, database: str, salesforce, notion) -> dict[str, str]:
+    config = tmp_path / "notion_sync.yaml"
+    config.write_text(E2E_CONFIG)
+    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    return {
+        **env, **PG_ENV, **salesforce.env(), **notion.env(),
+        "DAGSTER_PG_DB": database,
+        "DAGSTER_HOME": str(home),
+        "NOTION_SYNC_CONFIG": str(config),
+        "NOTION_SYNC_DUCKDB": str(tmp_path / "staging.duckdb"),
+        # The rate-limit bucket moves to PostgreSQL along with the Dagster storage.
+        "NOTION_RATE_LIMIT_BACKEND": "postgres",
+        "NOTION_RATE_LIMIT_DSN": f"postgresql://postgres@127.0.0.1:5432/{database}",
+    }
+
+
+@contextmanager
+def dagster_daemon(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """`dagster-daemon run` in its own process group, which is ended (by its id) afterwards."""
+    with log.open("w") as out:
+        daemon = subprocess.Popen(
+            [str(ROOT / ".venv/bin/dagster-daemon"), "run", "-m", "notion_sync.definitions"],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            yield daemon
+        finally:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait()
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+@pytest.mark.e2e
+def test_daemon_retries_a_failed_partition_without_duplicates(
+    tmp_path, monkeypatch, pg_database, notion_sandbox
+):
+    for name, value in {**PG_ENV, "DAGSTER_PG_DB": pg_database}.items():
+        monkeypatch.setenv(name, value)  # the test reads the same instance as the daemon
+    home = home_with(tmp_path, "dagster.postgres.yaml")
+    with SalesforceSandbox(records=300, seed=11, workdir=tmp_path / "sf") as salesforce:
+        env = e2e_environment(tmp_path, home, pg_database, salesforce, notion_sandbox)
+        with dagster_daemon(env, tmp_path / "daemon.log"), DagsterInstance.from_config(str(home)) as instance:
+            # Salesforce's daily budget is down to 5%, under the 10% reserve: the extraction stops
+            # (ApiBudgetExhausted, not retried in the run) and the partition fails.
+            salesforce.set_budget(remaining=500, maximum=10_000)
+            failed = subprocess.run(
+                [str(ROOT / ".venv/bin/dagster"), "asset", "materialize", "-m", "notion_sync.definitions",
+                 "--select", "salesforce/Account,notion/Account", "--partition", E2E_PARTITION],
+                env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+            )
+            assert failed.returncode != 0, failed.stdout[-2000:]
+            failed_at = time.monotonic()
+            salesforce.set_budget(remaining=10_000)  # the budget refills
+
+            def retried() -> list:
+                runs = instance.get_run_records(RunsFilter(tags={"notion_sync/retry_attempt": "1"}))
+                return runs if runs and runs[0].dagster_run.is_finished else []
+
+            retries = wait_for(retried, 150, f"the retry sensor to re-launch Account {E2E_PARTITION}")
+            recovered_s = time.monotonic() - failed_at
+            assert [r.dagster_run.status for r in retries] == [DagsterRunStatus.SUCCESS]
+            notion_key = AssetKey(["notion", "Account"])
+            partitions_def = daily_partitions(load_config(env["NOTION_SYNC_CONFIG"]).objects["Account"])
+            status = instance.get_status_by_partition(notion_key, [E2E_PARTITION], partitions_def)
+            assert status == {E2E_PARTITION: AssetPartitionStatus.MATERIALIZED}
+            assert retries[0].dagster_run.tags["notion_sync/lane"] == "backfill"
+            assert retries[0].dagster_run.tags["dagster/sensor_name"] == "notion_sync_retry"
+
+    stats = notion_sandbox.stats()
+    with duckdb.connect(env["NOTION_SYNC_DUCKDB"], read_only=True) as conn:
+        staged = conn.execute("SELECT count(*) FROM stg_account WHERE NOT IsDeleted").fetchone()[0]
+    assert staged > 0
+    assert sum(source["pages"] for source in stats["pages_by_data_source"].values()) == staged
+    assert stats["duplicates_total"] == 0
+    print(f"\nE2E retry: failed partition synced {recovered_s:.1f} s after the failure ({staged} pages)")
