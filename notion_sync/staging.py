@@ -91,7 +91,7 @@ class StagingResource(ConfigurableResource):
 
 PARTITION_COLUMN = "_partition"
 STAGED_AT_COLUMN = "_staged_at"
-SPOOL_MEMORY_LIMIT = "192MB"
+SPOOL_MEMORY_LIMIT = "64MB"
 SPOOL_TABLE = "records"
 
 

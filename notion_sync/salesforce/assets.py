@@ -85,6 +85,8 @@ def build_salesforce_asset(obj: ObjectConfig) -> AssetsDefinition:
                 "api_calls": result.api_calls,
                 "api_remaining": result.api_remaining if result.api_remaining is not None else -1,
                 "duration_s": round(result.duration_s, 3),
+                "spool_s": round(result.spool_s, 3),
+                "staging_lock_s": round(result.lock_s, 3),
                 "records_per_s": round(result.rows / result.duration_s, 1) if result.duration_s else 0.0,
                 "table": MetadataValue.text(obj.staging_table),
             }

@@ -12,12 +12,16 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import requests
 from simple_salesforce import Salesforce
 from simple_salesforce.bulk2 import Operation
 from simple_salesforce.exceptions import SalesforceResourceNotFound
@@ -42,7 +46,7 @@ DUCKDB_TYPES = {
 }
 DEFAULT_TYPE = "VARCHAR"  # formula/unknown types keep Salesforce's text form rather than failing
 REST_BATCH_SIZE = 2_000
-BULK_PAGE_RECORDS = 50_000
+BULK_PAGE_RECORDS = 20_000
 
 PageCallback = Callable[[int, int], None]  # (pages so far, rows so far), after each page is spooled
 
@@ -67,6 +71,8 @@ class ExtractResult:
     api_calls: int
     api_remaining: int | None
     duration_s: float
+    spool_s: float  # reading Salesforce into the spool
+    lock_s: float  # holding the staging file for the swap
 
 
 def describe_object(sf: Salesforce, name: str) -> Mapping[str, Any]:
@@ -120,24 +126,42 @@ def rest_pages(sf: Salesforce, query: str, batch_size: int = REST_BATCH_SIZE) ->
 
 
 def bulk_pages(
-    sf: Salesforce, object_name: str, query: str, directory: Path, page_records: int = BULK_PAGE_RECORDS
+    client: SalesforceClient, object_name: str, query: str, directory: Path,
+    page_records: int = BULK_PAGE_RECORDS,
 ) -> Iterator[Path]:
     """Bulk 2.0 queryAll result pages, each streamed to a CSV file in `directory`.
 
     simple-salesforce's own `download()` only runs `query` jobs (no deleted rows), so this drives its
-    Bulk 2.0 client through the same steps with `queryAll`.
+    Bulk 2.0 client through the same steps with `queryAll`. A page cut off mid-stream is fetched
+    again (same locator), since the session can only retry what fails before the body is read.
     """
-    client = getattr(sf.bulk2, object_name)._client
-    job_id = client.create_job(Operation.query_all, query)["id"]
-    client.wait_for_job(job_id, True, wait=0.2)
+    bulk = getattr(client.sf.bulk2, object_name)._client
+    job_id = bulk.create_job(Operation.query_all, query)["id"]
+    bulk.wait_for_job(job_id, True, wait=0.2)
     locator = ""
     while True:
-        page = client.download_job_data(str(directory), job_id, locator, page_records, chunk_size=1 << 20)
+        page = client.backoff.call(
+            partial(bulk.download_job_data, str(directory), job_id, locator, page_records, chunk_size=1 << 20)
+        )
         yield Path(page["file"])
         locator = page["locator"]
         if not locator:
             break
-    client.delete_job(job_id, True)
+    with suppress(requests.JSONDecodeError):  # simple-salesforce parses the empty 204 body
+        bulk.delete_job(job_id, True)
+
+
+def _prefetched(pages: Iterator[Path]) -> Iterator[Path]:
+    """Download the next page in a background thread while the caller loads this one.
+
+    DuckDB releases the GIL while it parses a page, so fetching and loading overlap; at most one
+    page waits on disk ahead of the one being loaded.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-page") as pool:
+        ahead = pool.submit(next, pages, None)
+        while (page := ahead.result()) is not None:
+            ahead = pool.submit(next, pages, None)
+            yield page
 
 
 def _spool_rest(
@@ -165,14 +189,14 @@ def _spool_rest(
 
 
 def _spool_bulk(
-    sf: Salesforce, spool: Spool, object_name: str, columns: Sequence[Column],
+    client: SalesforceClient, spool: Spool, object_name: str, columns: Sequence[Column],
     window: tuple[datetime, datetime], page_records: int, on_page: PageCallback,
 ) -> int:
     spool.create_table(SPOOL_TABLE, columns)
     types = {c.name: c.type for c in columns}
     query = soql.select_query(object_name, list(types), *window, ordered=False)
     pages = rows = 0
-    for page_file in bulk_pages(sf, object_name, query, spool.directory, page_records):
+    for page_file in _prefetched(bulk_pages(client, object_name, query, spool.directory, page_records)):
         rows += spool.load_csv(SPOOL_TABLE, page_file, types)
         page_file.unlink()
         pages += 1
@@ -209,17 +233,20 @@ def stage_partition(
         if method is Method.REST:
             pages = _spool_rest(sf, spool, obj.name, columns, window, rest_batch_size, on_page)
         else:
-            pages = _spool_bulk(sf, spool, obj.name, columns, window, bulk_page_records, on_page)
+            pages = _spool_bulk(client, spool, obj.name, columns, window, bulk_page_records, on_page)
         rows = spool.count(SPOOL_TABLE)
         deleted = spool.count(SPOOL_TABLE, '"IsDeleted"') if "IsDeleted" in {c.name for c in columns} else 0
         spool.close()
+        spooled = time.monotonic()
         with staging.connect() as conn:
+            locked = time.monotonic()
             added = ensure_table(conn, obj.staging_table, columns)
             replace_partition(conn, obj.staging_table, spool.path, window[0].date(), cursor=soql.CURSOR_FIELD)
+            lock_s = time.monotonic() - locked
     if added:
         log.info(f"{obj.name}: new Salesforce fields added to {obj.staging_table}: {', '.join(added)}")
     return ExtractResult(
         rows=rows, deleted=deleted, estimated=estimated, method=method, pages=pages, added_columns=added,
         api_calls=client.budget.calls, api_remaining=client.budget.remaining,
-        duration_s=time.monotonic() - began,
+        duration_s=time.monotonic() - began, spool_s=spooled - began, lock_s=lock_s,
     )

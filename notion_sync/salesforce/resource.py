@@ -3,8 +3,10 @@
 Every HTTP call of simple-salesforce (REST, Bulk 2.0, describe) goes through :class:`GuardedSession`,
 which is where the cross-cutting rules live:
 
-- transient failures (5xx, dropped connections) are retried by urllib3 with bounded exponential
-  backoff and jitter, for idempotent methods only (a repeated POST could create a second bulk job);
+- transient failures (5xx, refused or dropped connections, a body cut off halfway) are retried with
+  bounded exponential backoff and jitter, for idempotent methods only (a repeated POST could create
+  a second bulk job); the retry wraps the whole `send`, body included, which urllib3's own retry
+  (headers only) would not;
 - 401 is final: it raises :class:`SalesforceAuthError` at once, never retried;
 - `Sforce-Limit-Info: api-usage=N/MAX` is read from every response, and a call that would dip into
   the reserved share of the daily budget is refused with :class:`ApiBudgetExhausted`.
@@ -14,20 +16,25 @@ The session id and password are never put into a log or an error message.
 
 from __future__ import annotations
 
+import logging
 import os
+import random
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
-from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
-from urllib3.util.retry import Retry
 
 DEFAULT_API_VERSION = "62.0"
-TRANSIENT_STATUSES = (500, 502, 503, 504)
+TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+PERMANENT_ERRORS = (requests.exceptions.SSLError,)  # a ConnectionError, but retrying cannot fix a certificate
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # connect, read: a Bulk results page of 50,000 records can take a while to produce.
 DEFAULT_TIMEOUT = (10.0, 300.0)
 ENV_VARS = {
@@ -40,6 +47,10 @@ ENV_VARS = {
     "ca_bundle": "SALESFORCE_CA_BUNDLE",
     "api_version": "SALESFORCE_API_VERSION",
 }
+
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class SalesforceAuthError(RuntimeError):
@@ -84,31 +95,69 @@ class ApiBudget:
             )
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """Bounded exponential backoff with jitter: base, 2x base, 4x base... each scaled by 0.5-1.5."""
+
+    retries: int
+    base_s: float
+    max_s: float = 30.0
+
+    def delays(self) -> Iterator[float]:
+        for attempt in range(self.retries):
+            yield min(self.max_s, self.base_s * 2**attempt) * (0.5 + random.random())
+
+    def call(self, attempt: Callable[[], T], *, failed: Callable[[T], bool] = lambda _: False) -> T:
+        """`attempt()` until it neither raises a transient error nor returns a `failed` result.
+
+        After the last retry the transient error propagates, or the failed result is returned.
+        """
+        for delay in self.delays():
+            try:
+                result = attempt()
+            except PERMANENT_ERRORS:
+                raise
+            except TRANSIENT_ERRORS as error:
+                reason = type(error).__name__
+            else:
+                if not failed(result):
+                    return result
+                reason = f"HTTP {getattr(result, 'status_code', result)}"
+            log.warning("Salesforce call failed (%s); retrying in %.1f s", reason, delay)
+            time.sleep(delay)
+        return attempt()
+
+
 class GuardedSession(requests.Session):
     """A `requests.Session` that enforces the budget, retries transient failures and stops on 401."""
 
-    def __init__(self, budget: ApiBudget, *, ca_bundle: str | None, max_retries: int, backoff_s: float):
+    def __init__(self, budget: ApiBudget, backoff: Backoff, *, ca_bundle: str | None):
         super().__init__()
         self.budget = budget
-        self.verify = ca_bundle or True
-        retry = Retry(
-            total=max_retries,
-            backoff_factor=backoff_s,
-            backoff_jitter=backoff_s,
-            backoff_max=30.0,
-            status_forcelist=TRANSIENT_STATUSES,
-            allowed_methods=Retry.DEFAULT_ALLOWED_METHODS,
-            respect_retry_after_header=True,
-            raise_on_status=False,  # hand the last 5xx to simple-salesforce, which raises it
-        )
-        self.mount("https://", HTTPAdapter(max_retries=retry))
+        self.backoff = backoff
+        self.ca_bundle = ca_bundle
+
+    def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Our CA file wins over REQUESTS_CA_BUNDLE, which requests would otherwise prefer."""
+        settings = super().merge_environment_settings(*args, **kwargs)
+        if self.ca_bundle:
+            settings["verify"] = self.ca_bundle
+        return settings
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        self.budget.check()
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = DEFAULT_TIMEOUT
-        response = super().send(request, **kwargs)
-        self.budget.observe(response)
+
+        def attempt() -> requests.Response:
+            self.budget.check()
+            response = super(GuardedSession, self).send(request, **kwargs)
+            self.budget.observe(response)
+            return response
+
+        if request.method in IDEMPOTENT_METHODS:
+            response = self.backoff.call(attempt, failed=lambda r: r.status_code in TRANSIENT_STATUSES)
+        else:
+            response = attempt()
         if response.status_code == 401:
             raise SalesforceAuthError(
                 f"Salesforce rejected the credentials (HTTP 401 {_error_code(response)}); check "
@@ -131,6 +180,7 @@ class SalesforceClient:
 
     sf: Salesforce
     budget: ApiBudget
+    backoff: Backoff
 
 
 class SalesforceResource(ConfigurableResource):
@@ -158,9 +208,8 @@ class SalesforceResource(ConfigurableResource):
     def get_client(self) -> SalesforceClient:
         """Log in and return a client; one per run, so the budget counts that run's calls."""
         budget = ApiBudget(reserve=self.budget_reserve)
-        session = GuardedSession(
-            budget, ca_bundle=self.ca_bundle, max_retries=self.max_retries, backoff_s=self.backoff_s
-        )
+        backoff = Backoff(self.max_retries, self.backoff_s)
+        session = GuardedSession(budget, backoff, ca_bundle=self.ca_bundle)
         version = self.api_version or DEFAULT_API_VERSION
         if self.instance_url and self.session_id:
             sf = Salesforce(
@@ -186,4 +235,4 @@ class SalesforceResource(ConfigurableResource):
                 "no Salesforce credentials: set SALESFORCE_INSTANCE_URL and SALESFORCE_SESSION_ID, "
                 "or SALESFORCE_USERNAME and SALESFORCE_PASSWORD (and SALESFORCE_SECURITY_TOKEN)"
             )
-        return SalesforceClient(sf=sf, budget=budget)
+        return SalesforceClient(sf=sf, budget=budget, backoff=backoff)

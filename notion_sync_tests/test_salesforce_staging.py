@@ -1,0 +1,182 @@
+"""`salesforce/<Object>` against the sandbox Salesforce (HTTPS, simple-salesforce, real Dagster runs)."""
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, ExecuteInProcessResult, asset, materialize
+
+from notion_sync.config import ObjectConfig
+from notion_sync.partitions import daily_partitions
+from notion_sync.salesforce import SalesforceResource, build_salesforce_asset, build_salesforce_checks
+from notion_sync.salesforce.extract import DUCKDB_TYPES
+from notion_sync.sandbox.salesforce_server import SalesforceSandbox
+from notion_sync.sandbox.sf_data import make_id
+from notion_sync.staging import StagingResource, connect
+
+DAY = "2026-11-20"  # the sandbox's last day; with days=1 every record is on it
+
+
+def _object(name: str = "Account", **overrides) -> ObjectConfig:
+    fields = {"Account": {"Name": "Name", "BillingCity": "City"}, "Contact": {"Email": "Email"}}
+    return ObjectConfig(**{"name": name, "title_field": "Name", "fields": fields.get(name, {}),
+                           "start_date": date(2026, 10, 1), **overrides})
+
+
+def _resource(sandbox: SalesforceSandbox, **overrides) -> SalesforceResource:
+    return SalesforceResource(**{"instance_url": sandbox.url, "session_id": sandbox.session_id,
+                                 "ca_bundle": str(sandbox.ca_file), "backoff_s": 0.01, **overrides})
+
+
+def _materialize(
+    obj: ObjectConfig, sandbox: SalesforceSandbox, db: Path, partition: str = DAY, *,
+    checks: bool = False, run_config: dict | None = None, **resource_overrides,
+) -> ExecuteInProcessResult:
+    return materialize(
+        [build_salesforce_asset(obj), *(build_salesforce_checks(obj) if checks else [])],
+        partition_key=partition,
+        resources={"salesforce": _resource(sandbox, **resource_overrides),
+                   "staging": StagingResource(path=str(db))},
+        instance=DagsterInstance.ephemeral(),
+        run_config={"ops": {f"salesforce__{obj.name}": {"config": run_config}}} if run_config else None,
+        raise_on_error=False,
+    )
+
+
+def _metadata(result: ExecuteInProcessResult) -> dict:
+    [event] = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def _failure(result: ExecuteInProcessResult) -> str:
+    """The failed step's error text, after checking Dagster did not retry it."""
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    [event] = result.get_step_failure_events()
+    return event.event_specific_data.error.to_string()
+
+
+def _fetch(db: Path, sql: str) -> list[tuple]:
+    with connect(db, read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _table(db: Path, table: str = "stg_account") -> list[tuple]:
+    return _fetch(db, f"SELECT * EXCLUDE (_staged_at) FROM {table} ORDER BY Id")
+
+
+@pytest.fixture
+def day_sandbox(tmp_path) -> Iterator[SalesforceSandbox]:
+    """A private sandbox (safe to break): 1,000 Accounts and 2,000 Contacts, all on DAY."""
+    with SalesforceSandbox(records=1000, seed=11, workdir=tmp_path / "sf", days=1) as sandbox:
+        yield sandbox
+
+
+def test_each_field_type_lands_with_its_duckdb_type(salesforce_sandbox, tmp_path):
+    db = tmp_path / "s.duckdb"
+    for name in ("Account", "Contact", "Opportunity"):
+        assert _materialize(_object(name), salesforce_sandbox, db).success
+        columns = dict(_fetch(db, "SELECT column_name, data_type FROM information_schema.columns "
+                                  f"WHERE table_name = 'stg_{name.lower()}'"))
+        staged = {k: v.replace("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ") for k, v in columns.items()}
+        fields = salesforce_sandbox.data.sobjects[name].fields
+        expected = {f.name: DUCKDB_TYPES[f.type] for f in fields if f.type != "address"}
+        assert staged == {**expected, "_partition": "DATE", "_staged_at": "TIMESTAMPTZ"}
+    assert {"BillingCity", "BillingLatitude"} <= set(_fetch_columns(db, "stg_account"))
+    assert "BillingAddress" not in _fetch_columns(db, "stg_account")  # compound parent: components only
+    [(stamp, birthdate)] = _fetch(
+        db, "SELECT SystemModstamp, Birthdate FROM stg_contact WHERE Birthdate IS NOT NULL LIMIT 1"
+    )
+    assert stamp.utcoffset() == timedelta(0) and isinstance(birthdate, date)
+
+
+def _fetch_columns(db: Path, table: str) -> list[str]:
+    return [r[0] for r in _fetch(db, f"SELECT column_name FROM information_schema.columns "
+                                     f"WHERE table_name = '{table}'")]
+
+
+@pytest.mark.parametrize("name", ["Account", "Contact"])
+def test_rest_and_bulk_stage_identical_tables(day_sandbox, tmp_path, name):
+    rest, bulk = tmp_path / "rest.duckdb", tmp_path / "bulk.duckdb"
+    rest_run = _materialize(_object(name, bulk_threshold=10**9), day_sandbox, rest,
+                            run_config={"rest_batch_size": 500})
+    bulk_run = _materialize(_object(name, bulk_threshold=0), day_sandbox, bulk,
+                            run_config={"bulk_page_records": 300})
+    assert (_metadata(rest_run)["method"], _metadata(bulk_run)["method"]) == ("REST", "Bulk")
+    assert _metadata(rest_run)["pages"] > 1 and _metadata(bulk_run)["pages"] > 1
+    table = f"stg_{name.lower()}"
+    staged = _table(rest, table)
+    assert len(staged) == day_sandbox.data.counts[name]
+    assert staged == _table(bulk, table)
+
+
+def test_deleted_records_are_staged_and_flagged(day_sandbox, tmp_path):
+    db = tmp_path / "s.duckdb"
+    ids = (make_id("001", i) for i in range(100))
+    gone = next(i for i in ids if not day_sandbox.get("Account", i)["IsDeleted"])
+    day_sandbox.delete("Account", gone)  # a soft delete moves SystemModstamp to now: today's partition
+    today = datetime.now(UTC).date()
+    assert _materialize(_object(bulk_threshold=0), day_sandbox, db).success
+    result = _materialize(_object(), day_sandbox, db, today.isoformat())
+    assert _metadata(result)["deleted_rows"] == 1
+    flagged = dict(_fetch(db, "SELECT Id, _partition FROM stg_account WHERE IsDeleted"))
+    assert flagged[gone] == today
+    assert len(flagged) > 1  # the seeded ~2% of soft-deleted records as well
+
+
+def test_rerun_is_idempotent_and_checks_pass(salesforce_sandbox, tmp_path):
+    db = tmp_path / "s.duckdb"
+    first = _materialize(_object("Contact"), salesforce_sandbox, db, checks=True)
+    before = _table(db, "stg_contact")
+    second = _materialize(_object("Contact"), salesforce_sandbox, db, checks=True)
+    assert _table(db, "stg_contact") == before
+    assert len(before) == _metadata(second)["rows"] == _metadata(second)["estimated_rows"] > 0
+    for result in (first, second):
+        evaluations = result.get_asset_check_evaluations()
+        assert {e.check_name: e.passed for e in evaluations} == {
+            "row_count_matches_salesforce": True, "id_unique": True,
+        }
+
+
+def test_checks_fail_when_staging_lost_a_row_or_holds_a_duplicate(salesforce_sandbox, tmp_path):
+    db = tmp_path / "s.duckdb"
+    obj = _object()
+    assert _materialize(obj, salesforce_sandbox, db).success
+    with connect(db) as conn:  # lose two rows of the day, duplicate another
+        conn.execute("DELETE FROM stg_account WHERE Id IN (SELECT Id FROM stg_account ORDER BY Id LIMIT 2)")
+        conn.execute(
+            "INSERT INTO stg_account SELECT * FROM stg_account WHERE Id = (SELECT max(Id) FROM stg_account)"
+        )
+
+    @asset(key=["salesforce", "Account"], partitions_def=daily_partitions(obj))
+    def untouched() -> None:
+        """Stands in for the extraction so the checks see the damaged table."""
+
+    result = materialize(
+        [untouched, *build_salesforce_checks(obj)],
+        partition_key=DAY,
+        resources={"salesforce": _resource(salesforce_sandbox), "staging": StagingResource(path=str(db))},
+        instance=DagsterInstance.ephemeral(),
+    )
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
+        "row_count_matches_salesforce": False, "id_unique": False,
+    }
+
+
+def test_partition_boundaries_are_exact(salesforce_sandbox, tmp_path):
+    """A record at 23:59:59.999 belongs to its day, the one at 00:00:00.000 to the next."""
+    db = tmp_path / "s.duckdb"
+    before, after = salesforce_sandbox.data.edge_records("Account")[:2]
+    assert before["SystemModstamp"].endswith("T23:59:59.999+0000")
+    assert after["SystemModstamp"].endswith("T00:00:00.000+0000")
+    first_day, second_day = before["SystemModstamp"][:10], after["SystemModstamp"][:10]
+    for partition in (first_day, second_day):
+        assert _materialize(_object(), salesforce_sandbox, db, partition).success
+    staged = {r[0]: r[1:] for r in _fetch(db, "SELECT Id, SystemModstamp, _partition FROM stg_account")}
+    assert staged[before["Id"]] == (
+        datetime.fromisoformat(f"{first_day}T23:59:59.999+00:00"), date.fromisoformat(first_day)
+    )
+    assert staged[after["Id"]] == (
+        datetime.fromisoformat(f"{second_day}T00:00:00+00:00"), date.fromisoformat(second_day)
+    )
