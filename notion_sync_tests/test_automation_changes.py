@@ -5,8 +5,9 @@ from datetime import UTC, datetime
 import pytest
 from dagster import DagsterRunStatus, Definitions, asset, build_sensor_context, instance_for_test
 
-from notion_sync.automation.changes import build_change_sensor, touched_days
+from notion_sync.automation.changes import build_change_sensor
 from notion_sync.automation.jobs import sync_job
+from notion_sync.automation.modstamps import touched_days
 from notion_sync.config import load_config
 from notion_sync.partitions import daily_partitions
 from notion_sync.salesforce.resource import SalesforceResource

@@ -14,8 +14,6 @@ later tick, after that run ends.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
-
 from dagster import (
     DagsterInstance,
     DefaultSensorStatus,
@@ -30,23 +28,13 @@ from dagster._core.storage.partition_status_cache import AssetPartitionStatus
 
 from notion_sync.automation.jobs import sync_job
 from notion_sync.automation.lanes import lane_tags
+from notion_sync.automation.modstamps import modstamp_day, touched_days
 from notion_sync.automation.names import object_asset_keys
 from notion_sync.config import ObjectConfig, RealtimeConfig
 from notion_sync.partitions import daily_partitions
 from notion_sync.salesforce.resource import SalesforceResource
 
 MODSTAMP = "SystemModstamp"
-
-
-def _modstamp_day(modstamp: str) -> date:
-    """The UTC day of a Salesforce datetime (`2026-11-20T13:45:00.000+0000`)."""
-    return datetime.strptime(modstamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).date()
-
-
-def touched_days(oldest: str, newest: str) -> list[str]:
-    """Partition keys from the day of the oldest change to the day of the newest."""
-    first, last = _modstamp_day(oldest), _modstamp_day(newest)
-    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
 
 
 def _modstamp_query(object_name: str, after: str | None, order: str) -> str:
@@ -90,7 +78,7 @@ def build_change_sensor(obj: ObjectConfig, realtime: RealtimeConfig) -> SensorDe
             return SkipReason(f"no {obj.name} changes after {cursor}")
         if cursor is None:
             return SensorResult(cursor=newest, skip_reason=f"started at {obj.name} modstamp {newest}")
-        oldest = cursor if _modstamp_day(cursor) == _modstamp_day(newest) else (
+        oldest = cursor if modstamp_day(cursor) == modstamp_day(newest) else (
             _first_modstamp(salesforce, _modstamp_query(obj.name, cursor, "ASC")) or newest
         )
         days = [key for key in touched_days(oldest, newest) if partitions_def.has_partition_key(key)]

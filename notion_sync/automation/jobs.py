@@ -13,6 +13,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from notion_sync.automation.lanes import lane_tags
 from notion_sync.automation.names import object_asset_keys, sync_job_name
+from notion_sync.automation.reconcile import build_reconcile_job
 from notion_sync.config import ObjectConfig, SyncConfig
 from notion_sync.partitions import daily_partitions
 
@@ -38,5 +39,5 @@ def sync_job(obj: ObjectConfig) -> UnresolvedAssetJobDefinition:
 def build_jobs(config: SyncConfig) -> list[UnresolvedAssetJobDefinition | JobDefinition]:
     jobs: list[UnresolvedAssetJobDefinition | JobDefinition] = []
     for obj in config.objects.values():
-        jobs.append(sync_job(obj))
+        jobs += [sync_job(obj), build_reconcile_job(obj)]
     return jobs

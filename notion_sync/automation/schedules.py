@@ -1,4 +1,5 @@
-"""One schedule per object whose `schedule.enabled` is true: the latest partition on its cron.
+"""One schedule per object whose `schedule.enabled` is true: the latest partition on its cron; and
+one weekly reconciliation schedule per object.
 
 The latest partition is the current UTC day (the partitions have `end_offset=1`), so a run at
 00:05 picks up the new day; changes in the last minutes of the previous day are covered by the
@@ -11,7 +12,8 @@ from dagster import DefaultScheduleStatus, RunRequest, ScheduleDefinition, Sched
 
 from notion_sync.automation.jobs import sync_job
 from notion_sync.automation.lanes import lane_tags
-from notion_sync.config import ObjectConfig, SyncConfig
+from notion_sync.automation.reconcile import build_reconcile_job
+from notion_sync.config import ObjectConfig, ScheduleConfig, SyncConfig
 from notion_sync.partitions import daily_partitions
 
 
@@ -35,9 +37,20 @@ def build_object_schedule(obj: ObjectConfig) -> ScheduleDefinition:
     return _scheduled
 
 
+def build_reconcile_schedule(obj: ObjectConfig, schedule: ScheduleConfig) -> ScheduleDefinition:
+    """`reconcile_<Object>_weekly` on `reconcile.schedule` (Sunday 03:00 UTC by default)."""
+    return ScheduleDefinition(
+        name=f"reconcile_{obj.name}_weekly",
+        job=build_reconcile_job(obj),
+        cron_schedule=schedule.cron,
+        execution_timezone=schedule.timezone,
+        default_status=DefaultScheduleStatus.RUNNING if schedule.enabled else DefaultScheduleStatus.STOPPED,
+    )
+
+
 def build_schedules(config: SyncConfig) -> list[ScheduleDefinition]:
+    objects = list(config.objects.values())
     return [
-        build_object_schedule(obj)
-        for obj in config.objects.values()
-        if obj.schedule is not None and obj.schedule.enabled
+        *(build_object_schedule(obj) for obj in objects if obj.schedule is not None and obj.schedule.enabled),
+        *(build_reconcile_schedule(obj, config.reconcile.schedule) for obj in objects),
     ]

@@ -4,18 +4,31 @@
   following :mod:`.retry_policy`; its cursor holds the retry counts.
 - `changes_<Object>` (mode realtime): the near-real-time lane, :mod:`.changes`.
 - `notion_sync_run_failure_alert` and `notion_sync_health`: :mod:`.alerts`.
+- `reconcile_resync`: launches the partitions a successful `reconcile_<Object>` run asked for.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
-from dagster import DefaultSensorStatus, SensorDefinition, SensorEvaluationContext, SensorResult, sensor
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunStatusSensorContext,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    run_status_sensor,
+    sensor,
+)
 
 from notion_sync.automation.alerts import build_health_sensor, build_run_failure_alert_sensor, send_alert
 from notion_sync.automation.changes import build_change_sensor
 from notion_sync.automation.failures import find_failed_partitions
 from notion_sync.automation.jobs import sync_job
+from notion_sync.automation.reconcile import build_reconcile_job, resync_requests
 from notion_sync.automation.retry_policy import RetryState, plan_retries
 from notion_sync.config import SyncConfig
 
@@ -46,6 +59,23 @@ def build_retry_sensor(config: SyncConfig) -> SensorDefinition:
     return notion_sync_retry
 
 
+def build_resync_sensor(config: SyncConfig) -> SensorDefinition:
+    objects = config.objects.values()
+
+    @run_status_sensor(
+        name="reconcile_resync",
+        run_status=DagsterRunStatus.SUCCESS,
+        monitored_jobs=[build_reconcile_job(obj) for obj in objects],
+        request_jobs=[sync_job(obj) for obj in objects],
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Syncs again the partitions whose records a reconciliation found missing in Notion.",
+    )
+    def reconcile_resync(context: RunStatusSensorContext) -> Iterator[RunRequest]:
+        yield from resync_requests(context)
+
+    return reconcile_resync
+
+
 def build_sensors(config: SyncConfig) -> list[SensorDefinition]:
     realtime = [obj for obj in config.objects.values() if obj.mode == "realtime"]
     return [
@@ -53,4 +83,5 @@ def build_sensors(config: SyncConfig) -> list[SensorDefinition]:
         *(build_change_sensor(obj, config.realtime) for obj in realtime),
         build_run_failure_alert_sensor(config.alerts),
         build_health_sensor(config.alerts),
+        build_resync_sensor(config),
     ]

@@ -1,0 +1,198 @@
+"""Reconciliation: the Salesforce Id set against the pages of the object's Notion data source.
+
+`reconcile_<Object>` (weekly on `reconcile.schedule`, or launched on demand) reads every Id with
+queryAll (Ids and modstamps only: about one request per 2,000 records) and every page of the data
+source (one Notion request per 100 pages, logged as an estimate before it starts), then
+
+- trashes the pages whose record no longer exists (hard-deleted, purged or soft-deleted in
+  Salesforce) and marks them in_trash in sync_state;
+- for live records without a page whose day was synced before: forgets their sync_state and
+  asks for that partition again; the `reconcile_resync` sensor launches those partitions in the
+  backfill lane when the reconciliation run succeeds (days never synced are left to the backfills
+  and only counted);
+- records the differences as an observation of `notion/<Object>` (counts and samples).
+
+No `from __future__ import annotations` here: Dagster reads the op's annotations.
+"""
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+import duckdb
+from dagster import (
+    AssetObservation,
+    DagsterEventType,
+    JobDefinition,
+    MetadataValue,
+    OpDefinition,
+    OpExecutionContext,
+    RunRequest,
+    RunStatusSensorContext,
+    job,
+    op,
+)
+
+from notion_sync.automation.lanes import lane_tags
+from notion_sync.automation.modstamps import modstamp_day
+from notion_sync.automation.names import object_asset_keys, reconcile_job_name, sync_job_name
+from notion_sync.config import ObjectConfig
+from notion_sync.notion import state
+from notion_sync.notion.resource import NotionResource
+from notion_sync.notion.sync import _sf_id_of as page_salesforce_id
+from notion_sync.salesforce.resource import SalesforceResource
+from notion_sync.staging import StagingResource
+
+NOTION_PAGE_SIZE = 100
+SALESFORCE_PAGE_SIZE = 2_000
+RESYNC_METADATA_KEY = "resync_partitions"
+SAMPLE = 20
+
+
+@dataclass(frozen=True)
+class Differences:
+    orphaned: dict[str, str]  # sf_id -> page_id of pages whose record no longer exists
+    missing: dict[str, str]  # sf_id -> partition key of live records without a page
+
+
+def compare(live: Mapping[str, str], pages: Iterable[tuple[str, str]]) -> Differences:
+    """`live`: Id -> SystemModstamp of existing records; `pages`: (Salesforce Id, page id)."""
+    seen: set[str] = set()
+    orphaned: dict[str, str] = {}
+    for sf_id, page_id in pages:
+        seen.add(sf_id)
+        if sf_id not in live:
+            orphaned[sf_id] = page_id
+    missing = {sf_id: modstamp_day(stamp).isoformat() for sf_id, stamp in live.items() if sf_id not in seen}
+    return Differences(orphaned, missing)
+
+
+def _live_records(salesforce: SalesforceResource, object_name: str) -> dict[str, str]:
+    sf = salesforce.get_client().sf
+    query = f"SELECT Id, IsDeleted, SystemModstamp FROM {object_name}"
+    return {
+        record["Id"]: record["SystemModstamp"]
+        for record in sf.query_all_iter(query, include_deleted=True)
+        if not record["IsDeleted"]
+    }
+
+
+def _forget(
+    staging: StagingResource, object_name: str, trashed: Iterable[str], missing: Iterable[str]
+) -> None:
+    with staging.connect() as conn:
+        for sf_id in trashed:
+            conn.execute(
+                "UPDATE sync_state SET in_trash = true WHERE object = ? AND sf_id = ?", [object_name, sf_id]
+            )
+        for sf_id in missing:
+            conn.execute("DELETE FROM sync_state WHERE object = ? AND sf_id = ?", [object_name, sf_id])
+
+
+def _target(staging: StagingResource, object_name: str) -> tuple[tuple[str, str] | None, int]:
+    """The object's (database id, data source id) and its number of known pages, if it was synced."""
+    with staging.connect(read_only=True) as conn:
+        try:
+            target = state.load_target(conn, object_name)
+        except duckdb.CatalogException:  # no sync ever ran against this staging database
+            return None, 0
+        return target, state.count_pages(conn, object_name) if target else 0
+
+
+def _reconcile_op(obj: ObjectConfig) -> OpDefinition:
+    notion_key = object_asset_keys(obj.name)[1]
+
+    @op(name=f"reconcile_{obj.name}_pages", tags={"notion_sync/reconcile": obj.name})
+    def _reconcile(
+        context: OpExecutionContext,
+        salesforce: SalesforceResource,
+        notion: NotionResource,
+        staging: StagingResource,
+    ) -> None:
+        target, known_pages = _target(staging, obj.name)
+        if target is None:
+            context.log.info(f"{obj.name} was never synced to Notion: nothing to reconcile")
+            return
+        notion_requests = max(1, math.ceil(known_pages / NOTION_PAGE_SIZE))
+        context.log.info(
+            f"reconciling {obj.name}: about {known_pages} pages = {notion_requests} Notion requests "
+            f"(~{notion_requests / notion.rate_limit_rps:.0f} s at {notion.rate_limit_rps:g} rps, shared "
+            f"with the syncs) plus one Salesforce queryAll page per {SALESFORCE_PAGE_SIZE} records"
+        )
+        live = _live_records(salesforce, obj.name)
+        with notion.get_client() as client:
+            pages = (
+                (page_salesforce_id(page), page["id"]) for page in client.query_data_source(target[1])
+            )
+            differences = compare(live, ((sf_id, page_id) for sf_id, page_id in pages if sf_id))
+            trashed = [
+                sf_id
+                for (sf_id, _), result in notion.run_pipelined(
+                    differences.orphaned.items(), lambda item: client.update_page(item[1], in_trash=True)
+                )
+                if not isinstance(result, BaseException)
+            ]
+        synced = context.instance.get_materialized_partitions(notion_key)
+        requeue = {sf_id: day for sf_id, day in differences.missing.items() if day in synced}
+        _forget(staging, obj.name, trashed, requeue)
+        resync = sorted(set(requeue.values()))
+        context.log_event(
+            AssetObservation(
+                asset_key=notion_key,
+                metadata={
+                    "salesforce_records": len(live),
+                    "orphaned_pages": len(differences.orphaned),
+                    "trashed_pages": len(trashed),
+                    "missing_pages": len(requeue),
+                    "not_synced_yet": len(differences.missing) - len(requeue),
+                    RESYNC_METADATA_KEY: MetadataValue.json(resync),
+                    "orphaned_sample": MetadataValue.json(sorted(differences.orphaned)[:SAMPLE]),
+                    "missing_sample": MetadataValue.json(sorted(requeue)[:SAMPLE]),
+                },
+            )
+        )
+        context.log.info(
+            f"{obj.name}: {len(trashed)}/{len(differences.orphaned)} orphaned pages trashed, {len(requeue)} "
+            f"synced records without a page; partitions to sync again: {resync or 'none'}"
+        )
+
+    return _reconcile
+
+
+_RECONCILE_JOBS: dict[str, JobDefinition] = {}
+
+
+def build_reconcile_job(obj: ObjectConfig) -> JobDefinition:
+    """`reconcile_<Object>`; cached, like the sync jobs, so schedules and sensors share the object."""
+    if obj.name not in _RECONCILE_JOBS:
+        reconcile_op = _reconcile_op(obj)
+
+        @job(
+            name=reconcile_job_name(obj.name),
+            tags=lane_tags("backfill"),
+            description=f"Compare the Salesforce {obj.name} Ids with the Notion pages: trash orphaned "
+            "pages, sync missing records again.",
+        )
+        def _reconcile_job() -> None:
+            reconcile_op()
+
+        _RECONCILE_JOBS[obj.name] = _reconcile_job
+    return _RECONCILE_JOBS[obj.name]
+
+
+def resync_requests(context: RunStatusSensorContext) -> Iterator[RunRequest]:
+    """The partitions a successful reconciliation run asked to sync again."""
+    run = context.dagster_run
+    for entry in context.instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_OBSERVATION):
+        observation = entry.asset_observation
+        partitions = observation.metadata.get(RESYNC_METADATA_KEY) if observation else None
+        if partitions is None:
+            continue
+        object_name = observation.asset_key.path[-1]
+        for partition in partitions.value:
+            yield RunRequest(
+                run_key=f"reconcile:{run.run_id}:{partition}",
+                job_name=sync_job_name(object_name),
+                partition_key=partition,
+                tags=lane_tags("backfill"),
+            )

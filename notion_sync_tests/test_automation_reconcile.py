@@ -1,0 +1,107 @@
+"""Reconciliation against both sandboxes: a purged record's page is trashed, a lost page comes back."""
+
+import pytest
+from dagster import (
+    DagsterEventType,
+    Definitions,
+    build_run_status_sensor_context,
+    instance_for_test,
+)
+
+from notion_sync.automation.jobs import sync_job
+from notion_sync.automation.reconcile import build_reconcile_job, compare
+from notion_sync.automation.sensors import build_resync_sensor
+from notion_sync.config import load_config
+from notion_sync.notion.assets import build_notion_asset
+from notion_sync.notion.resource import NotionResource
+from notion_sync.notion.sync import _sf_id_of as page_salesforce_id
+from notion_sync.salesforce.assets import build_salesforce_asset
+from notion_sync.salesforce.resource import SalesforceResource
+from notion_sync.sandbox.salesforce_server import SalesforceSandbox
+from notion_sync.staging import StagingResource
+
+CONFIG = load_config()
+CONFIG = CONFIG.model_copy(update={"objects": {"Account": CONFIG.objects["Account"]}})
+ACCOUNT = CONFIG.objects["Account"]
+PARTITION = "2026-11-20"
+
+
+def test_compare_finds_orphans_and_missing_records():
+    live = {"001A": "2026-11-20T10:00:00.000+0000", "001B": "2026-11-21T00:00:00.000+0000"}
+    differences = compare(live, [("001A", "page-a"), ("001Z", "page-z")])
+    assert differences.orphaned == {"001Z": "page-z"}
+    assert differences.missing == {"001B": "2026-11-21"}
+
+
+@pytest.fixture
+def stack(tmp_path, notion_sandbox, monkeypatch) -> tuple[Definitions, SalesforceSandbox]:
+    """Definitions of Account's assets and jobs on the sandboxes, and the (own) Salesforce sandbox."""
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)  # would override the sandbox's CA file
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    with SalesforceSandbox(records=60, seed=5, workdir=tmp_path / "sf") as salesforce:
+        sf = salesforce.env()
+        resources = {
+            "salesforce": SalesforceResource(
+                instance_url=sf["SALESFORCE_INSTANCE_URL"], session_id=sf["SALESFORCE_SESSION_ID"],
+                ca_bundle=sf["SALESFORCE_CA_BUNDLE"],
+            ),
+            "notion": NotionResource(
+                token=notion_sandbox.token, base_url=notion_sandbox.url,
+                parent_page_id=notion_sandbox.parent_page_id, time_scale=notion_sandbox.speed,
+                limiter_path=str(tmp_path / "limiter.sqlite"), workers=4,
+            ),
+            "staging": StagingResource(path=str(tmp_path / "staging.duckdb")),
+        }
+        defs = Definitions(
+            assets=[build_salesforce_asset(ACCOUNT), build_notion_asset(ACCOUNT, [])],
+            jobs=[sync_job(ACCOUNT), build_reconcile_job(ACCOUNT)],
+            sensors=[build_resync_sensor(CONFIG)],
+            resources=resources,
+        )
+        yield defs, salesforce
+
+
+def test_reconcile_trashes_orphans_and_requeues_missing(stack, notion_sandbox):
+    defs, salesforce = stack
+    with instance_for_test() as instance:
+        assert defs.resolve_job_def("sync_Account").execute_in_process(
+            instance=instance, partition_key=PARTITION
+        ).success
+        (source_id,) = notion_sandbox.stats()["pages_by_data_source"]
+        pages = {page_salesforce_id(page): page["id"] for page in notion_sandbox.pages(source_id)}
+        purged, lost = sorted(pages)[:2]
+        salesforce.delete("Account", purged, hard=True)  # gone from queryAll too
+        with defs.resources["notion"].get_client() as client:
+            client.update_page(pages[lost], in_trash=True)  # someone deleted the page in Notion
+
+        result = defs.resolve_job_def("reconcile_Account").execute_in_process(instance=instance)
+        assert result.success
+        (observation,) = [
+            e.event_specific_data.asset_observation for e in result.all_events
+            if e.event_type == DagsterEventType.ASSET_OBSERVATION
+        ]
+        metadata = {key: value.value for key, value in observation.metadata.items()}
+        assert metadata["orphaned_pages"] == 1 and metadata["trashed_pages"] == 1
+        assert metadata["missing_pages"] == 1 and metadata["missing_sample"] == [lost]
+        assert metadata["resync_partitions"] == [PARTITION]
+        trashed = {page_salesforce_id(p) for p in notion_sandbox.pages(source_id, include_trashed=True)
+                   if p["in_trash"]}
+        assert purged in trashed
+
+        sensor = build_resync_sensor(CONFIG)
+        success = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
+        context = build_run_status_sensor_context(
+            sensor_name=sensor.name, dagster_instance=instance, dagster_run=result.dagster_run,
+            dagster_event=success,
+        )
+        (request,) = list(sensor(context))
+        assert request.partition_key == PARTITION and request.job_name == "sync_Account"
+        assert request.tags["notion_sync/lane"] == "backfill"
+
+        assert defs.resolve_job_def("sync_Account").execute_in_process(
+            instance=instance, partition_key=PARTITION, tags=request.tags
+        ).success
+    live = {page_salesforce_id(page) for page in notion_sandbox.pages(source_id)}
+    assert lost in live and purged not in live
+    assert live == set(pages) - {purged}
+    assert notion_sandbox.stats()["duplicates_total"] == 0
