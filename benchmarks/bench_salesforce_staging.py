@@ -88,7 +88,10 @@ def run_baseline(workdir: Path) -> dict:
     return {"rows": rows, "seconds": time.perf_counter() - began, "method": "query_all → pandas"}
 
 
-def _child(path: str, workdir: Path) -> None:
+def _child(path: str, workdir: Path, memory_cap_gb: float) -> None:
+    if path == "baseline":  # it grows with the volume: fail with MemoryError rather than wake the OOM killer
+        cap = int(memory_cap_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     figures = (run_platform if path == "platform" else run_baseline)(workdir)
     print(json.dumps({**figures, **_usage()}))
 
@@ -109,11 +112,15 @@ def _start_sandbox(records: int, workdir: Path) -> tuple[subprocess.Popen, dict[
     return server, json.loads(server.stdout.readline())
 
 
-def _measure(path: str, env: dict[str, str], workdir: Path) -> dict:
+def _measure(path: str, env: dict[str, str], workdir: Path, memory_cap_gb: float) -> dict | None:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", path, "--workdir", str(workdir)],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, text=True, check=True,
+        [sys.executable, __file__, "--child", path, "--workdir", str(workdir), "--memory-cap-gb",
+         str(memory_cap_gb)],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, text=True,
     )
+    if out.returncode:
+        print(f"{path}: failed (exit {out.returncode}); see its traceback above", flush=True)
+        return None
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -121,11 +128,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=100_000, help="Accounts in the one partition")
     parser.add_argument("--skip-baseline", action="store_true", help="only the platform's path")
+    parser.add_argument("--memory-cap-gb", type=float, default=8.0, help="address-space cap of the baseline")
     parser.add_argument("--child", choices=("platform", "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, args.workdir)
+        _child(args.child, args.workdir, args.memory_cap_gb)
         return
     with tempfile.TemporaryDirectory(prefix="bench-sf-") as tmp:
         workdir = Path(tmp)
@@ -133,7 +141,8 @@ def main() -> None:
         try:
             print(f"{datetime.now(UTC):%H:%M:%S} sandbox: {args.records:,} Accounts on {DAY}", flush=True)
             paths = ["platform"] if args.skip_baseline else ["platform", "baseline"]
-            results = {path: _measure(path, env, workdir) for path in paths}
+            measured = {path: _measure(path, env, workdir, args.memory_cap_gb) for path in paths}
+            results = {path: figures for path, figures in measured.items() if figures}
         finally:
             server.stdin.close()
             server.wait(timeout=60)
@@ -142,7 +151,7 @@ def main() -> None:
         print(f"{path:9s} {r['method']:20s} rows {r['rows']:>9,}  {r['seconds']:7.1f} s  "
               f"{r['rows'] / r['seconds']:>9,.0f} records/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
               f"client CPU {r['cpu_s']:6.1f} s ({r['rows'] / r['cpu_s']:,.0f} records/CPU-s){lock}")
-    if "baseline" in results:
+    if len(results) == 2:
         base, ours = results["baseline"], results["platform"]
         print(f"speed-up: wall {base['seconds'] / ours['seconds']:.1f}x, "
               f"client CPU {base['cpu_s'] / ours['cpu_s']:.1f}x")

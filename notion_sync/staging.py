@@ -111,7 +111,12 @@ def _struct(columns: Iterable[Column]) -> str:
 
 
 def _bound_memory(conn: duckdb.DuckDBPyConnection) -> None:
+    """Keep big loads and swaps within a flat budget: they spill to disk instead of growing.
+
+    One thread: each DuckDB thread adds buffers, and the run is bound by the API anyway.
+    """
     conn.execute(f"SET memory_limit = '{SPOOL_MEMORY_LIMIT}'")
+    conn.execute("SET threads = 1")
     conn.execute("SET preserve_insertion_order = false")
     conn.execute("SET TimeZone = 'UTC'")
 

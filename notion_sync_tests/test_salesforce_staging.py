@@ -9,7 +9,7 @@ from dagster import DagsterInstance, ExecuteInProcessResult, asset, materialize
 
 from notion_sync.config import ObjectConfig
 from notion_sync.partitions import daily_partitions
-from notion_sync.salesforce import SalesforceResource, build_salesforce_asset, build_salesforce_checks
+from notion_sync.salesforce import SalesforceResource, build_salesforce_asset, build_salesforce_checks, soql
 from notion_sync.salesforce.extract import DUCKDB_TYPES
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
 from notion_sync.sandbox.sf_data import make_id
@@ -180,3 +180,14 @@ def test_partition_boundaries_are_exact(salesforce_sandbox, tmp_path):
     assert staged[after["Id"]] == (
         datetime.fromisoformat(f"{second_day}T00:00:00+00:00"), date.fromisoformat(second_day)
     )
+
+
+def test_a_field_list_too_long_for_one_url_is_read_in_chunks_joined_by_id(day_sandbox, tmp_path, monkeypatch):
+    rest, bulk = tmp_path / "rest.duckdb", tmp_path / "bulk.duckdb"
+    assert _materialize(_object(bulk_threshold=0), day_sandbox, bulk).success
+    monkeypatch.setattr(soql, "MAX_QUERY_URL_CHARS", 400)  # ~65 fields no longer fit one URL
+    assert len(soql.chunk_fields([c[0] for c in _fetch(bulk, "DESCRIBE stg_account")], 400)) > 3
+    result = _materialize(_object(bulk_threshold=10**9), day_sandbox, rest,
+                          run_config={"rest_batch_size": 300})
+    assert _metadata(result)["pages"] > 4  # pages of every chunk
+    assert _table(rest) == _table(bulk)

@@ -90,15 +90,17 @@ def check_configured_fields(obj: ObjectConfig, describe: Mapping[str, Any]) -> N
     known = {field["name"] for field in describe["fields"]}
     for field in obj.property_names():
         if field not in known:
-            key = next(k for k in ("fields", "relations", "title_field") if field in _keyed(obj, k))
             raise SalesforceSchemaError(
-                f"{obj.name}.{field} is not a field of {obj.name} in Salesforce; fix objects.{obj.name}.{key}"
+                f"{obj.name}.{field} is not a field of {obj.name} in Salesforce; "
+                f"fix objects.{obj.name}.{_config_key(obj, field)}"
             )
 
 
-def _keyed(obj: ObjectConfig, key: str) -> Sequence[str]:
-    value = getattr(obj, key)
-    return [value] if isinstance(value, str) else list(value)
+def _config_key(obj: ObjectConfig, field: str) -> str:
+    """The sync-config key under which `field` is named."""
+    if field in obj.fields:
+        return "fields"
+    return "relations" if field in obj.relations else "title_field"
 
 
 def staging_columns(describe_fields: Sequence[Mapping[str, Any]]) -> list[Column]:
@@ -170,7 +172,7 @@ def _spool_rest(
 ) -> int:
     """Spool REST pages; a field list too long for one URL is read in chunks and joined by Id."""
     by_name = {c.name: c for c in columns}
-    chunks = soql.chunk_fields(list(by_name))
+    chunks = soql.chunk_fields(list(by_name), soql.MAX_QUERY_URL_CHARS)
     tables = [SPOOL_TABLE] if len(chunks) == 1 else [f"chunk_{i}" for i in range(len(chunks))]
     pages = rows = 0
     for table, fields in zip(tables, chunks, strict=True):

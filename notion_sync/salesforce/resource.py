@@ -33,9 +33,9 @@ from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 DEFAULT_API_VERSION = "62.0"
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
-PERMANENT_ERRORS = (requests.exceptions.SSLError,)  # a ConnectionError, but retrying cannot fix a certificate
+UNRETRYABLE_ERRORS = (requests.exceptions.SSLError,)  # a ConnectionError that retrying cannot fix
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-# connect, read: a Bulk results page of 50,000 records can take a while to produce.
+# connect, read (s): producing a large Bulk results page can take a while.
 DEFAULT_TIMEOUT = (10.0, 300.0)
 ENV_VARS = {
     "instance_url": "SALESFORCE_INSTANCE_URL",
@@ -115,7 +115,7 @@ class Backoff:
         for delay in self.delays():
             try:
                 result = attempt()
-            except PERMANENT_ERRORS:
+            except UNRETRYABLE_ERRORS:
                 raise
             except TRANSIENT_ERRORS as error:
                 reason = type(error).__name__
