@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,4 +25,11 @@ def salesforce_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sal
     Shared: tests that edit records, the budget or faults must undo what they change, or use their own.
     """
     with SalesforceSandbox(records=300, seed=7, workdir=tmp_path_factory.mktemp("salesforce")) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def own_salesforce_sandbox(tmp_path: Path) -> Iterator[SalesforceSandbox]:
+    """A private sandbox Salesforce (100 Accounts) for tests that edit or delete records."""
+    with SalesforceSandbox(records=100, seed=7, workdir=tmp_path / "salesforce") as sandbox:
         yield sandbox

@@ -30,11 +30,11 @@ def definitions(sensor) -> Definitions:
 
 
 @pytest.fixture
-def salesforce(salesforce_sandbox, monkeypatch) -> SalesforceResource:
+def salesforce(own_salesforce_sandbox, monkeypatch) -> SalesforceResource:
     # requests lets these variables override a session's own CA file (the sandbox's).
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    env = salesforce_sandbox.env()
+    env = own_salesforce_sandbox.env()
     return SalesforceResource(
         instance_url=env["SALESFORCE_INSTANCE_URL"],
         session_id=env["SALESFORCE_SESSION_ID"],
@@ -75,18 +75,18 @@ def tick(salesforce):
         yield Ticker(instance, salesforce)
 
 
-def test_launches_only_when_something_changed(salesforce_sandbox, tick):
+def test_launches_only_when_something_changed(own_salesforce_sandbox, tick):
     assert tick.sensor.minimum_interval_seconds == 15 and tick.sensor.job_name == "sync_Account"
     first = tick(None)
     assert not first.run_requests and first.cursor  # starts at the newest modstamp, launches nothing
-    before = salesforce_sandbox.stats()["requests"]
+    before = own_salesforce_sandbox.stats()["requests"]
     quiet = tick(first.cursor)
     assert not quiet.run_requests and quiet.cursor == first.cursor
-    after = salesforce_sandbox.stats()["requests"]
+    after = own_salesforce_sandbox.stats()["requests"]
     assert sum(after.values()) - sum(before.values()) == 1  # one cheap query per quiet tick
 
     record_id = tick.some_account_id()
-    salesforce_sandbox.update("Account", record_id, {"Phone": "+1 555 0100"})
+    own_salesforce_sandbox.update("Account", record_id, {"Phone": "+1 555 0100"})
     changed = tick(first.cursor)
     today = datetime.now(UTC).date().isoformat()
     (request,) = changed.run_requests
@@ -95,16 +95,16 @@ def test_launches_only_when_something_changed(salesforce_sandbox, tick):
     assert changed.cursor > first.cursor
 
     assert not tick(changed.cursor).run_requests
-    salesforce_sandbox.delete("Account", record_id)  # deletions count (queryAll)
+    own_salesforce_sandbox.delete("Account", record_id)  # deletions count (queryAll)
     deleted = tick(changed.cursor)
     assert [r.partition_key for r in deleted.run_requests] == [today]
     assert deleted.run_requests[0].run_key != request.run_key
 
 
-def test_waits_while_the_partition_is_being_materialized(salesforce_sandbox, tick):
+def test_waits_while_the_partition_is_being_materialized(own_salesforce_sandbox, tick):
     today = datetime.now(UTC).date().isoformat()
     start = tick(None).cursor
-    salesforce_sandbox.update("Account", tick.some_account_id(), {"Phone": "+1 555 0101"})
+    own_salesforce_sandbox.update("Account", tick.some_account_id(), {"Phone": "+1 555 0101"})
     running = tick.instance.create_run_for_job(
         tick.defs.resolve_job_def("sync_Account"), tags={"dagster/partition": today},
         status=DagsterRunStatus.STARTED,
