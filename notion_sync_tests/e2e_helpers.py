@@ -26,6 +26,7 @@ from notion_sync import staging
 from notion_sync.notion import state
 from notion_sync.sandbox.notion_server import NotionSandbox
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
+from notion_sync.sandbox.sf_data import DEFAULT_END
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = REPO_ROOT / ".venv" / "bin" / "dagster"
@@ -215,7 +216,9 @@ class Stack:
 
 
 @contextmanager
-def running_stack(workdir: Path, *, records: int, end: datetime, speed: float = 20) -> Iterator[Stack]:
+def running_stack(
+    workdir: Path, *, records: int = 200, end: datetime = DEFAULT_END, speed: float = 20
+) -> Iterator[Stack]:
     """Sandbox Salesforce (``records`` Accounts, modstamps in the 30 days before ``end``) and Notion
     (time compressed ``speed`` times), and `dagster dev` pointed at them."""
     with ExitStack() as stack:

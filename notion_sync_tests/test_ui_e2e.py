@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from notion_sync.sandbox.sf_data import DEFAULT_END
 from notion_sync_tests.e2e_helpers import Stack, running_stack
 
-PARTITIONS = ["2026-11-19", "2026-11-20"]  # inside the sandbox data's 30 days before DEFAULT_END
+PARTITIONS = ["2026-11-19", "2026-11-20"]  # inside the sandbox data's 30 days (before 2026-11-21)
 OBJECTS = ["Account", "Contact"]
 BACKFILL_TIMEOUT_S = 150
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
@@ -25,7 +24,7 @@ IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    with running_stack(tmp_path, records=200, end=DEFAULT_END) as running:
+    with running_stack(tmp_path) as running:
         yield running
 
 
