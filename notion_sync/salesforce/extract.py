@@ -212,7 +212,7 @@ def stage_partition(
     obj: ObjectConfig,
     partition_key: str,
     *,
-    log: logging.Logger | Any,
+    log: logging.Logger,
     rest_batch_size: int = REST_BATCH_SIZE,
     bulk_page_records: int = BULK_PAGE_RECORDS,
     on_page: PageCallback | None = None,
