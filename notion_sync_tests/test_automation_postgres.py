@@ -119,9 +119,19 @@ alerts:
 E2E_PARTITION = "2026-11-20"
 
 
-def e2e_environment(tmp_path: Path, home: Path, database: str, salesforce, notion) -> dict[str, str]:
+@pytest.fixture
+def pg_home(tmp_path, monkeypatch, pg_database) -> Path:
+    """DAGSTER_HOME with dagster.postgres.yaml on the throwaway database, also for this process."""
+    for name, value in {**PG_ENV, "DAGSTER_PG_DB": pg_database}.items():
+        monkeypatch.setenv(name, value)
+    return home_with(tmp_path, "dagster.postgres.yaml")
+
+
+def e2e_environment(
+    tmp_path: Path, home: Path, database: str, salesforce, notion, config_text: str
+) -> dict[str, str]:
     config = tmp_path / "notion_sync.yaml"
-    config.write_text(E2E_CONFIG)
+    config.write_text(config_text)
     env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
     return {
         **env, **PG_ENV, **salesforce.env(), **notion.env(),
@@ -136,15 +146,17 @@ def e2e_environment(tmp_path: Path, home: Path, database: str, salesforce, notio
 
 
 @contextmanager
-def dagster_daemon(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    """`dagster-daemon run` in its own process group, which is ended (by its id) afterwards."""
+def dagster_daemon(env: dict[str, str], log: Path) -> Iterator[DagsterInstance]:
+    """`dagster-daemon run` in its own process group, which is ended (by its id) afterwards; yields
+    the instance it works on."""
     with log.open("w") as out:
         daemon = subprocess.Popen(
             [str(ROOT / ".venv/bin/dagster-daemon"), "run", "-m", "notion_sync.definitions"],
             env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:
-            yield daemon
+            with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+                yield instance
         finally:
             os.killpg(daemon.pid, signal.SIGTERM)
             try:
@@ -154,33 +166,34 @@ def dagster_daemon(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]
                 daemon.wait()
 
 
-def wait_for(predicate, timeout_s: float, what: str):
+def dagster_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(ROOT / ".venv/bin/dagster"), *args, "-m", "notion_sync.definitions"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 1.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(1)
+        time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 @pytest.mark.e2e
-def test_daemon_retries_a_failed_partition_without_duplicates(
-    tmp_path, monkeypatch, pg_database, notion_sandbox
-):
-    for name, value in {**PG_ENV, "DAGSTER_PG_DB": pg_database}.items():
-        monkeypatch.setenv(name, value)  # the test reads the same instance as the daemon
-    home = home_with(tmp_path, "dagster.postgres.yaml")
+def test_daemon_retries_a_failed_partition_without_duplicates(tmp_path, pg_home, pg_database, notion_sandbox):
     with SalesforceSandbox(records=300, seed=11, workdir=tmp_path / "sf") as salesforce:
-        env = e2e_environment(tmp_path, home, pg_database, salesforce, notion_sandbox)
-        with dagster_daemon(env, tmp_path / "daemon.log"), DagsterInstance.from_config(str(home)) as instance:
+        env = e2e_environment(tmp_path, pg_home, pg_database, salesforce, notion_sandbox, E2E_CONFIG)
+        with dagster_daemon(env, tmp_path / "daemon.log") as instance:
             # Salesforce's daily budget is down to 5%, under the 10% reserve: the extraction stops
             # (ApiBudgetExhausted, not retried in the run) and the partition fails.
             salesforce.set_budget(remaining=500, maximum=10_000)
-            failed = subprocess.run(
-                [str(ROOT / ".venv/bin/dagster"), "asset", "materialize", "-m", "notion_sync.definitions",
-                 "--select", "salesforce/Account,notion/Account", "--partition", E2E_PARTITION],
-                env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+            failed = dagster_cli(
+                env, "asset", "materialize", "--select", "salesforce/Account,notion/Account",
+                "--partition", E2E_PARTITION,
             )
             assert failed.returncode != 0, failed.stdout[-2000:]
             failed_at = time.monotonic()
@@ -207,3 +220,82 @@ def test_daemon_retries_a_failed_partition_without_duplicates(
     assert sum(source["pages"] for source in stats["pages_by_data_source"].values()) == staged
     assert stats["duplicates_total"] == 0
     print(f"\nE2E retry: failed partition synced {recovered_s:.1f} s after the failure ({staged} pages)")
+
+
+LATENCY_CONFIG = """
+objects:
+  Account:
+    title_field: Name
+    fields: {Name: Name, Phone: Phone, Industry: Industry}
+    start_date: "2026-10-01"
+    mode: realtime
+realtime:
+  interval_seconds: 15
+alerts:
+  check_interval_seconds: 3600
+"""
+LATENCY_SAMPLES = 4
+
+
+def phone_of(notion, page_id: str) -> str | None:
+    """The page's Phone as the sandbox stores it (read in-process: costs no API request)."""
+    return notion.store.get_page(page_id, "2025-09-03")["properties"]["Phone"].get("phone_number")
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(480)
+@pytest.mark.skipif(
+    not os.environ.get("NOTION_SYNC_LATENCY"),
+    reason="prints figures in ~3 min: NOTION_SYNC_LATENCY=1 pytest -s -k latency",
+)
+def test_realtime_lane_latency_during_a_backfill(tmp_path, pg_home, pg_database, notion_sandbox):
+    """Figures, not assertions on time: a Salesforce edit's delay until Notion shows it, while a
+    backfill of ~9,700 Account records (29 daily partitions) runs in the backfill lane."""
+    with SalesforceSandbox(records=10_000, seed=3, workdir=tmp_path / "sf") as salesforce:
+        env = e2e_environment(tmp_path, pg_home, pg_database, salesforce, notion_sandbox, LATENCY_CONFIG)
+        synced = dagster_cli(
+            env, "asset", "materialize", "--select", "salesforce/Account,notion/Account",
+            "--partition", E2E_PARTITION,
+        )
+        assert synced.returncode == 0, synced.stdout[-2000:]
+        with duckdb.connect(env["NOTION_SYNC_DUCKDB"], read_only=True) as conn:
+            query = "SELECT sf_id, page_id FROM sync_state WHERE object = 'Account'"
+            pages = dict(conn.execute(query).fetchall())
+        with dagster_daemon(env, tmp_path / "daemon.log") as instance:
+            # The deployment's pool setting (notion-sync init-instance): above the backfill lane's 4.
+            instance.event_log_storage.set_concurrency_slots("notion_api", 5)
+            wait_for(
+                lambda: any(state.instigator_data and state.instigator_data.cursor
+                            for state in instance.all_instigator_state() if state.name == "changes_Account"),
+                90, "the change sensor's first tick",
+            )
+            backfill = dagster_cli(
+                env, "job", "backfill", "-j", "sync_Account", "--from", "2026-10-22", "--to", "2026-11-19",
+                "--noprompt",
+            )
+            assert backfill.returncode == 0, backfill.stdout[-2000:]
+            latencies, busy = [], []
+            for n, sf_id in enumerate(sorted(pages)[:LATENCY_SAMPLES]):
+                phone = f"+1 555 01{n:02d}"
+                busy.append(len(instance.get_run_records(RunsFilter(
+                    statuses=[DagsterRunStatus.STARTED], tags={"notion_sync/lane": "backfill"}))))
+                edited = time.monotonic()
+                salesforce.update("Account", sf_id, {"Phone": phone})
+                wait_for(lambda: phone_of(notion_sandbox, pages[sf_id]) == phone, 180,  # noqa: B023
+                         f"edit {n} to reach Notion", interval_s=0.2)
+                latencies.append(time.monotonic() - edited)
+            backfill_runs = instance.get_run_records(RunsFilter(tags={"notion_sync/lane": "backfill"}))
+            realtime_runs = instance.get_run_records(RunsFilter(tags={"notion_sync/lane": "realtime"}))
+            finished = sum(r.dagster_run.status == DagsterRunStatus.SUCCESS for r in backfill_runs)
+    assert notion_sandbox.stats()["duplicates_total"] == 0
+    stages = [
+        f"queued {r.start_time - r.create_timestamp.timestamp():.1f} s, ran {r.end_time - r.start_time:.1f} s"
+        for r in reversed(realtime_runs)
+        if r.start_time and r.end_time
+    ]
+    print(
+        f"\nrealtime lane: edit -> Notion latencies {', '.join(f'{s:.1f}' for s in latencies)} s "
+        f"(max {max(latencies):.1f} s, sensor interval 15 s); backfill runs going at each edit: {busy}; "
+        f"backfill {finished}/{len(backfill_runs)} partitions done; realtime runs: {'; '.join(stages)}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
