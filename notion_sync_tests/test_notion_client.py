@@ -188,6 +188,39 @@ def test_429_storm_eventually_succeeds_and_retry_after_pauses_the_limiter(
     )
 
 
+def test_429_storm_is_spread_over_the_queue_not_absorbed_by_one_request(
+    client, data_source, notion_sandbox, calls
+):
+    """15 consecutive 429s (Retry-After 1) on 4 workers, default ``max_retries`` (6).
+
+    A request answered 429 queues behind the requests already waiting for the limiter, so the storm
+    is shared out (about 15 / 4 each). It used to take the first slot after every pause and meet the
+    next 429 itself, until one request ran out of retries.
+    """
+    assert client.max_retries == 6
+    local = threading.local()
+
+    def on_call(call: ApiCall) -> None:
+        calls.append(call)
+        local.limited += call.rate_limited
+
+    client.on_call = on_call
+
+    def create(i: int) -> int:
+        local.limited = 0
+        client.create_page(data_source, _props(_sf_id(i)))
+        return local.limited
+
+    notion_sandbox.reset_stats()
+    notion_sandbox.inject(status=429, count=15, retry_after=1, path_prefix="/v1/pages")
+    results = [r for _, r in run_pipelined(range(12), create, workers=4)]
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert sum(results) >= 15 and max(results) <= 6  # every create within its retries, fairly shared
+    stats = notion_sandbox.stats()
+    assert stats["rate_limited"] <= 15 + 2  # the injected storm, (almost) nothing of our own on top
+    assert stats["pages_by_data_source"][data_source]["pages"] == 12 and stats["duplicates_total"] == 0
+
+
 def test_529_is_retried_even_for_creates(client, data_source, notion_sandbox):
     notion_sandbox.inject(status=529, count=2, path_prefix="/v1/pages", method="POST")
     page = client.create_page(data_source, _props(_sf_id(1)))

@@ -19,6 +19,7 @@ from notion_sync.notion.rate_limit import (
     bucket_step,
     initial_state,
     make_limiter,
+    ticket_slot,
 )
 
 PG_ADMIN_DSN = os.environ.get(
@@ -68,19 +69,47 @@ def test_time_scale_speeds_up_refill_and_shortens_waits():
     assert bucket_step(state, "acquire", 1 / 60, params).wait == pytest.approx(0.0)
 
 
-def test_pause_blocks_without_taking_tokens_and_voids_reservations():
+def test_pause_moves_queued_slots_back_in_order_and_nothing_is_sent_during_it():
     params = BucketParams(rate=4.0, burst=2.0, start_fraction=1.0)
-    state = BucketState(tokens=-3.0, updated_at=0.0, rate=4.0)  # three slots reserved
-    paused = bucket_step(state, "pause", 0.0, params, seconds=2.0).state
-    assert paused.paused_until == 2.0 and paused.epoch == state.epoch + 1
-    assert paused.tokens == 0.0  # the void reservations' debt is forgiven
+    state, tickets = None, []
+    for _ in range(5):  # 2 from the burst, then slots at 0.25, 0.5, 0.75 s
+        step = bucket_step(state, "acquire", 0.0, params)
+        state = step.state
+        tickets.append(step.ticket)
+    assert tickets == [1, 2, 3, 4, 5]
+    paused = bucket_step(state, "pause", 0.1, params, seconds=2.0).state
+    assert paused.paused_until == pytest.approx(2.1) and paused.epoch == state.epoch + 1
+    # The three waiting tickets keep their order and their spacing, after the pause.
+    assert [ticket_slot(paused, t, params) for t in (3, 4, 5)] == pytest.approx([2.25, 2.5, 2.75])
+    assert ticket_slot(paused, 2, params) == pytest.approx(2.1)  # never before the pause ends
+    # A worker answered 429 that queues again during the pause goes behind them, not first.
     during = bucket_step(paused, "acquire", 0.5, params)
-    assert not during.reserved and during.wait == pytest.approx(1.5) and during.state.tokens == 0.0
+    assert during.reserved and during.ticket == 6 and during.wait == pytest.approx(3.0 - 0.5)
     # A shorter pause never shortens a longer one.
-    assert bucket_step(paused, "pause", 0.1, params, seconds=0.5).state.paused_until == 2.0
-    # Refill resumes when the pause ends: 0.25 s later one token is back.
-    after = bucket_step(paused, "acquire", 2.25, params)
-    assert after.reserved and after.wait == 0 and after.state.tokens == pytest.approx(0.0)
+    assert bucket_step(paused, "pause", 0.1, params, seconds=0.5).state.paused_until == pytest.approx(2.1)
+
+
+def test_pause_of_an_idle_bucket_restarts_with_one_token():
+    params = BucketParams(rate=4.0, burst=2.0, start_fraction=1.0)
+    paused = bucket_step(BucketState(tokens=2.0, updated_at=0.0, rate=4.0), "pause", 0.0, params, 2.0).state
+    first = bucket_step(paused, "acquire", 0.5, params)
+    assert first.wait == pytest.approx(1.5)  # at the end of the pause...
+    second = bucket_step(first.state, "acquire", 0.5, params)
+    assert second.wait == pytest.approx(1.75)  # ...then one slot at a time, no burst
+
+
+def test_halving_slows_the_queue_and_growing_starts_at_its_back():
+    params = BucketParams(rate=4.0, burst=1.0, start_fraction=1.0, grow_factor=2.0, throttle_cooldown=0.0)
+    state = None
+    for _ in range(4):  # slots 0, 0.25, 0.5, 0.75
+        state = bucket_step(state, "acquire", 0.0, params).state
+    slow = bucket_step(state, "throttle", 0.0, params).state  # 2/s: the waiting tickets slow down
+    assert [ticket_slot(slow, t, params) for t in (2, 3, 4)] == pytest.approx([0.5, 1.0, 1.5])
+    fast = bucket_step(slow, "grow", 0.0, params).state  # back to 4/s
+    # The back of the queue keeps its slot (its sleeper cannot learn of an earlier one) and the
+    # next ticket comes one new interval after it, not squeezed in before it.
+    assert ticket_slot(fast, 4, params) == pytest.approx(1.5)
+    assert bucket_step(fast, "acquire", 0.0, params).wait == pytest.approx(1.75)
 
 
 def test_adaptive_rate_grows_to_the_configured_rate_and_halves_to_the_floor():

@@ -11,9 +11,13 @@ function (`bucket_step`) holding the math for both backends.
 
 How a request is paced: `acquire` takes a token in one short transaction, *reserving* a future
 slot when the bucket is empty (tokens may go negative), and then sleeps until that slot without
-holding any lock and without polling. Every `pause` bumps an ``epoch``; a worker that wakes up to
-find the epoch changed drops its reservation and queues again after the pause, so nothing is sent
-during a pause and the queue restarts at the pace the bucket allows.
+holding any lock and without polling. Each reservation is a numbered *ticket*: its slot follows
+from the shared state alone (`ticket_slot`), so a `pause` (or a halving of the rate) moves every
+outstanding slot back *in queue order*, and a worker waking at its old slot reads the state once
+and sleeps on to its new one. Nothing is sent during a pause, the queue resumes one slot at a time
+after it, and a request that was answered 429 queues *behind* the requests already waiting — it
+does not jump the queue and meet the next 429 of a storm again and again (FIFO: a storm's 429s are
+spread over the workers instead of exhausting one request's retries).
 
 Units: rates are requests per *virtual* second (the configured Notion rate); the bucket refills at
 ``rate x time_scale`` per real second, so a sandbox sped up K times is matched with
@@ -80,8 +84,9 @@ class BucketState:
     updated_at: float  # real seconds; in the future while paused (refill resumes when the pause ends)
     rate: float  # adaptive rate in force, requests per virtual second
     paused_until: float = 0.0
-    epoch: int = 0  # bumped by every pause: reservations taken under an older epoch are void
+    epoch: int = 0  # bumped by every pause (observability: how often the bucket was paused)
     throttled_at: float = 0.0  # when the rate was last halved
+    issued: int = 0  # tickets handed out so far; the last one is the back of the queue
 
 
 def initial_state(now: float, p: BucketParams) -> BucketState:
@@ -92,43 +97,65 @@ class Step(NamedTuple):
     state: BucketState
     wait: float = 0.0  # real seconds to sleep before sending ("acquire" only)
     reserved: bool = False  # "acquire" took a token (a slot `wait` seconds from now)
+    ticket: int = 0  # "acquire": the reservation's number, to find its slot again (`ticket_slot`)
+
+
+def _rate(state: BucketState, p: BucketParams) -> float:
+    """The adaptive rate in force, clamped to this caller's configuration."""
+    return min(max(state.rate, min(p.min_rate, p.rate)), p.rate)
+
+
+def ticket_slot(state: BucketState, ticket: int, p: BucketParams) -> float:
+    """The real time at which `ticket` may be sent, given the bucket's current state.
+
+    Ticket ``issued - k`` is the (k+1)-th from the back of the queue: its slot is when the refill
+    (from ``updated_at`` at the rate in force) has repaid the debt down to it. A pause moves
+    ``updated_at`` to its end and a throttle slows the refill, so both move every waiting ticket
+    back, keeping their order; nothing is ever sent before ``paused_until``.
+    """
+    refill = _rate(state, p) * p.time_scale
+    due = state.updated_at + (ticket - state.issued - state.tokens) / refill
+    return max(due, state.paused_until)
 
 
 def bucket_step(state: BucketState | None, op: Op, now: float, p: BucketParams, seconds: float = 0.0) -> Step:
     """The bucket math shared by every backend: the state after `op` at real time `now`, and the wait.
 
-    For "acquire": either a token is reserved (``reserved``) and the caller sends after ``wait``
-    real seconds, or the bucket is paused and the caller sleeps ``wait`` (to the end of the pause)
-    and acquires again. "pause" takes `seconds` (real).
+    For "acquire": a token is reserved under a new ``ticket`` and the caller sends after ``wait``
+    real seconds — during a pause too, behind the tickets already queued, at or after its end.
+    "pause" takes `seconds` (real).
     """
     s = state or initial_state(now, p)
     low = min(p.min_rate, p.rate)
-    rate = min(max(s.rate, low), p.rate)  # another process may be configured differently
+    rate = _rate(s, p)  # another process may be configured differently
     # Refill since the last update; never backwards in time and never during a pause.
     elapsed = max(0.0, now - s.updated_at)
     tokens = min(p.burst, s.tokens + elapsed * rate * p.time_scale)
     s = replace(s, tokens=tokens, updated_at=max(s.updated_at, now), rate=rate)
 
     if op == "acquire":
-        if now < s.paused_until:
-            return Step(s, s.paused_until - now)
-        s = replace(s, tokens=s.tokens - 1.0)
-        return Step(s, max(0.0, -s.tokens / (rate * p.time_scale)), reserved=True)
+        s = replace(s, tokens=s.tokens - 1.0, issued=s.issued + 1)
+        return Step(s, max(0.0, ticket_slot(s, s.issued, p) - now), reserved=True, ticket=s.issued)
     if op == "pause":
         until = max(s.paused_until, now + max(0.0, seconds))
-        # Outstanding reservations are voided (epoch); after the pause the bucket restarts with at
-        # most one token, refilling from the end of the pause.
+        # Refill stops until the pause ends: the queued tickets keep their debt and their order and
+        # resume one slot at a time after it. An idle bucket restarts with at most one token.
         return Step(
             replace(
                 s,
                 paused_until=until,
                 updated_at=until,
-                tokens=min(max(s.tokens, 0.0), 1.0),
+                tokens=min(s.tokens, 1.0),
                 epoch=s.epoch + 1,
             )
         )
     if op == "grow":
-        return Step(replace(s, rate=min(p.rate, rate * p.grow_factor)))
+        faster = min(p.rate, rate * p.grow_factor)
+        # A faster rate starts at the back of the queue: the debt is rescaled so the last queued
+        # ticket keeps its slot (its sleepers cannot learn of an earlier one), and the next ticket
+        # comes one new interval after it rather than squeezed in between.
+        tokens = s.tokens * faster / rate if s.tokens < 0 else s.tokens
+        return Step(replace(s, rate=faster, tokens=tokens))
     if op == "throttle":
         if now - s.throttled_at < p.throttle_cooldown / p.time_scale:
             return Step(s)
@@ -181,19 +208,22 @@ class _SharedBucketLimiter:
     def _read(self) -> BucketState | None:
         raise NotImplementedError
 
+    def _read_at(self) -> tuple[BucketState | None, float]:
+        """The stored state and the backend's clock (real seconds) read together."""
+        return self._read(), time.time()
+
     # -- RateLimiter -----------------------------------------------------------------------------
     def acquire(self) -> None:
-        while True:
-            step = self._transact("acquire")
-            if step.reserved and step.wait <= 0:
+        step = self._transact("acquire")
+        wait = step.wait
+        # Sleep to the ticket's slot; a pause or a halving since may have moved it back (in queue
+        # order): then sleep on to the new slot. One read per wake-up, no polling.
+        while wait > _EARLY:
+            self._sleep(wait)
+            current, now = self._read_at()
+            if current is None:
                 return
-            self._sleep(step.wait)
-            if not step.reserved:
-                continue  # slept through a pause: no token was taken, queue now
-            # Woke up at the reserved slot: it is ours unless a pause voided it meanwhile.
-            current = self._read()
-            if current is None or current.epoch == step.state.epoch:
-                return
+            wait = ticket_slot(current, step.ticket, self.params) - now
 
     def pause(self, seconds: float, reason: str) -> None:
         state = self._transact("pause", seconds).state
@@ -237,16 +267,20 @@ class _SharedBucketLimiter:
         self._sleep = time.sleep
 
 
-_COLUMNS = ("tokens", "updated_at", "rate", "paused_until", "epoch", "throttled_at")
+_EARLY = 1e-4  # real seconds: a wake-up this close to the slot sends (timer granularity)
+_COLUMNS = ("tokens", "updated_at", "rate", "paused_until", "epoch", "throttled_at", "issued")
 _TABLE = "notion_rate_limit"
+_VALUES = ", ".join("?" * (len(_COLUMNS) + 1))
 
 
 def _state_from_row(row) -> BucketState | None:
-    return None if row is None else BucketState(*(float(v) for v in row[:4]), int(row[4]), float(row[5]))
+    if row is None:
+        return None
+    return BucketState(*(float(v) for v in row[:4]), int(row[4]), float(row[5]), int(row[6]))
 
 
 def _row(key: str, s: BucketState) -> tuple:
-    return (key, s.tokens, s.updated_at, s.rate, s.paused_until, s.epoch, s.throttled_at)
+    return (key, s.tokens, s.updated_at, s.rate, s.paused_until, s.epoch, s.throttled_at, s.issued)
 
 
 class SqliteRateLimiter(_SharedBucketLimiter):
@@ -281,8 +315,12 @@ class SqliteRateLimiter(_SharedBucketLimiter):
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {_TABLE} (key TEXT PRIMARY KEY, tokens REAL NOT NULL, "
                 "updated_at REAL NOT NULL, rate REAL NOT NULL, paused_until REAL NOT NULL, "
-                "epoch INTEGER NOT NULL, throttled_at REAL NOT NULL)"
+                "epoch INTEGER NOT NULL, throttled_at REAL NOT NULL, issued INTEGER NOT NULL DEFAULT 0)"
             )
+            columns = {row[1] for row in conn.execute(f"PRAGMA table_info({_TABLE})")}
+            if "issued" not in columns:  # a bucket file from before tickets
+                with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                    conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN issued INTEGER NOT NULL DEFAULT 0")
             self._local.conn = conn
         return conn
 
@@ -295,7 +333,7 @@ class SqliteRateLimiter(_SharedBucketLimiter):
             ).fetchone()
             step = bucket_step(_state_from_row(row), op, time.time(), self.params, seconds)
             conn.execute(
-                f"INSERT OR REPLACE INTO {_TABLE} (key, {', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO {_TABLE} (key, {', '.join(_COLUMNS)}) VALUES ({_VALUES})",
                 _row(self.key, step.state),
             )
             conn.execute("COMMIT")
@@ -343,7 +381,11 @@ class PostgresRateLimiter(_SharedBucketLimiter):
                         f"CREATE TABLE IF NOT EXISTS {_TABLE} (key text PRIMARY KEY, "
                         "tokens double precision NOT NULL, updated_at double precision NOT NULL, "
                         "rate double precision NOT NULL, paused_until double precision NOT NULL, "
-                        "epoch bigint NOT NULL, throttled_at double precision NOT NULL)"
+                        "epoch bigint NOT NULL, throttled_at double precision NOT NULL, "
+                        "issued bigint NOT NULL DEFAULT 0)"
+                    )
+                    cur.execute(  # a bucket table from before tickets
+                        f"ALTER TABLE {_TABLE} ADD COLUMN IF NOT EXISTS issued bigint NOT NULL DEFAULT 0"
                     )
                 finally:
                     cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_TABLE,))
@@ -382,7 +424,7 @@ class PostgresRateLimiter(_SharedBucketLimiter):
                     if row is None:
                         cur.execute(
                             f"INSERT INTO {_TABLE} (key, {', '.join(_COLUMNS)}) "
-                            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING",
+                            f"VALUES ({_VALUES.replace('?', '%s')}) ON CONFLICT (key) DO NOTHING",
                             values,
                         )
                         if cur.rowcount == 0:  # another process created the row first: start over
@@ -406,10 +448,21 @@ class PostgresRateLimiter(_SharedBucketLimiter):
                 return step
 
     def _read(self) -> BucketState | None:
+        return self._read_at()[0]
+
+    def _read_at(self) -> tuple[BucketState | None, float]:
         def run(conn):
             with conn.cursor() as cur:
-                cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} WHERE key = %s", (self.key,))
-                return _state_from_row(cur.fetchone())
+                cur.execute(
+                    f"SELECT {', '.join(_COLUMNS)}, extract(epoch FROM clock_timestamp())::float8 "
+                    f"FROM {_TABLE} WHERE key = %s",
+                    (self.key,),
+                )
+                row = cur.fetchone()
+                if row is None:
+                    cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+                    return None, cur.fetchone()[0]
+                return _state_from_row(row), float(row[-1])
 
         return self._with_retry(run)
 
