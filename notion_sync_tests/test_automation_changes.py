@@ -30,10 +30,7 @@ def definitions(sensor) -> Definitions:
 
 
 @pytest.fixture
-def salesforce(own_salesforce_sandbox, monkeypatch) -> SalesforceResource:
-    # requests lets these variables override a session's own CA file (the sandbox's).
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+def salesforce(own_salesforce_sandbox) -> SalesforceResource:
     env = own_salesforce_sandbox.env()
     return SalesforceResource(
         instance_url=env["SALESFORCE_INSTANCE_URL"],

@@ -132,9 +132,8 @@ def e2e_environment(
 ) -> dict[str, str]:
     config = tmp_path / "notion_sync.yaml"
     config.write_text(config_text)
-    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
     return {
-        **env, **PG_ENV, **salesforce.env(), **notion.env(),
+        **os.environ, **PG_ENV, **salesforce.env(), **notion.env(),
         "DAGSTER_PG_DB": database,
         "DAGSTER_HOME": str(home),
         "NOTION_SYNC_CONFIG": str(config),

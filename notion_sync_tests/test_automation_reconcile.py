@@ -17,7 +17,6 @@ from notion_sync.notion.resource import NotionResource
 from notion_sync.notion.sync import _sf_id_of as page_salesforce_id
 from notion_sync.salesforce.assets import build_salesforce_asset
 from notion_sync.salesforce.resource import SalesforceResource
-from notion_sync.sandbox.salesforce_server import SalesforceSandbox
 from notion_sync.staging import StagingResource
 
 CONFIG = load_config()
@@ -34,35 +33,30 @@ def test_compare_finds_orphans_and_missing_records():
 
 
 @pytest.fixture
-def stack(tmp_path, notion_sandbox, monkeypatch) -> tuple[Definitions, SalesforceSandbox]:
-    """Definitions of Account's assets and jobs on the sandboxes, and the (own) Salesforce sandbox."""
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)  # would override the sandbox's CA file
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    with SalesforceSandbox(records=60, seed=5, workdir=tmp_path / "sf") as salesforce:
-        sf = salesforce.env()
-        resources = {
-            "salesforce": SalesforceResource(
-                instance_url=sf["SALESFORCE_INSTANCE_URL"], session_id=sf["SALESFORCE_SESSION_ID"],
-                ca_bundle=sf["SALESFORCE_CA_BUNDLE"],
-            ),
-            "notion": NotionResource(
-                token=notion_sandbox.token, base_url=notion_sandbox.url,
-                parent_page_id=notion_sandbox.parent_page_id, time_scale=notion_sandbox.speed,
-                limiter_path=str(tmp_path / "limiter.sqlite"), workers=4,
-            ),
-            "staging": StagingResource(path=str(tmp_path / "staging.duckdb")),
-        }
-        defs = Definitions(
-            assets=[build_salesforce_asset(ACCOUNT), build_notion_asset(ACCOUNT, [])],
-            jobs=[sync_job(ACCOUNT), build_reconcile_job(ACCOUNT)],
-            sensors=[build_resync_sensor(CONFIG)],
-            resources=resources,
-        )
-        yield defs, salesforce
+def defs(tmp_path, notion_sandbox, own_salesforce_sandbox) -> Definitions:
+    """Account's assets, jobs and the resync sensor on the sandboxes."""
+    sf = own_salesforce_sandbox.env()
+    resources = {
+        "salesforce": SalesforceResource(
+            instance_url=sf["SALESFORCE_INSTANCE_URL"], session_id=sf["SALESFORCE_SESSION_ID"],
+            ca_bundle=sf["SALESFORCE_CA_BUNDLE"],
+        ),
+        "notion": NotionResource(
+            token=notion_sandbox.token, base_url=notion_sandbox.url,
+            parent_page_id=notion_sandbox.parent_page_id, time_scale=notion_sandbox.speed,
+            limiter_path=str(tmp_path / "limiter.sqlite"), workers=4,
+        ),
+        "staging": StagingResource(path=str(tmp_path / "staging.duckdb")),
+    }
+    return Definitions(
+        assets=[build_salesforce_asset(ACCOUNT), build_notion_asset(ACCOUNT, [])],
+        jobs=[sync_job(ACCOUNT), build_reconcile_job(ACCOUNT)],
+        sensors=[build_resync_sensor(CONFIG)],
+        resources=resources,
+    )
 
 
-def test_reconcile_trashes_orphans_and_requeues_missing(stack, notion_sandbox):
-    defs, salesforce = stack
+def test_reconcile_trashes_orphans_and_requeues_missing(defs, notion_sandbox, own_salesforce_sandbox):
     with instance_for_test() as instance:
         assert defs.resolve_job_def("sync_Account").execute_in_process(
             instance=instance, partition_key=PARTITION
@@ -70,7 +64,7 @@ def test_reconcile_trashes_orphans_and_requeues_missing(stack, notion_sandbox):
         (source_id,) = notion_sandbox.stats()["pages_by_data_source"]
         pages = {page_salesforce_id(page): page["id"] for page in notion_sandbox.pages(source_id)}
         purged, lost = sorted(pages)[:2]
-        salesforce.delete("Account", purged, hard=True)  # gone from queryAll too
+        own_salesforce_sandbox.delete("Account", purged, hard=True)  # gone from queryAll too
         with defs.resources["notion"].get_client() as client:
             client.update_page(pages[lost], in_trash=True)  # someone deleted the page in Notion
 
