@@ -118,6 +118,9 @@ class AlertConfig(_Strict):
     rate_limited_runs: int = Field(
         default=3, ge=1, description="Rate-limited failed runs within the window that raise an alert"
     )
+    rate_limited_calls: int = Field(
+        default=100, ge=1, description="Notion 429 answers within the window (all syncs) that raise an alert"
+    )
     api_budget_share: float = Field(
         default=0.2, ge=0, le=1,
         description="Alert when less than this share of the Salesforce daily API budget is left",

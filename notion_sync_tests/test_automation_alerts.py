@@ -8,6 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from dagster import (
+    AssetKey,
+    AssetMaterialization,
     DagsterEventType,
     DagsterInstance,
     build_run_status_sensor_context,
@@ -25,7 +27,7 @@ from notion_sync.automation.alerts import (
     run_health,
     send_alert,
 )
-from notion_sync.config import AlertConfig
+from notion_sync.config import AlertConfig, load_config
 from notion_sync.salesforce.resource import SalesforceResource
 
 
@@ -108,24 +110,43 @@ def run_flaky(instance: DagsterInstance, fail: bool):
     )
 
 
-def test_health_sensor_alerts_once_per_condition(webhook, monkeypatch):
-    alerts = AlertConfig(webhook_url=webhook.url, failure_rate=0.3, rate_limited_runs=2)
-    sensor = build_health_sensor(alerts)
-    monkeypatch.setattr("notion_sync.automation.alerts.salesforce_budget", lambda sf: (14000, 15000))
+def test_health_sensor_alerts_once_per_condition(webhook, own_salesforce_sandbox):
+    config = load_config()
+    alerts = AlertConfig(
+        webhook_url=webhook.url, failure_rate=0.3, rate_limited_runs=5, rate_limited_calls=100
+    )
+    sensor = build_health_sensor(config.model_copy(update={"alerts": alerts}))
+    env = own_salesforce_sandbox.env()
+    salesforce = SalesforceResource(
+        instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
+        ca_bundle=env["SALESFORCE_CA_BUNDLE"],
+    )
+    own_salesforce_sandbox.set_budget(remaining=1_000, maximum=10_000)
     with instance_for_test() as instance:
         for fail in (True, True, False):
             run_flaky(instance, fail)
-        assert run_health(instance, 0) == RunHealth(finished=3, failed=2, rate_limited=2)
-        cursor = None
-        for _ in range(2):
-            context = build_sensor_context(
-                instance=instance, cursor=cursor, resources={"salesforce": SalesforceResource()}
-            )
-            result = sensor.evaluate_tick(context)
-            cursor = result.cursor
-    assert [body["text"].split(":")[1].split()[0] for body in webhook.bodies] == ["2", "2"]
-    assert len(webhook.bodies) == 2  # failure rate + 429s, each once across two ticks
-    assert json.loads(cursor) == ["failure_rate", "rate_limited"]
+        # A sync that got through after 150 answers 429 (the metadata every notion/* run records).
+        instance.report_runless_asset_event(
+            AssetMaterialization(["notion", "Account"], metadata={"rate_limited_429s": 150})
+        )
+        health = run_health(instance, 0.0, [AssetKey(["notion", "Account"])])
+        assert health == RunHealth(finished=3, failed=2, rate_limited=2, calls_rate_limited=150)
+
+        def tick(cursor):
+            resources = {"salesforce": salesforce}
+            return sensor.evaluate_tick(
+                build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+            ).cursor
+
+        cursor = tick(tick(None))
+        assert json.loads(cursor) == ["api_budget", "failure_rate", "rate_limited"]
+        texts = [body["text"] for body in webhook.bodies]
+        assert len(texts) == 3  # each condition once across two ticks
+        assert any("Salesforce API budget low: 999 of 10000" in text for text in texts)  # limits costs 1
+        assert any("150 answers 429" in text for text in texts)
+        own_salesforce_sandbox.set_budget(remaining=10_000)
+        assert json.loads(tick(cursor)) == ["failure_rate", "rate_limited"]
+        assert len(webhook.bodies) == 3
 
 
 def test_run_failure_sensor_posts_the_failed_run(webhook):

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import requests
 from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -29,10 +32,13 @@ from dagster import (
 )
 
 from notion_sync.automation.failures import is_rate_limited
-from notion_sync.config import AlertConfig
+from notion_sync.automation.names import object_asset_keys
+from notion_sync.config import AlertConfig, SyncConfig
 from notion_sync.salesforce.resource import SalesforceResource
 
 WEBHOOK_TIMEOUT_S = 5.0
+NOTION_429_METADATA = "rate_limited_429s"  # recorded by every notion/<Object> materialization
+MAX_MATERIALIZATIONS = 10_000  # per asset and window; far above a day's partitions
 logger = logging.getLogger(__name__)
 
 
@@ -81,24 +87,35 @@ def build_run_failure_alert_sensor(alerts: AlertConfig) -> SensorDefinition:
 class RunHealth:
     finished: int
     failed: int
-    rate_limited: int
+    rate_limited: int  # failed runs whose failure was a 429
+    calls_rate_limited: int = 0  # 429 answers the Notion syncs met (and survived) in the window
 
     @property
     def failure_rate(self) -> float:
         return self.failed / self.finished if self.finished else 0.0
 
 
-def run_health(instance: DagsterInstance, since: float) -> RunHealth:
-    """Finished and failed runs since `since` (POSIX seconds), and how many failures were 429s."""
+def run_health(instance: DagsterInstance, since: float, notion_keys: Iterable[AssetKey] = ()) -> RunHealth:
+    """Finished and failed runs since `since` (POSIX seconds), how many failures were 429s, and the
+    429s recorded by the `notion/*` materializations (metadata `rate_limited_429s`)."""
     finished_statuses = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
     records = instance.get_run_records(
         RunsFilter(statuses=finished_statuses, updated_after=datetime.fromtimestamp(since, UTC))
     )
     failed = [r for r in records if r.dagster_run.status == DagsterRunStatus.FAILURE]
+    calls = 0
+    for key in notion_keys:
+        events = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, after_timestamp=float(since)), limit=MAX_MATERIALIZATIONS
+        )
+        for event in events.records:
+            value = event.asset_materialization.metadata.get(NOTION_429_METADATA)
+            calls += int(value.value) if value is not None else 0
     return RunHealth(
         finished=len(records),
         failed=len(failed),
         rate_limited=sum(is_rate_limited(instance, r) for r in failed),
+        calls_rate_limited=calls,
     )
 
 
@@ -113,8 +130,12 @@ def health_alerts(
             f"{health.failed} of {health.finished} runs failed {window} ({health.failure_rate:.1%}, "
             f"threshold {alerts.failure_rate:.1%})"
         )
-    if health.rate_limited >= alerts.rate_limited_runs:
-        texts["rate_limited"] = f"{health.rate_limited} runs failed on rate limiting (429) {window}"
+    repeated_429s = health.calls_rate_limited >= alerts.rate_limited_calls
+    if repeated_429s or health.rate_limited >= alerts.rate_limited_runs:
+        texts["rate_limited"] = (
+            f"repeated Notion rate limiting {window}: {health.calls_rate_limited} answers 429, "
+            f"{health.rate_limited} runs failed on it"
+        )
     if budget is not None:
         remaining, maximum = budget
         if maximum and remaining / maximum < alerts.api_budget_share:
@@ -131,7 +152,10 @@ def salesforce_budget(salesforce: SalesforceResource) -> tuple[int, int]:
     return int(daily["Remaining"]), int(daily["Max"])
 
 
-def build_health_sensor(alerts: AlertConfig) -> SensorDefinition:
+def build_health_sensor(config: SyncConfig) -> SensorDefinition:
+    alerts = config.alerts
+    notion_keys = [object_asset_keys(name)[1] for name in config.objects]
+
     @sensor(
         name="notion_sync_health",
         minimum_interval_seconds=alerts.check_interval_seconds,
@@ -140,7 +164,7 @@ def build_health_sensor(alerts: AlertConfig) -> SensorDefinition:
         "Salesforce API budget.",
     )
     def notion_sync_health(context: SensorEvaluationContext, salesforce: SalesforceResource) -> SkipReason:
-        health = run_health(context.instance, time.time() - alerts.window_minutes * 60)
+        health = run_health(context.instance, time.time() - alerts.window_minutes * 60, notion_keys)
         try:
             budget: tuple[int, int] | None = salesforce_budget(salesforce)
         except Exception as error:  # an unreachable Salesforce must not stop the run checks
@@ -154,7 +178,8 @@ def build_health_sensor(alerts: AlertConfig) -> SensorDefinition:
                 send_alert(text, alerts.webhook_url, context.log)
         context.update_cursor(json.dumps(sorted(texts)))
         return SkipReason(
-            f"{health.failed}/{health.finished} runs failed, {health.rate_limited} rate limited; "
+            f"{health.failed}/{health.finished} runs failed, {health.rate_limited} on 429s, "
+            f"{health.calls_rate_limited} Notion 429s; "
             f"active alerts: {', '.join(sorted(texts)) or 'none'}"
         )
 

@@ -82,6 +82,6 @@ def build_sensors(config: SyncConfig) -> list[SensorDefinition]:
         build_retry_sensor(config),
         *(build_change_sensor(obj, config.realtime) for obj in realtime),
         build_run_failure_alert_sensor(config.alerts),
-        build_health_sensor(config.alerts),
+        build_health_sensor(config),
         build_resync_sensor(config),
     ]
