@@ -140,6 +140,7 @@ def test_automation_sections_default_and_override():
     assert config.retry.min_after_rate_limit_minutes == 5
     assert config.realtime.interval_seconds == 15
     assert config.reconcile.schedule.cron == "0 3 * * 0"
+    assert config.alerts.rate_limited_runs == 3 and config.alerts.rate_limited_calls == 100
     data = example()
     data["retry"] = {"backoff_minutes": [0.05, 0.1], "min_after_rate_limit_minutes": 0.1, "max_attempts": 2}
     data["alerts"] = {"webhook_url": "http://127.0.0.1:9/hook", "failure_rate": 0.05, "rate_limited_runs": 5}

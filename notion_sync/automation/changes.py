@@ -15,7 +15,6 @@ later tick, after that run ends.
 from __future__ import annotations
 
 from dagster import (
-    DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
     SensorDefinition,
@@ -25,11 +24,12 @@ from dagster import (
     sensor,
 )
 from dagster._core.storage.partition_status_cache import AssetPartitionStatus
+from simple_salesforce import Salesforce
 
+from notion_sync.automation.failures import partitions_by_status
 from notion_sync.automation.jobs import sync_job
 from notion_sync.automation.lanes import lane_tags
 from notion_sync.automation.modstamps import modstamp_day, touched_days
-from notion_sync.automation.names import object_asset_keys
 from notion_sync.config import ObjectConfig, RealtimeConfig
 from notion_sync.partitions import daily_partitions
 from notion_sync.salesforce.resource import SalesforceResource
@@ -42,19 +42,9 @@ def _modstamp_query(object_name: str, after: str | None, order: str) -> str:
     return f"SELECT {MODSTAMP} FROM {object_name}{where} ORDER BY {MODSTAMP} {order} LIMIT 1"
 
 
-def _first_modstamp(salesforce: SalesforceResource, query: str) -> str | None:
-    records = salesforce.get_client().sf.query(query, include_deleted=True)["records"]
+def _first_modstamp(sf: Salesforce, query: str) -> str | None:
+    records = sf.query(query, include_deleted=True)["records"]
     return records[0][MODSTAMP] if records else None
-
-
-def _in_progress(instance: DagsterInstance, obj: ObjectConfig, partition_keys: list[str]) -> set[str]:
-    """The given partitions of the object that a queued or running run is materializing."""
-    partitions_def = daily_partitions(obj)
-    busy: set[str] = set()
-    for asset_key in object_asset_keys(obj.name):
-        statuses = instance.get_status_by_partition(asset_key, partition_keys, partitions_def) or {}
-        busy |= {key for key, status in statuses.items() if status == AssetPartitionStatus.IN_PROGRESS}
-    return busy
 
 
 def build_change_sensor(obj: ObjectConfig, realtime: RealtimeConfig) -> SensorDefinition:
@@ -73,16 +63,17 @@ def build_change_sensor(obj: ObjectConfig, realtime: RealtimeConfig) -> SensorDe
         context: SensorEvaluationContext, salesforce: SalesforceResource
     ) -> SensorResult | SkipReason:
         cursor = context.cursor
-        newest = _first_modstamp(salesforce, _modstamp_query(obj.name, cursor, "DESC"))
+        sf = salesforce.get_client().sf
+        newest = _first_modstamp(sf, _modstamp_query(obj.name, cursor, "DESC"))
         if newest is None:
             return SkipReason(f"no {obj.name} changes after {cursor}")
         if cursor is None:
             return SensorResult(cursor=newest, skip_reason=f"started at {obj.name} modstamp {newest}")
         oldest = cursor if modstamp_day(cursor) == modstamp_day(newest) else (
-            _first_modstamp(salesforce, _modstamp_query(obj.name, cursor, "ASC")) or newest
+            _first_modstamp(sf, _modstamp_query(obj.name, cursor, "ASC")) or newest
         )
         days = [key for key in touched_days(oldest, newest) if partitions_def.has_partition_key(key)]
-        busy = _in_progress(context.instance, obj, days)
+        busy = partitions_by_status(context.instance, obj, days).get(AssetPartitionStatus.IN_PROGRESS)
         if busy:
             return SkipReason(f"{obj.name} changed up to {newest}; waiting for partitions {sorted(busy)}")
         return SensorResult(

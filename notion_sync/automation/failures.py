@@ -11,7 +11,7 @@ latest planned materialization. A failure counts as rate-limited when the run ca
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 from dagster._core.storage.dagster_run import RunRecord
@@ -22,7 +22,7 @@ from dagster._utils.error import SerializableErrorInfo
 from notion_sync.automation.lanes import LANE_TAG, RATE_LIMITED_TAG
 from notion_sync.automation.names import object_asset_keys
 from notion_sync.automation.retry_policy import FailedPartition
-from notion_sync.config import SyncConfig
+from notion_sync.config import ObjectConfig, SyncConfig
 from notion_sync.partitions import daily_partitions
 
 RATE_LIMIT_PATTERN = re.compile(r"rate_limited|\b429\b|REQUEST_LIMIT_EXCEEDED", re.IGNORECASE)
@@ -62,6 +62,22 @@ def is_rate_limited(instance: DagsterInstance, record: RunRecord) -> bool:
     return any(RATE_LIMIT_PATTERN.search(text) for text in failure_texts(instance, record.dagster_run.run_id))
 
 
+def partitions_by_status(
+    instance: DagsterInstance, obj: ObjectConfig, partition_keys: Sequence[str] | None = None
+) -> dict[AssetPartitionStatus, dict[str, list[AssetKey]]]:
+    """status -> partition key -> the object's assets (`salesforce/`, `notion/`) in that status,
+    from the instance's partition status; all partitions when `partition_keys` is None."""
+    partitions_def = daily_partitions(obj)
+    keys = partitions_def.get_partition_keys() if partition_keys is None else partition_keys
+    found: dict[AssetPartitionStatus, dict[str, list[AssetKey]]] = {}
+    for asset_key in object_asset_keys(obj.name):
+        statuses = instance.get_status_by_partition(asset_key, keys, partitions_def) or {}
+        for partition_key, status in statuses.items():
+            if status is not None:
+                found.setdefault(status, {}).setdefault(partition_key, []).append(asset_key)
+    return found
+
+
 def find_failed_partitions(
     instance: DagsterInstance, config: SyncConfig
 ) -> tuple[list[FailedPartition], set[str]]:
@@ -73,17 +89,9 @@ def find_failed_partitions(
     failed: list[FailedPartition] = []
     in_progress: set[str] = set()
     for obj in config.objects.values():
-        partitions_def = daily_partitions(obj)
-        partition_keys = partitions_def.get_partition_keys()
-        failed_assets: dict[str, list[AssetKey]] = {}
-        for asset_key in object_asset_keys(obj.name):
-            statuses = instance.get_status_by_partition(asset_key, partition_keys, partitions_def) or {}
-            for partition_key, status in statuses.items():
-                if status == AssetPartitionStatus.FAILED:
-                    failed_assets.setdefault(partition_key, []).append(asset_key)
-                elif status == AssetPartitionStatus.IN_PROGRESS:
-                    in_progress.add(f"{obj.name}|{partition_key}")
-        for partition_key, asset_keys in failed_assets.items():
+        statuses = partitions_by_status(instance, obj)
+        in_progress |= {f"{obj.name}|{key}" for key in statuses.get(AssetPartitionStatus.IN_PROGRESS, {})}
+        for partition_key, asset_keys in statuses.get(AssetPartitionStatus.FAILED, {}).items():
             records = _failed_runs(instance, asset_keys, partition_key)
             if not records or any(r.dagster_run.tags.get(WILL_RETRY_TAG) == "true" for r in records):
                 continue
