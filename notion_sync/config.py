@@ -66,6 +66,9 @@ class ObjectConfig(_Strict):
     batch_size: int = Field(default=200, ge=1, le=10_000)
     bulk_threshold: int = Field(default=2_000, ge=0)
     mode: Literal["realtime", "batch", "scheduled"] = "batch"
+    owners: tuple[str, ...] = Field(
+        default=(), description="Dagster asset owners: emails or 'team:name', shown in the UI"
+    )
 
     @field_validator("name")
     @classmethod
@@ -80,6 +83,14 @@ class ObjectConfig(_Strict):
         for field in value:
             if not _API_NAME.match(field):
                 raise ValueError(f"'{field}' is not a Salesforce field API name")
+        return value
+
+    @field_validator("owners")
+    @classmethod
+    def _owner_form(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for owner in value:
+            if "@" not in owner and not owner.startswith("team:"):
+                raise ValueError(f"owner '{owner}' must be an email address or 'team:<name>'")
         return value
 
     @model_validator(mode="after")

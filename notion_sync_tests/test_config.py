@@ -164,3 +164,11 @@ def test_bad_reconcile_cron_is_named():
     data = example()
     data["reconcile"] = {"schedule": {"cron": "weekly"}}
     assert_config_error(data, "reconcile.schedule.cron", "not a valid cron")
+
+
+def test_owners_must_be_emails_or_teams():
+    data = example()
+    data["objects"]["Account"]["owners"] = ["revops"]
+    assert_config_error(data, "objects.Account.owners", "'revops' must be an email address or 'team:<name>'")
+    data["objects"]["Account"]["owners"] = ["ops@example.com", "team:revops"]
+    assert parse_config(data).objects["Account"].owners == ("ops@example.com", "team:revops")

@@ -21,6 +21,7 @@ def test_assets_are_daily_partitioned_and_notion_follows_parents():
     assert AssetKey(["notion", "Account"]) in contact.parent_keys
     assert AssetKey(["salesforce", "Contact"]) in contact.parent_keys
     assert graph.get(AssetKey(["salesforce", "Contact"])).partitions_def == contact.partitions_def
+    assert list(contact.owners) == ["team:revops"]
 
 
 def test_one_factory_call_per_configured_object(tmp_path):

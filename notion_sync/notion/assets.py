@@ -43,6 +43,7 @@ def _metadata(report: SyncReport, notion: NotionResource) -> dict:
         "failed": report.totals["failed"],
         "skipped": report.totals["skipped"],
         "records": report.records,
+        "rate_limit_rps": notion.rate_limit_rps,
         "relations_filled": report.relations_filled,
         "requests": report.requests,
         "rate_limited_429s": report.rate_limited,
@@ -72,6 +73,7 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
             *(AssetKey(["notion", parent]) for parent in parents),
         ],
         pool="notion_api",
+        owners=list(obj.owners),
         retry_policy=SYNC_RETRY_POLICY,
         description=(
             f"Salesforce {obj.name} records of the day ({obj.staging_table}) upserted into the Notion "

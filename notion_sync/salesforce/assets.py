@@ -55,6 +55,7 @@ def build_salesforce_asset(obj: ObjectConfig) -> AssetsDefinition:
         kinds={"salesforce", "duckdb"},
         partitions_def=daily_partitions(obj),
         pool="duckdb_write",
+        owners=list(obj.owners),
         retry_policy=EXTRACT_RETRY_POLICY,
         description=(
             f"Salesforce {obj.name} records by day of SystemModstamp (UTC), deleted ones flagged IsDeleted, "
@@ -77,13 +78,15 @@ def build_salesforce_asset(obj: ObjectConfig) -> AssetsDefinition:
             raise Failure(description=str(error), allow_retries=False) from error
         return MaterializeResult(
             metadata={
+                "dagster/row_count": result.rows,
                 "rows": result.rows,
                 "deleted_rows": result.deleted,
                 "estimated_rows": result.estimated,
                 "method": result.method.value,
                 "pages": result.pages,
                 "api_calls": result.api_calls,
-                "api_remaining": result.api_remaining if result.api_remaining is not None else -1,
+                # Only when Salesforce reported it, so the UI's plot is not distorted by a placeholder.
+                **({"api_remaining": result.api_remaining} if result.api_remaining is not None else {}),
                 "duration_s": round(result.duration_s, 3),
                 "spool_s": round(result.spool_s, 3),
                 "staging_lock_s": round(result.lock_s, 3),
