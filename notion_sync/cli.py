@@ -14,6 +14,9 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dagster import DagsterInstance
+
+from notion_sync.instance import InstanceCheckError, check_instance, init_instance
 from notion_sync.sandbox.notion_server import NotionSandbox
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
 from notion_sync.status import run_status
@@ -60,12 +63,35 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 def _prepare_dagster_home(home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+
+
+def _init_instance(home: Path) -> None:
+    """Check the instance's storage settings, then set the project's pool limits on it."""
+    check_instance(home)
+    with DagsterInstance.from_config(str(home)) as instance:
+        limits = init_instance(instance)
+    print("# pools: " + ", ".join(f"{pool}={limit}" for pool, limit in limits.items()), flush=True)
+
+
+def cmd_init_instance(args: argparse.Namespace) -> int:
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        print("DAGSTER_HOME is not set: point it at the folder holding your dagster.yaml", file=sys.stderr)
+        return 2
+    try:
+        _init_instance(Path(home))
+    except InstanceCheckError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     home = Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / ".dagster_home")
     _prepare_dagster_home(home)
+    _init_instance(home)
     with ExitStack() as stack:
         env = {
             **os.environ,
@@ -132,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     demo.add_argument("--partition", help="partition to sync before the UI starts (default: today, UTC)")
     demo.set_defaults(func=cmd_demo)
+
+    init = commands.add_parser(
+        "init-instance", help="check $DAGSTER_HOME's storage and set the project's pool limits (once)"
+    )
+    init.set_defaults(func=cmd_init_instance)
 
     status = commands.add_parser(
         "status", help="synced, failed, skipped, pending per object partition; API usage (NOTION_SYNC_DUCKDB)"

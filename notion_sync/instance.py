@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg2
 import yaml
+from dagster import DagsterInstance
 
 CONNECT_TIMEOUT_S = 5
 # postgres_db field -> the libpq keyword it becomes
@@ -84,3 +85,17 @@ def check_instance(dagster_home: str | Path | None = None) -> None:
             f"PostgreSQL storage at {where} (database {params.get('dbname')!r}) is not usable: {first_line}. "
             f"Check {_culprit(first_line, settings)}."
         ) from None
+
+
+# Pool limits the instance must hold (Dagster keeps per-pool limits in the instance, not in
+# dagster.yaml). duckdb_write: DuckDB has one writing process. notion_api: above the backfill lane's
+# run limit (4), so a realtime run's Notion step never queues behind backfills; the shared rate
+# limiter, not the pool, sets the request pace.
+POOL_LIMITS = {"duckdb_write": 1, "notion_api": 6}
+
+
+def init_instance(instance: DagsterInstance) -> dict[str, int]:
+    """Set the project's pool limits on an instance (idempotent); returns what was set."""
+    for pool, limit in POOL_LIMITS.items():
+        instance.event_log_storage.set_concurrency_slots(pool, limit)
+    return dict(POOL_LIMITS)

@@ -1,0 +1,73 @@
+"""The `notion-sync` command as a user runs it: sandbox exports, instance initialisation."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+from dagster import DagsterInstance
+
+from notion_sync.cli import main
+from notion_sync.instance import POOL_LIMITS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_sandbox_command_prints_working_exports(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "notion_sync.cli", "sandbox", "--records", "5", "--salesforce-port", "0",
+         "--notion-port", "0", "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        env: dict[str, str] = {}
+        for line in process.stdout:
+            if line.startswith("# Ctrl-C"):
+                break
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").strip().partition("=")
+                env[name] = value
+        assert {"SALESFORCE_INSTANCE_URL", "SALESFORCE_SESSION_ID", "SALESFORCE_CA_BUNDLE", "NOTION_TOKEN",
+                "NOTION_BASE_URL", "NOTION_PARENT_PAGE_ID", "NOTION_VERSION"} <= set(env)
+        page = requests.get(
+            f"{env['NOTION_BASE_URL']}/v1/pages/{env['NOTION_PARENT_PAGE_ID']}",
+            headers={
+                "Authorization": f"Bearer {env['NOTION_TOKEN']}", "Notion-Version": env["NOTION_VERSION"]
+            },
+            timeout=10,
+        )
+        assert page.status_code == 200 and page.json()["object"] == "page"
+        session = requests.Session()
+        session.trust_env = False  # this machine's REQUESTS_CA_BUNDLE would replace the sandbox CA
+        versions = session.get(
+            f"{env['SALESFORCE_INSTANCE_URL']}/services/data/", verify=env["SALESFORCE_CA_BUNDLE"], timeout=10
+        )
+        assert versions.status_code == 200 and versions.json()[0]["version"]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+def test_init_instance_sets_the_pool_limits(tmp_path, monkeypatch):
+    shutil.copyfile(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    assert main(["init-instance"]) == 0
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        limits = {info.concurrency_key: info.slot_count
+                  for info in map(instance.event_log_storage.get_concurrency_info, POOL_LIMITS)}
+    assert limits == POOL_LIMITS
+
+
+def test_init_instance_names_the_unreachable_postgres_setting(tmp_path, monkeypatch, capsys):
+    shutil.copyfile(REPO / "dagster.postgres.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    for name, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "1", "DAGSTER_PG_USER": "postgres",
+                        "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": "postgres"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["init-instance"]) == 2
+    assert "DAGSTER_PG_PORT" in capsys.readouterr().err
