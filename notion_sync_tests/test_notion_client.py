@@ -430,17 +430,22 @@ def test_pipeline_keeps_a_bounded_number_in_flight():
 
 
 def test_pipeline_keeps_latency_from_capping_throughput(make_client, notion_sandbox, tmp_path):
-    """250+-100 ms round trips at 3 rps: one worker cannot reach 3 rps, a small pool keeps the limit busy."""
-    notion_sandbox.set_latency(250, 100)  # virtual ms
+    """600+-100 ms round trips cap one worker at 1/0.6 = 1.67 rps; a pool of 4 must go past that cap.
+
+    The exact share of the limit is the benchmark's figure (benchmarks/bench_notion_sync.py); here the
+    speed factor stays low so that scheduling noise on a loaded machine is not multiplied into the result.
+    """
+    notion_sandbox.set_speed(10)
+    notion_sandbox.set_latency(600, 100)  # virtual ms
     limiter = SqliteRateLimiter(
         tmp_path / "b.sqlite", "k", rate=3.0, burst=2, time_scale=notion_sandbox.speed, adaptive=False
     )
     client = make_client(limiter=limiter)
-    for _ in run_pipelined(range(40), lambda _: client.request("GET", "/v1/users/me"), workers=4):
+    for _ in run_pipelined(range(30), lambda _: client.request("GET", "/v1/users/me"), workers=4):
         pass
     stats = notion_sandbox.stats()
     assert stats["rate_limited"] == 0
-    assert stats["achieved_rps_virtual"] >= 2.9
+    assert stats["achieved_rps_virtual"] > 1 / 0.6 * 1.2
 
 
 # -- resource --------------------------------------------------------------------------------------

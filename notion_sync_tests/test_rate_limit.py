@@ -271,8 +271,9 @@ def _assert_within_bucket(stamps: list[float], rate: float, burst: int, count: i
     # Any window, not just the whole run: at most rate x window + burst (+1 for the edge, +timer slack).
     for window in (0.05, 0.2, 0.5, 1.0):
         assert _max_in_window(stamps, window) <= rate * (window + 0.01) + burst + 1, window
-    # ...and the pace is the rate, not well below it.
-    assert len(stamps) >= rate * total_time * 0.95
+    # ...and the limiter does not throttle far below its rate (the exact share of the limit is the
+    # benchmark's figure; a loaded machine slows the processes themselves).
+    assert len(stamps) >= rate * total_time * 0.8
 
 
 @pytest.mark.parametrize("processes", [2, 4])
@@ -347,7 +348,7 @@ def _assert_server_saw_the_bucket(stats: dict, rate: float, burst: int) -> None:
     # Never more than rate x time + burst. The server stamps a request when it has answered it, so
     # either end of the span may be late by its processing time: 1 virtual second (33 ms real) of slack.
     assert intervals <= rate * (stats["span_virtual_s"] + 1.0) + burst + 1
-    assert stats["achieved_rps_virtual"] >= 0.95 * rate  # and not much less either
+    assert stats["achieved_rps_virtual"] >= 0.8 * rate  # and not far below it (exact share: the benchmark)
 
 
 SANDBOX_SPEED = 30
