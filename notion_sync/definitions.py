@@ -3,7 +3,7 @@ jobs, sensors and schedules. `dagster dev -m notion_sync.definitions` and worksp
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from notion_sync.automation.jobs import build_jobs
 from notion_sync.automation.schedules import build_schedules
@@ -29,6 +29,9 @@ def build_definitions(config: SyncConfig) -> Definitions:
         sensors=build_sensors(config),
         schedules=build_schedules(config),
         resources=build_resources(),
+        # One process per run, not per step: a run's steps go one after the other anyway (parents
+        # first, pools), and each step process would cost seconds of start-up per partition.
+        executor=in_process_executor,
     )
 
 

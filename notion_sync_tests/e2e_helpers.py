@@ -115,15 +115,11 @@ class DagsterUI:
 
         self.wait("the code location to load", loaded, STARTUP_TIMEOUT_S)
 
-    def launch_backfill(
-        self, asset_paths: list[list[str]], partitions: list[str], run_config: dict | None = None
-    ) -> str:
+    def launch_backfill(self, asset_paths: list[list[str]], partitions: list[str]) -> str:
         params: dict[str, Any] = {
             "assetSelection": [{"path": path} for path in asset_paths],
             "partitionNames": partitions,
         }
-        if run_config is not None:
-            params["runConfigData"] = run_config
         result = self.graphql(BACKFILL_MUTATION, {"params": params})["launchPartitionBackfill"]
         assert result["__typename"] == "LaunchBackfillSuccess", result
         return result["backfillId"]

@@ -19,7 +19,6 @@ from notion_sync_tests.e2e_helpers import Stack, running_stack
 PARTITIONS = ["2026-11-19", "2026-11-20"]  # inside the sandbox data's 30 days (before 2026-11-21)
 OBJECTS = ["Account", "Contact"]
 BACKFILL_TIMEOUT_S = 150
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
 @pytest.fixture
@@ -32,7 +31,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 def test_backfill_two_objects_from_graphql(stack: Stack) -> None:
     started = time.monotonic()
     assets = [[system, name] for name in OBJECTS for system in ("salesforce", "notion")]
-    backfill_id = stack.ui.launch_backfill(assets, PARTITIONS, run_config=IN_PROCESS)
+    backfill_id = stack.ui.launch_backfill(assets, PARTITIONS)
 
     backfill = stack.ui.wait_for_backfill(backfill_id, BACKFILL_TIMEOUT_S)
     assert backfill["status"] == "COMPLETED_SUCCESS", (backfill, stack.ui.log_tail())
