@@ -14,7 +14,7 @@ from notion_sync.automation.sensors import build_resync_sensor
 from notion_sync.config import load_config
 from notion_sync.notion.assets import build_notion_asset
 from notion_sync.notion.resource import NotionResource
-from notion_sync.notion.sync import _sf_id_of as page_salesforce_id
+from notion_sync.notion.sync import page_salesforce_id
 from notion_sync.salesforce.assets import build_salesforce_asset
 from notion_sync.salesforce.resource import SalesforceResource
 from notion_sync.staging import StagingResource

@@ -181,7 +181,6 @@ def make_env(sandbox: NotionSandbox, tmp_path: Path, workers: int = 4) -> Env:
         time_scale=sandbox.speed,
         limiter_path=str(tmp_path / "limiter.sqlite"),
         workers=workers,
-        max_retries=12,
     )
     return Env(sandbox, tmp_path / "staging.duckdb", resource)
 
@@ -477,6 +476,88 @@ def test_database_is_created_once(env: Env) -> None:
     routes = env.sandbox.stats()["requests_by_route"]
     assert routes["POST /v1/databases"] == {"200": 1}
     assert len(env.query("SELECT * FROM notion_targets")) == 1
+
+
+def data_sources_titled(env: Env, title: str) -> list[str]:
+    """Ids of the live data sources titled ``title`` (one per database created by the sync)."""
+    return [ds for ds, s in env.sandbox.stats()["pages_by_data_source"].items() if s["title"] == title]
+
+
+@pytest.mark.parametrize(
+    "inject",
+    [
+        pytest.param(
+            lambda s: s.inject(status=502, method="POST", path_prefix="/v1/databases", apply_write=True),
+            id="created-then-502",
+        ),
+        pytest.param(
+            lambda s: s.inject_timeout(
+                seconds=0.5, method="POST", path_prefix="/v1/databases", apply_write=True
+            ),
+            id="created-then-timeout",
+        ),
+    ],
+)
+def test_ambiguous_database_create_finds_the_database(env: Env, inject) -> None:
+    env.resource = env.resource.model_copy(update={"read_timeout": 0.2})
+    env.stage("Account", [account(1)])
+    inject(env.sandbox)
+    report = env.sync("Account")  # the create's outcome is unknown: the search finds the database
+    assert report.totals["created"] == 1
+    [source] = data_sources_titled(env, "Accounts")
+    assert env.data_source("Account") == source
+    sent = "SELECT count(*) FROM api_usage WHERE method = 'POST' AND endpoint = '/v1/databases'"
+    assert env.query(sent) == [(1,)]  # never sent twice (the sandbox counts a stalled one late)
+    env.sync("Account")
+    assert data_sources_titled(env, "Accounts") == [source]
+    assert_no_duplicates(env)
+
+
+def test_unapplied_database_create_fails_the_run_then_creates_once(env: Env) -> None:
+    from notion_sync.notion.errors import AmbiguousWriteError
+
+    env.stage("Account", [account(1)])
+    env.sandbox.inject(status=500, method="POST", path_prefix="/v1/databases")
+    with pytest.raises(AmbiguousWriteError, match="not created again in this run"):
+        env.sync("Account")  # nothing found after the search settled: no second create in this run
+    assert data_sources_titled(env, "Accounts") == []
+    assert env.query("SELECT count(*) FROM notion_targets") == [(0,)]
+    env.sync("Account")  # the retry searches again, finds nothing and creates
+    assert len(data_sources_titled(env, "Accounts")) == 1
+    assert env.sandbox.stats()["requests_by_route"]["POST /v1/databases"] == {"500": 1, "200": 1}
+    assert len(env.pages("Account")) == 1
+
+
+def test_lost_target_finds_the_database_instead_of_creating_another(env: Env) -> None:
+    env.stage("Account", [account(1), account(2)])
+    env.sync("Account")
+    [target] = env.query("SELECT database_id, data_source_id FROM notion_targets")
+    with env.connect() as conn:
+        conn.execute("DELETE FROM notion_targets")  # or a crash between the create and recording it
+    env.sandbox.reset_stats()
+    report = env.sync("Account")
+    assert "POST /v1/databases" not in env.sandbox.stats()["requests_by_route"]
+    assert env.query("SELECT database_id, data_source_id FROM notion_targets") == [target]
+    assert report.totals["unchanged"] == 2
+    assert len(data_sources_titled(env, "Accounts")) == 1
+    assert len(env.pages("Account")) == 2
+    assert_no_duplicates(env)
+
+
+def test_databases_without_the_marker_are_not_adopted(env: Env) -> None:
+    from notion_sync.notion.client import NotionClient
+
+    client = NotionClient(env.sandbox.token, base_url=env.sandbox.url)
+    title = {"Name": {"title": {}}}
+    foreign = client.create_database(env.sandbox.parent_page_id, "Accounts", title)  # the user's own
+    other_object = client.create_database(
+        env.sandbox.parent_page_id, "Accounts", title, "synced by notion-sync [notion-sync:Contact]"
+    )
+    env.stage("Account", [account(1)])
+    env.sync("Account")
+    database_id = env.query("SELECT database_id FROM notion_targets")[0][0]
+    assert database_id not in (foreign["id"], other_object["id"])
+    assert len(data_sources_titled(env, "Accounts")) == 3
 
 
 def test_missing_parent_page_is_named(env: Env) -> None:

@@ -39,7 +39,7 @@ from notion_sync.automation.names import object_asset_keys, reconcile_job_name, 
 from notion_sync.config import ObjectConfig
 from notion_sync.notion import state
 from notion_sync.notion.resource import NotionResource
-from notion_sync.notion.sync import _sf_id_of as page_salesforce_id
+from notion_sync.notion.sync import page_salesforce_id
 from notion_sync.salesforce.resource import SalesforceResource
 from notion_sync.staging import StagingResource
 

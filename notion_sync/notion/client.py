@@ -15,7 +15,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -293,15 +293,37 @@ class NotionClient:
         return text.replace(self._token, "***") if self._token else text
 
     # -- endpoints -------------------------------------------------------------------------------
-    def create_database(self, parent_page_id: str, title: str, properties: dict[str, Any]) -> dict:
+    def create_database(
+        self, parent_page_id: str, title: str, properties: dict[str, Any], description: str | None = None
+    ) -> dict:
         """Create a database (with its first data source) under a page. Not retried when ambiguous:
-        an `AmbiguousWriteError` means look for the database before creating it again."""
-        body = {
+        an `AmbiguousWriteError` means look for the database (`search_data_sources`) before creating
+        it again."""
+        body: dict[str, Any] = {
             "parent": {"type": "page_id", "page_id": parent_page_id},
             "title": [{"type": "text", "text": {"content": title}}],
             "initial_data_source": {"properties": properties},
         }
+        if description is not None:
+            body["description"] = [{"type": "text", "text": {"content": description}}]
         return self.request("POST", "/v1/databases", json=body, idempotent=False)
+
+    def search_data_sources(self, query: str, page_size: int = 100) -> Iterator[dict]:
+        """Every data source shared with the integration whose title contains ``query``, following
+        ``next_cursor``. Notion indexes for search asynchronously: a just-created data source may be
+        missing for a few seconds."""
+        body: dict[str, Any] = {
+            "query": query,
+            "filter": {"property": "object", "value": "data_source"},
+            "page_size": max(1, min(100, page_size)),
+        }
+        while True:
+            result = self.request("POST", "/v1/search", json=body)
+            yield from result.get("results", [])
+            cursor = result.get("next_cursor")
+            if not result.get("has_more") or not cursor:
+                return
+            body["start_cursor"] = cursor
 
     def retrieve_database(self, database_id: str) -> dict:
         return self.request("GET", f"/v1/databases/{database_id}")
@@ -367,6 +389,13 @@ class NotionClient:
         return list(self.query_data_source(data_source_id, filter=flt))
 
 
+def plain_text(rich_text: Iterable[dict[str, Any]] | None) -> str:
+    """The text of a rich-text array: Notion's ``plain_text``, else the content as written."""
+    return "".join(
+        part.get("plain_text") or part.get("text", {}).get("content", "") for part in rich_text or ()
+    )
+
+
 def _never_connected(exc: requests.RequestException) -> bool:
     """True when the request cannot have reached the server (refused / DNS / connect timeout)."""
     import urllib3.exceptions as u3
@@ -396,4 +425,5 @@ __all__ = [
     "TransientNotionError",
     "endpoint_of",
     "parse_retry_after",
+    "plain_text",
 ]

@@ -4,19 +4,34 @@
   add the properties it lacks.
 - none configured: reuse the database created on an earlier run (``notion_targets``), else create
   one under ``NOTION_PARENT_PAGE_ID``. Recording it is what keeps a re-run from creating a second.
+
+No second database, even when the record is missing: the database is created with a description
+carrying a marker (``[notion-sync:<Object>]``). Before creating one, and after a create whose
+outcome is unknown (`AmbiguousWriteError`), Notion is searched for a data source with the title
+whose database sits under the parent page and carries the object's marker; a found one is recorded
+and reused. Search is indexed asynchronously, so after an ambiguous create it is asked again a few
+times; still nothing, the run fails (transiently) rather than risk a second database, and the next
+run searches again before creating.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from notion_sync.config import ObjectConfig
 from notion_sync.notion import state
-from notion_sync.notion.client import NotionClient
+from notion_sync.notion.client import NotionClient, plain_text
+from notion_sync.notion.errors import AmbiguousWriteError
 from notion_sync.notion.properties import PropertySpec, database_properties
 
+log = logging.getLogger(__name__)
+
 Describe = Callable[[str], Mapping[str, Any]]  # object name -> Salesforce describe result
+# Virtual seconds to wait before each further search after an ambiguous create (search index lag).
+SEARCH_SETTLE_S = (1.0, 2.0, 4.0)
 
 
 class SchemaError(ValueError):
@@ -64,6 +79,93 @@ def _relation_targets(
     return targets
 
 
+def database_marker(object_name: str) -> str:
+    """The tag in the description of a database created for ``object_name``."""
+    return f"[notion-sync:{object_name}]"
+
+
+def database_title(obj: ObjectConfig) -> str:
+    return obj.notion.title or f"Salesforce {obj.name}"
+
+
+def _created_for(database: Mapping[str, Any], obj: ObjectConfig, parent_page_id: str) -> bool:
+    """Whether ``database`` is one this sync created for ``obj`` under the parent page."""
+    parent = database.get("parent") or {}
+    return (
+        not database.get("in_trash")
+        and _normalise(parent.get("page_id")) == _normalise(parent_page_id)
+        and database_marker(obj.name) in plain_text(database.get("description"))
+    )
+
+
+def find_created_database(
+    client: NotionClient, obj: ObjectConfig, parent_page_id: str
+) -> dict[str, Any] | None:
+    """The database created for ``obj`` under the parent page by an earlier (unrecorded) attempt.
+
+    Searches data sources by the configured title, then reads the database of each one under the
+    parent page (usually one request) for the marker. Several (created before this check existed):
+    the oldest, and a warning naming the others.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for source in client.search_data_sources(database_title(obj)):
+        database_parent = source.get("database_parent") or {}
+        database_id = (source.get("parent") or {}).get("database_id")
+        if not database_id or _normalise(database_id) in found:
+            continue
+        if database_parent.get("page_id") and _normalise(database_parent["page_id"]) != _normalise(
+            parent_page_id
+        ):
+            continue
+        database = client.retrieve_database(database_id)
+        if _created_for(database, obj, parent_page_id):
+            found[_normalise(database_id)] = database
+    if not found:
+        return None
+    oldest, *others = sorted(found.values(), key=lambda db: (db.get("created_time") or "", db["id"]))
+    if others:
+        log.warning(
+            "%s: %d Notion databases under the parent page carry %s; using the oldest, %s, and leaving "
+            "%s alone (move them to the trash in Notion if they are unused)",
+            obj.name,
+            len(found),
+            database_marker(obj.name),
+            oldest["id"],
+            ", ".join(db["id"] for db in others),
+        )
+    return oldest
+
+
+def _create_database(
+    client: NotionClient, obj: ObjectConfig, initial: Mapping[str, Any], parent_page_id: str
+) -> dict[str, Any]:
+    """Create ``obj``'s database unless an earlier attempt did; never creates a second one."""
+    if existing := find_created_database(client, obj, parent_page_id):
+        log.info("%s: found the Notion database %s created by an earlier run", obj.name, existing["id"])
+        return existing
+    description = (
+        f"Salesforce {obj.name} records, kept up to date by notion-sync. "
+        f"Keep {database_marker(obj.name)} in this description: it identifies the database."
+    )
+    try:
+        return client.create_database(parent_page_id, database_title(obj), dict(initial), description)
+    except AmbiguousWriteError as error:
+        for wait in (0.0, *SEARCH_SETTLE_S):
+            time.sleep(wait / client.time_scale)
+            if existing := find_created_database(client, obj, parent_page_id):
+                return existing
+        raise AmbiguousWriteError(
+            error.status,
+            error.code,
+            f"{error.message}; the Notion database of {obj.name} may have been created but is not "
+            "found yet, so it is not created again in this run: the next run looks for it first",
+            request_id=error.request_id,
+            retry_after=error.retry_after,
+            method=error.method,
+            path=error.path,
+        ) from error
+
+
 def _locate(
     client: NotionClient,
     connect: state.Connect,
@@ -71,7 +173,7 @@ def _locate(
     initial: Mapping[str, Any],
     parent_page_id: str | None,
 ) -> str:
-    """The data source id of ``obj``: configured, recorded earlier, or newly created."""
+    """The data source id of ``obj``: configured, recorded earlier, or created (at most once)."""
     with connect() as conn:
         recorded = state.load_target(conn, obj.name)
     configured = obj.notion.database_id
@@ -80,9 +182,7 @@ def _locate(
     if configured:
         database = client.retrieve_database(configured)
     elif parent_page_id:
-        database = client.create_database(
-            parent_page_id, obj.notion.title or f"Salesforce {obj.name}", dict(initial)
-        )
+        database = _create_database(client, obj, initial, parent_page_id)
     else:
         raise SchemaError(
             f"objects.{obj.name}: no notion.database_id configured and NOTION_PARENT_PAGE_ID is not set; "

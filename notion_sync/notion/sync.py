@@ -26,7 +26,7 @@ from typing import Any
 
 from notion_sync.config import SALESFORCE_ID_PROPERTY, ObjectConfig
 from notion_sync.notion import state
-from notion_sync.notion.client import NotionClient
+from notion_sync.notion.client import NotionClient, plain_text
 from notion_sync.notion.errors import AmbiguousWriteError, NotionApiError, PermanentNotionError
 from notion_sync.notion.pipeline import run_pipelined
 from notion_sync.notion.properties import PropertySpec, content_hash, page_properties, property_specs
@@ -112,12 +112,9 @@ def read_partition(
     return PartitionData(rows, states, parent_pages)
 
 
-def _sf_id_of(page: dict[str, Any]) -> str:
-    prop = page.get("properties", {}).get(SALESFORCE_ID_PROPERTY, {})
-    return "".join(
-        part.get("plain_text") or part.get("text", {}).get("content", "")
-        for part in prop.get("rich_text", [])
-    )
+def page_salesforce_id(page: dict[str, Any]) -> str:
+    """The ``Salesforce Id`` of a Notion page object; "" when the page has none."""
+    return plain_text(page.get("properties", {}).get(SALESFORCE_ID_PROPERTY, {}).get("rich_text"))
 
 
 def rebuild_state(
@@ -134,7 +131,7 @@ def rebuild_state(
         data_source_id, sorts=[{"timestamp": "created_time", "direction": "ascending"}]
     )
     for page in pages:
-        sf_id = _sf_id_of(page)
+        sf_id = page_salesforce_id(page)
         if not sf_id:
             continue
         if sf_id in found:
