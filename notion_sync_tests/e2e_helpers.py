@@ -3,6 +3,10 @@ server) as a subprocess on free ports, with a throw-away DAGSTER_HOME, staging f
 
 `dagster dev` runs in its own process group (session) so that everything it starts, run workers
 included, is stopped together, also when a test fails half-way.
+
+For the daemon alone (no webserver), as the PostgreSQL end-to-end test and
+`benchmarks/bench_realtime_lane.py` use it: :func:`dagster_home`, :func:`platform_env`,
+:func:`dagster_daemon` (also in its own process group), :func:`dagster_cli` and :func:`wait_for`.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from dagster import DagsterInstance
 
 from notion_sync import staging
+from notion_sync.instance import init_instance
 from notion_sync.notion import state
 from notion_sync.sandbox.notion_server import NotionSandbox
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
@@ -30,6 +36,7 @@ from notion_sync.sandbox.sf_data import DEFAULT_END
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = REPO_ROOT / ".venv" / "bin" / "dagster"
+DAGSTER_DAEMON = REPO_ROOT / ".venv" / "bin" / "dagster-daemon"
 STARTUP_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 20
 FINISHED_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
@@ -234,3 +241,78 @@ def running_stack(
         }
         ui = stack.enter_context(dagster_dev(workdir, env))
         yield Stack(salesforce, notion, duckdb_file, ui)
+
+
+# ------------------------------------------------------------------ the daemon alone (no webserver)
+
+
+def dagster_home(workdir: Path, instance_file: str = "dagster.yaml", *, init: bool = False) -> Path:
+    """A fresh ``workdir/dagster_home`` holding the repo's ``instance_file``; ``init`` also sets the
+    project's pool limits on it, as `notion-sync init-instance` does."""
+    home = workdir / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copyfile(REPO_ROOT / instance_file, home / "dagster.yaml")
+    if init:
+        with DagsterInstance.from_config(str(home)) as instance:
+            init_instance(instance)
+    return home
+
+
+def platform_env(
+    salesforce: SalesforceSandbox, notion: NotionSandbox, workdir: Path, home: Path, config_text: str
+) -> dict[str, str]:
+    """The environment of every Dagster process: both sandboxes, ``home`` as DAGSTER_HOME, the sync
+    config ``config_text`` and the staging file and rate limiter under ``workdir``."""
+    config = workdir / "notion_sync.yaml"
+    config.write_text(config_text)
+    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    return env | {
+        **salesforce.env(),
+        **notion.env(),
+        "DAGSTER_HOME": str(home),
+        "NOTION_SYNC_CONFIG": str(config),
+        "NOTION_SYNC_DUCKDB": str(workdir / "staging.duckdb"),
+        "NOTION_RATE_LIMIT_PATH": str(workdir / "rate_limit.sqlite"),
+    }
+
+
+@contextmanager
+def dagster_daemon(env: dict[str, str], log: Path) -> Iterator[DagsterInstance]:
+    """`dagster-daemon run` on ``env["DAGSTER_HOME"]`` in its own process group (its code server and
+    run workers included), stopped afterwards; yields the instance it works on."""
+    with log.open("w") as out:
+        daemon = subprocess.Popen(
+            [str(DAGSTER_DAEMON), "run", "-m", "notion_sync.definitions"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            yield instance
+    finally:
+        stop_process_group(daemon)
+
+
+def dagster_cli(env: dict[str, str], *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess:
+    """`dagster <args> -m notion_sync.definitions` (e.g. `asset materialize`, `job backfill`)."""
+    return subprocess.run(
+        [str(DAGSTER), *args, "-m", "notion_sync.definitions"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 1.0) -> Any:
+    """Call ``predicate`` until it returns something truthy; AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
