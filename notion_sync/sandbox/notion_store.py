@@ -422,26 +422,22 @@ class Store:
             parent.pages.append(page)
         return page
 
+    @staticmethod
+    def _lookup(objects: dict[str, Any], object_id: Any, kind: str, path: str) -> Any:
+        oid = parse_id(object_id, path)
+        found = objects.get(oid)
+        if found is None:
+            raise not_found(kind, oid)
+        return found
+
     def _page(self, page_id: Any, path: str = "path.page_id") -> Page:
-        pid = parse_id(page_id, path)
-        page = self.pages.get(pid)
-        if page is None:
-            raise not_found("page", pid)
-        return page
+        return self._lookup(self.pages, page_id, "page", path)
 
     def _database(self, database_id: Any, path: str = "path.database_id") -> Database:
-        did = parse_id(database_id, path)
-        db = self.databases.get(did)
-        if db is None:
-            raise not_found("database", did)
-        return db
+        return self._lookup(self.databases, database_id, "database", path)
 
     def _source(self, source_id: Any, path: str = "path.data_source_id") -> DataSource:
-        sid = parse_id(source_id, path)
-        source = self.sources.get(sid)
-        if source is None:
-            raise not_found("data source", sid)
-        return source
+        return self._lookup(self.sources, source_id, "data source", path)
 
     @staticmethod
     def _check_archived(body: dict, version: str) -> None:
