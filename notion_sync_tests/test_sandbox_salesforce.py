@@ -26,6 +26,7 @@ from notion_sync.sandbox.sf_data import SalesforceData, case_safe_id, make_id, p
 
 SF_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+0000$")
 ACCOUNT_FIELDS = "Id, Name, Type, AnnualRevenue, NumberOfEmployees, Regions__c, Active__c, SystemModstamp"
+ALL_ACCOUNT_FIELDS = ", ".join(f.name for f in SalesforceData(1).sobjects["Account"].fields)
 
 
 def client(sandbox: SalesforceSandbox, session_id: str | None = None) -> Salesforce:
@@ -527,6 +528,78 @@ def test_million_records_are_lazy(tmp_path: Path) -> None:
             assert peak < 50 * 1024 * 1024
     finally:
         tracemalloc.stop()
+
+
+def _raw_responses(sandbox: SalesforceSandbox, edit: bool) -> list[bytes]:
+    """Every byte of REST pages (native and in-memory ORDER BY, query and queryAll) and Bulk 2.0 CSV
+    pages (two dialects), after admin edits if ``edit``."""
+    sandbox.data.clock = lambda: 1_790_000_000.0  # edits stamp "now": the same in both sandboxes
+    if edit:
+        sandbox.update("Account", make_id("001", 5), {"Name": "Edited after caching"})
+        sandbox.delete("Account", make_id("001", 6))
+        sandbox.delete("Account", make_id("001", 7), hard=True)
+        sandbox.create("Account", {"Name": "Created after caching"})
+    session = requests.Session()
+    session.verify, session.trust_env = str(sandbox.ca_file), False
+    session.headers["Authorization"] = f"Bearer {sandbox.session_id}"
+    session.headers["Sforce-Query-Options"] = "batchSize=300"
+    base = f"{sandbox.url}/services/data/v62.0"
+    bodies: list[bytes] = []
+    for endpoint, query in (
+        ("queryAll", f"SELECT {ALL_ACCOUNT_FIELDS} FROM Account"),
+        ("query", "SELECT Id, Name, BillingAddress FROM Account WHERE IsDeleted = false ORDER BY Name DESC"),
+    ):
+        response = session.get(f"{base}/{endpoint}", params={"q": query})
+        bodies.append(response.content)
+        while not response.json()["done"]:
+            response = session.get(sandbox.url + response.json()["nextRecordsUrl"])
+            bodies.append(response.content)
+    fields = ALL_ACCOUNT_FIELDS.replace(", BillingAddress", "")
+    for delimiter, line_ending in (("COMMA", "LF"), ("PIPE", "CRLF")):
+        job = session.post(f"{base}/jobs/query", json={
+            "operation": "queryAll", "query": f"SELECT {fields} FROM Account",
+            "columnDelimiter": delimiter, "lineEnding": line_ending,
+        }).json()
+        while session.get(f"{base}/jobs/query/{job['id']}").json()["state"] != "JobComplete":
+            pass
+        locator = ""
+        while locator != "null":
+            response = session.get(f"{base}/jobs/query/{job['id']}/results",
+                                   params={"maxRecords": 400, **({"locator": locator} if locator else {})})
+            bodies.append(response.content)
+            locator = response.headers["Sforce-Locator"]
+    return bodies
+
+
+def test_render_cache_serves_the_same_bytes_and_admin_edits_win(tmp_path: Path) -> None:
+    cache = tmp_path / "render-cache"
+    options = {"records": 1_000, "seed": 3, "days": 2, "bulk_processing_seconds": 0}
+    fields = ALL_ACCOUNT_FIELDS.replace(", BillingAddress", "")
+    everything = f"SELECT {ALL_ACCOUNT_FIELDS} FROM Account"
+    with SalesforceSandbox(**options, workdir=tmp_path / "plain") as plain:
+        expected = [_raw_responses(plain, edit=False), _raw_responses(plain, edit=True)]
+    with SalesforceSandbox(**options, workdir=tmp_path / "cached", render_cache=cache) as cached:
+        assert cached.warm(f"SELECT {fields} FROM Account", bulk=True) == 1  # 1,000 records: one block
+        assert cached.warm(f"SELECT {fields} FROM Account", bulk=True) == 0  # already on disk
+        assert cached.warm(everything, bulk=False, version="62.0") == 1
+        assert cached.stats()["render_cache"] == {"blocks_written": 2}
+        assert _raw_responses(cached, edit=False) == expected[0]
+        stats = cached.stats()["render_cache"]
+        assert stats["records_rendered"] == 0 and stats["records_cached"] > 3 * 1_000 + 900
+        assert stats["blocks_written"] == 4  # ORDER BY Name fields, PIPE/CRLF CSV: cached on first serve
+        cached.reset_stats()
+        # Served from the cache before the edits, and after them the edited, soft-deleted, purged and
+        # created records are as in the uncached sandbox: overrides win.
+        assert _raw_responses(cached, edit=True) == expected[1]
+        stats = cached.stats()["render_cache"]
+        assert stats["records_rendered"] > 0 and stats["records_cached"] > 3 * 990 + 900
+    before, after = b"".join(expected[0]), b"".join(expected[1])
+    assert b"Edited after caching" in after and b"Created after caching" in after
+    assert b"Edited after caching" not in before
+    with SalesforceSandbox(**options, workdir=tmp_path / "again", render_cache=cache) as again:
+        assert again.warm(everything, bulk=False, version="62.0") == 0  # shared on disk
+    with SalesforceSandbox(**{**options, "seed": 4}, workdir=tmp_path / "other", render_cache=cache) as other:
+        assert other.warm(everything, bulk=False, version="62.0") == 1  # other data
 
 
 def test_soql_parser_grammar() -> None:

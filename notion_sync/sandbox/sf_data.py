@@ -464,6 +464,11 @@ class LazyRecord(dict):
     def full(self) -> dict[str, Any]:
         return self._data.generate(self._obj, self._index)
 
+    @property
+    def index(self) -> int:
+        """The base index: the record is ``generate(obj, index)``, untouched by admin edits."""
+        return self._index
+
 
 def full_record(record: Mapping[str, Any]) -> Mapping[str, Any]:
     """Every field of a query result (generated afresh for a base record, not kept)."""
@@ -517,6 +522,7 @@ class SalesforceData:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.records, self.seed, self.invalid_emails, self.clock = records, seed, invalid_emails, clock
+        self.custom_fields = custom_fields
         self.end_ms = int(end.timestamp() * 1000)
         self.start_ms = self.end_ms - days * DAY_MS
         self.sobjects = {o.name: o for o in (_account(custom_fields), CONTACT, OPPORTUNITY)}
@@ -529,6 +535,17 @@ class SalesforceData:
         self._lock = threading.Lock()
         self._last_write_ms = 0
         self._edges = {name: self._edge_stamps(name) for name in self.sobjects}
+
+    def parameters(self) -> dict[str, Any]:
+        """Everything besides (object, index) that decides a base record's values."""
+        return {
+            "records": self.records,
+            "seed": self.seed,
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+            "invalid_emails": self.invalid_emails,
+            "custom_fields": self.custom_fields,
+        }
 
     # ------------------------------------------------------------------------------- timestamps
 
