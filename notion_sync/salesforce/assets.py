@@ -43,7 +43,12 @@ class ExtractConfig(Config):
     rest_batch_size: int = Field(
         default=REST_BATCH_SIZE, ge=200, le=2_000, description="REST records per page"
     )
-    bulk_page_records: int = Field(default=BULK_PAGE_RECORDS, ge=1, description="Bulk 2.0 records per page")
+    bulk_page_records: int = Field(
+        default=BULK_PAGE_RECORDS,
+        ge=1,
+        le=BULK_PAGE_RECORDS,  # a larger page overflows the spool's 64 MB DuckDB memory limit
+        description="Bulk 2.0 records per page (at most 20,000)",
+    )
 
 
 def build_salesforce_asset(obj: ObjectConfig) -> AssetsDefinition:
