@@ -8,10 +8,12 @@ import pytest
 from dagster import AssetKey, instance_for_test, materialize
 
 from notion_sync import staging
+from notion_sync.automation.lanes import lane_tags
 from notion_sync.config import load_config
 from notion_sync.notion import state
 from notion_sync.notion.assets import build_notion_asset
 from notion_sync.notion.checks import build_notion_checks, failure_check_result
+from notion_sync.notion.rate_limit import SqliteRateLimiter, bucket_key
 from notion_sync.notion.resource import NotionResource
 from notion_sync.salesforce.assets import build_salesforce_asset
 from notion_sync.salesforce.resource import SalesforceResource
@@ -91,6 +93,7 @@ def test_materialize_salesforce_then_notion(resources: dict, notion_sandbox: Not
         assert notion_sandbox.stats()["duplicates_total"] == 0
         assert account["requests"] >= staged["Account"] and account["data_source_id"] == targets["Account"]
         assert account["latency_p95_ms"] >= account["latency_p50_ms"] > 0
+        assert account["limiter_priority"] is False  # no lane tag: not the realtime lane
 
         checks = {
             e.asset_check_key.asset_key.path[-1]: e.passed for e in result.get_asset_check_evaluations()
@@ -99,10 +102,21 @@ def test_materialize_salesforce_then_notion(resources: dict, notion_sandbox: Not
         assert checks["Contact"] is (bad / staged["Contact"] <= 0.01)
 
         notion_sandbox.reset_stats()
-        again = materialize(
-            assets_for("Account"), partition_key=PARTITION, resources=resources, instance=instance
+        notion = resources["notion"]
+        bucket = SqliteRateLimiter(notion.limiter_path, bucket_key(notion.token), rate=3.0)
+        before = bucket._read()
+        assert before.issued > 0 and before.priority_issued == 0
+        again = materialize(  # as the change sensor launches it: its requests go first in the limiter
+            assets_for("Account"),
+            partition_key=PARTITION,
+            resources=resources,
+            instance=instance,
+            tags=lane_tags("realtime"),
         )
         assert notion_metadata(again, "Account")["unchanged"] == staged["Account"]
+        assert notion_metadata(again, "Account")["limiter_priority"] is True
+        after = bucket._read()
+        assert after.priority_issued > 0 and after.issued == before.issued
         routes = notion_sandbox.stats()["requests_by_route"]
         assert not [route for route in routes if "/v1/pages" in route]  # nothing changed: no page request
 

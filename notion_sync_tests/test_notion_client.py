@@ -468,6 +468,22 @@ def test_resource_from_env_wires_the_contract_variables(notion_sandbox, tmp_path
         client.close()
 
 
+def test_resource_priority_client_takes_priority_tickets(notion_sandbox, tmp_path):
+    resource = NotionResource(
+        token=notion_sandbox.token,
+        base_url=notion_sandbox.url,
+        time_scale=notion_sandbox.speed,
+        limiter_path=str(tmp_path / "b.sqlite"),
+    )
+    with resource.get_client() as normal, resource.get_client(priority=True) as first:
+        assert not normal.priority and first.priority
+        normal.request("GET", "/v1/users/me")
+        first.request("GET", "/v1/users/me")
+        first.request("GET", "/v1/users/me")
+        state = first.limiter._read()  # one bucket for both
+    assert (state.issued, state.priority_issued) == (1, 2)
+
+
 @pytest.mark.parametrize(
     ("env", "variable"),
     [

@@ -134,6 +134,165 @@ def test_rate_is_clamped_to_each_callers_configuration():
     assert bucket_step(stored, "grow", 0.0, P).state.rate == 4.0
 
 
+# -- priority tickets (the realtime lane) ------------------------------------------------------------
+def _queue(params: BucketParams, count: int, now: float = 0.0) -> tuple[BucketState, list[int]]:
+    state, tickets = None, []
+    for _ in range(count):
+        step = bucket_step(state, "acquire", now, params)
+        state = step.state
+        tickets.append(step.ticket)
+    return state, tickets
+
+
+def test_priority_ticket_takes_the_next_slot_and_the_waiting_ones_move_back_one_each():
+    params = BucketParams(rate=4.0, burst=2.0, start_fraction=1.0)
+    state, tickets = _queue(params, 10)  # 2 from the burst, then slots at 0.25, 0.5, ..., 2.0 s
+    before = [ticket_slot(state, t, params) for t in tickets]
+    assert before == pytest.approx([0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
+    # At 0.6 s, tickets 1-4 are gone (0, 0, 0.25, 0.5) and 5-10 wait (0.75 ... 2.0).
+    step = bucket_step(state, "acquire_priority", 0.6, params)
+    assert step.reserved and step.priority
+    assert step.wait == pytest.approx(0.75 - 0.6)  # ticket 5's slot: the next free one
+    assert ticket_slot(step.state, step.ticket, params, priority=True) == pytest.approx(0.75)
+    after = [ticket_slot(step.state, t, params) for t in tickets[4:]]
+    assert after == pytest.approx([s + 0.25 for s in before[4:]])  # each waiting one: one slot back
+    # The bucket is the same: one token, as a normal ticket takes; the next normal ticket queues
+    # at the back, one slot further back.
+    assert step.state.tokens == pytest.approx(bucket_step(state, "acquire", 0.6, params).state.tokens)
+    nxt = bucket_step(step.state, "acquire", 0.6, params)
+    assert nxt.wait + 0.6 == pytest.approx(2.0 + 0.25 + 0.25)
+
+
+def test_priority_tickets_queue_among_themselves_ahead_of_the_normal_ones():
+    params = BucketParams(rate=4.0, burst=2.0, start_fraction=1.0)
+    state, tickets = _queue(params, 10)
+    first = bucket_step(state, "acquire_priority", 0.6, params)
+    second = bucket_step(first.state, "acquire_priority", 0.6, params)
+    later = bucket_step(second.state, "acquire_priority", 0.7, params)  # refill in between: same grid
+    s = later.state
+    assert [ticket_slot(s, t.ticket, params, priority=True) for t in (first, second, later)] == pytest.approx(
+        [0.75, 1.0, 1.25]
+    )
+    assert [ticket_slot(s, t, params) for t in tickets[4:]] == pytest.approx(
+        [1.5, 1.75, 2.0, 2.25, 2.5, 2.75]
+    )
+    # Once the priority queue has drained, a new priority ticket again takes the next free slot.
+    again = bucket_step(s, "acquire_priority", 1.3, params)
+    assert again.wait + 1.3 == pytest.approx(1.5)
+    assert ticket_slot(again.state, tickets[4], params) == pytest.approx(1.75)
+
+
+def test_priority_ticket_of_an_idle_or_lightly_used_bucket_is_an_ordinary_one():
+    params = BucketParams(rate=4.0, burst=2.0, start_fraction=1.0)
+    assert bucket_step(None, "acquire_priority", 0.0, params).wait == 0.0
+    state, _ = _queue(params, 2)  # burst used up, nobody waiting: the next slot is 0.25 s away
+    assert bucket_step(state, "acquire_priority", 0.0, params).wait == pytest.approx(0.25)
+    assert bucket_step(state, "acquire_priority", 0.1, params).wait == pytest.approx(0.15)
+
+
+def test_priority_ticket_during_a_pause_goes_first_after_it():
+    params = BucketParams(rate=4.0, burst=2.0, start_fraction=1.0)
+    state, tickets = _queue(params, 5)  # waiting: 0.25, 0.5, 0.75
+    paused = bucket_step(state, "pause", 0.1, params, seconds=2.0).state  # until 2.1: 2.25, 2.5, 2.75
+    step = bucket_step(paused, "acquire_priority", 0.5, params)
+    assert step.wait + 0.5 == pytest.approx(2.25)
+    assert [ticket_slot(step.state, t, params) for t in tickets[2:]] == pytest.approx([2.5, 2.75, 3.0])
+    # An idle bucket paused restarts with one token: the first slot after the pause, its end.
+    idle = bucket_step(BucketState(tokens=2.0, updated_at=0.0, rate=4.0), "pause", 0.0, params, 2.0).state
+    normal = bucket_step(idle, "acquire", 0.5, params)
+    assert normal.wait == pytest.approx(1.5)
+    first = bucket_step(normal.state, "acquire_priority", 0.6, params)
+    assert first.wait + 0.6 == pytest.approx(2.0)  # ahead of the normal ticket waiting for 2.0...
+    assert ticket_slot(first.state, normal.ticket, params) == pytest.approx(2.25)  # ...which moves back
+    # ...and a pause moves the priority tickets back too, still first.
+    longer = bucket_step(first.state, "pause", 0.7, params, seconds=3.0).state
+    assert ticket_slot(longer, first.ticket, params, priority=True) == pytest.approx(3.7)
+    assert ticket_slot(longer, normal.ticket, params) == pytest.approx(3.95)
+
+
+def _simulate(seed: int, params: BucketParams, adaptive: bool, ops: int = 400) -> list[dict]:
+    """Workers as `acquire` runs them: each ticket sleeps to its slot, reads the state and either
+    sends or sleeps on. Random acquires (in bursts, so queues build up and drain), priority acquires,
+    pauses and, when `adaptive`, growths and halvings. Returns every ticket: when it was issued,
+    whether it is a priority one, when it was sent, the tickets waiting when it was issued (normal:
+    ``behind``, priority: ``ahead``) and the pause in force when it was sent."""
+    import heapq
+    import random
+
+    rng = random.Random(seed)
+    state = None
+    now = 0.0
+    waiting: list[tuple[float, int, int, bool]] = []  # (wake-up, number, ticket, priority)
+    tickets: list[dict] = []
+
+    def send_due(until: float) -> None:
+        while waiting and waiting[0][0] <= until:
+            wake, n, ticket, priority = heapq.heappop(waiting)
+            slot = ticket_slot(state, ticket, params, priority)
+            tolerance = 1e-9 * max(1.0, slot)
+            assert slot >= tickets[n]["slot"] - tolerance, "a waiting ticket's slot never moves earlier"
+            tickets[n]["slot"] = slot
+            if slot <= wake + tolerance:
+                tickets[n].update(sent=wake, paused_until=state.paused_until)
+            else:
+                heapq.heappush(waiting, (slot, n, ticket, priority))
+
+    for _ in range(ops):
+        now += rng.expovariate(1 / 0.4)  # ~5.6 acquires/s on average, in bursts
+        send_due(now)
+        roll = rng.random()
+        if roll < 0.80:
+            priority = roll < 0.12
+            for _ in range(1 if priority else rng.choice((1, 1, 1, 3, 8))):
+                step = bucket_step(state, "acquire_priority" if priority else "acquire", now, params)
+                state = step.state
+                assert step.priority is priority and step.reserved and step.wait >= 0
+                slot = ticket_slot(state, step.ticket, params, priority)
+                assert max(slot, now) == pytest.approx(now + step.wait)
+                tickets.append(
+                    {
+                        "at": now,
+                        "priority": priority,
+                        "slot": slot,
+                        "rate": state.rate,
+                        "behind": {n for _, n, _, p in waiting if not p},
+                        "ahead": {n for _, n, _, p in waiting if p},
+                    }
+                )
+                heapq.heappush(waiting, (now + step.wait, len(tickets) - 1, step.ticket, priority))
+        elif roll < 0.83:
+            state = bucket_step(state, "pause", now, params, seconds=rng.uniform(0.0, 1.0)).state
+        elif adaptive:
+            state = bucket_step(state, "grow" if roll < 0.98 else "throttle", now, params).state
+    send_due(float("inf"))
+    return tickets
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+@pytest.mark.parametrize("seed", range(6))
+def test_priority_never_exceeds_the_bucket_and_keeps_every_queue_in_order(seed, adaptive):
+    params = BucketParams(rate=5.0, burst=2.0, start_fraction=0.5, throttle_cooldown=0.5, grow_factor=1.5)
+    tickets = _simulate(seed, params, adaptive)
+    assert sum(t["priority"] and bool(t["behind"]) for t in tickets) >= 20  # priority jumped queues
+    assert all(t["sent"] >= t["at"] - 1e-9 for t in tickets)
+    # Every window: at most rate x window + burst, priority tickets or not (the configured rate,
+    # which the adaptive rate never exceeds).
+    sent = sorted(t["sent"] for t in tickets)
+    for i in range(len(sent)):
+        for j in range(i + 1, len(sent)):
+            assert j - i + 1 <= params.rate * (sent[j] - sent[i]) + params.burst + 1e-6
+    for t in tickets:
+        if t["priority"]:
+            # Ahead of every normal ticket waiting when it was issued, behind the waiting priority ones.
+            assert all(t["sent"] <= tickets[n]["sent"] + 1e-9 for n in t["behind"])
+            assert all(t["sent"] >= tickets[n]["sent"] - 1e-9 for n in t["ahead"])
+            if not adaptive:  # ...so it waits at most one slot per priority ticket ahead, + a pause
+                bound = max(t["at"], t["paused_until"]) + (len(t["ahead"]) + 1) / t["rate"]
+                assert t["sent"] <= bound + 1e-9
+        else:
+            assert all(t["sent"] >= tickets[n]["sent"] - 1e-9 for n in t["behind"] | t["ahead"])
+
+
 def test_bucket_key_hides_the_token():
     key = bucket_key("ntn_secret_token_value")
     assert "ntn_secret" not in key and key == bucket_key("ntn_secret_token_value") != bucket_key("other")
@@ -213,6 +372,41 @@ def test_limiter_is_picklable(tmp_path):
     copy = pickle.loads(pickle.dumps(limiter))
     copy.acquire()
     assert copy.params == limiter.params
+
+
+def test_priority_ticket_survives_an_older_process_resetting_the_priority_columns(tmp_path):
+    import sqlite3
+
+    from notion_sync.notion.rate_limit import _COLUMNS, _row
+
+    path = tmp_path / "b.sqlite"
+    limiter = SqliteRateLimiter(path, "k", rate=20.0, burst=1, adaptive=False)
+    # A long history of priority tickets, long since sent, and now a short normal queue.
+    state, now = None, time.time() - 60.0
+    for _ in range(1000):
+        now += 0.05
+        state = bucket_step(state, "acquire_priority", now, limiter.params).state
+    for _ in range(3):
+        state = bucket_step(state, "acquire", time.time(), limiter.params).state
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            f"INSERT INTO notion_rate_limit (key, {', '.join(_COLUMNS)}) VALUES ({', '.join('?' * 10)})",
+            _row("k", state),
+        )
+    resets = []
+
+    def older_process_writes_then_sleep(seconds: float) -> None:
+        if not resets:  # as its INSERT OR REPLACE without the priority columns does
+            with sqlite3.connect(path) as conn:
+                conn.execute("UPDATE notion_rate_limit SET priority_issued = 0, priority_back = 0")
+            resets.append(seconds)
+        time.sleep(seconds)
+
+    limiter._sleep = older_process_writes_then_sleep
+    start = time.monotonic()
+    limiter.acquire(priority=True)  # its slot, from the reset count, would be ~50 s away
+    assert resets and time.monotonic() - start < 1.0
+    assert limiter._read().priority_issued == 1
 
 
 # -- several OS processes ----------------------------------------------------------------------
@@ -306,6 +500,85 @@ def test_pause_from_one_process_holds_another(tmp_path):
     acquired_at = queue.get(timeout=60)
     waiter.join(timeout=30)
     assert acquired_at >= paused_at + 0.98
+
+
+def _flood(limiter, threads: int, count: int, start_at: float, queue) -> None:
+    """Child process: `threads` threads acquiring normal tickets until `count` are taken (a backfill)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_):
+        asked = time.time()
+        limiter.acquire()
+        return asked, time.time()
+
+    time.sleep(max(0.0, start_at - time.time()))
+    with ThreadPoolExecutor(threads) as pool:
+        queue.put(("flood", list(pool.map(one, range(count)))))
+
+
+def _priority_acquires(limiter, count: int, start_at: float, spacing: float, queue) -> None:
+    """Child process: `count` priority acquires `spacing` s apart from `start_at` (a realtime run)."""
+    times = []
+    for n in range(count):
+        time.sleep(max(0.0, start_at + n * spacing - time.time()))
+        asked = time.time()
+        limiter.acquire(priority=True)
+        times.append((asked, time.time()))
+    queue.put(("priority", times))
+
+
+def _priority_through_a_flood(make, rate: float, burst: int) -> None:
+    """One process floods the bucket with normal tickets from 16 threads (a queue ~16 slots long);
+    another takes a priority ticket every 0.4 s meanwhile: each waits about one slot, not the queue."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    start_at = time.time() + 1.5  # spawn start-up (imports) must not count
+    flood_count, priority_count = 200, 6
+    procs = [
+        ctx.Process(target=_flood, args=(make(), 16, flood_count, start_at, queue)),
+        ctx.Process(target=_priority_acquires, args=(make(), priority_count, start_at + 1.0, 0.4, queue)),
+    ]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    flood, priority = results["flood"], results["priority"]
+    interval = 1 / rate
+    first, last = priority[0][0], priority[-1][0]
+    queued = sorted(sent - asked for asked, sent in flood if first - 0.5 <= asked <= last)
+    assert queued[len(queued) // 2] >= 8 * interval  # the flood's queue was long meanwhile...
+    waits = [sent - asked for asked, sent in priority]
+    assert max(waits) <= interval + 0.05, waits  # ...and the priority tickets waited one slot at most
+    assert priority[-1][1] < max(sent for _, sent in flood)  # (the flood was still going)
+    # Together, still within the bucket: priority tickets take slots, they do not add any.
+    _assert_within_bucket([sent for _, sent in flood + priority], rate, burst, flood_count + priority_count)
+
+
+def test_priority_tickets_of_one_process_pass_another_process_flood_sqlite(tmp_path):
+    path = str(tmp_path / "bucket.sqlite")
+    _priority_through_a_flood(
+        lambda: SqliteRateLimiter(path, "k", rate=40.0, burst=2, adaptive=False), 40.0, 2
+    )
+
+
+def test_priority_columns_are_added_to_an_existing_bucket_file(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:  # the table as the first release created it
+        conn.execute(
+            "CREATE TABLE notion_rate_limit (key TEXT PRIMARY KEY, tokens REAL NOT NULL, "
+            "updated_at REAL NOT NULL, rate REAL NOT NULL, paused_until REAL NOT NULL, "
+            "epoch INTEGER NOT NULL, throttled_at REAL NOT NULL)"
+        )
+        conn.execute("INSERT INTO notion_rate_limit VALUES ('k', 2.0, 0.0, 3.0, 0.0, 0, 0.0)")
+    limiter = SqliteRateLimiter(path, "k", rate=100.0, adaptive=False)
+    limiter.acquire(priority=True)
+    limiter.acquire()
+    state = limiter._read()
+    assert (state.issued, state.priority_issued, state.priority_back) == (1, 1, 1)
 
 
 def _client_requests(url: str, token: str, limiter, count: int, start_at: float, queue) -> None:
@@ -418,6 +691,31 @@ def test_processes_sharing_a_postgres_bucket_never_exceed_it(pg_dsn, processes):
         rate,
         burst,
     )
+
+
+def test_priority_tickets_of_one_process_pass_another_process_flood_postgres(pg_dsn):
+    _priority_through_a_flood(
+        lambda: PostgresRateLimiter(pg_dsn, "k", rate=40.0, burst=2, adaptive=False), 40.0, 2
+    )
+
+
+def test_priority_columns_are_added_to_an_existing_postgres_table(pg_dsn):
+    import psycopg2
+
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:  # the table before priority tickets
+        cur.execute(
+            "CREATE TABLE notion_rate_limit (key text PRIMARY KEY, tokens double precision NOT NULL, "
+            "updated_at double precision NOT NULL, rate double precision NOT NULL, "
+            "paused_until double precision NOT NULL, epoch bigint NOT NULL, "
+            "throttled_at double precision NOT NULL, issued bigint NOT NULL DEFAULT 0)"
+        )
+        cur.execute("INSERT INTO notion_rate_limit VALUES ('k', 2.0, 0.0, 3.0, 0.0, 0, 0.0, 5)")
+    conn.close()
+    limiter = PostgresRateLimiter(pg_dsn, "k", rate=100.0, adaptive=False)
+    limiter.acquire(priority=True)
+    limiter.acquire()
+    state = limiter._read()
+    assert (state.issued, state.priority_issued, state.priority_back) == (6, 1, 6)
 
 
 @pytest.mark.parametrize("processes", [2, 4])

@@ -19,6 +19,7 @@ from dagster import (
     asset,
 )
 
+from notion_sync.automation.lanes import LANE_TAG
 from notion_sync.config import ObjectConfig
 from notion_sync.notion.errors import PermanentNotionError
 from notion_sync.notion.resource import NotionResource
@@ -36,7 +37,12 @@ SYNC_RETRY_POLICY = RetryPolicy(
 )
 
 
-def _metadata(report: SyncReport, notion: NotionResource) -> dict:
+def limiter_priority(run_tags: dict[str, str]) -> bool:
+    """Realtime-lane runs go first in the shared Notion rate limiter (ahead of backfills' requests)."""
+    return run_tags.get(LANE_TAG) == "realtime"
+
+
+def _metadata(report: SyncReport, notion: NotionResource, priority: bool = False) -> dict:
     real_rps = notion.rate_limit_rps * notion.time_scale
     return {
         **{action: report.totals[action] for action in ("created", "updated", "unchanged", "archived")},
@@ -44,6 +50,7 @@ def _metadata(report: SyncReport, notion: NotionResource) -> dict:
         "skipped": report.totals["skipped"],
         "records": report.records,
         "rate_limit_rps": notion.rate_limit_rps,
+        "limiter_priority": priority,
         "relations_filled": report.relations_filled,
         "requests": report.requests,
         "rate_limited_429s": report.rate_limited,
@@ -89,11 +96,14 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
         staging: StagingResource,
         salesforce: SalesforceResource,
     ) -> MaterializeResult:
+        priority = limiter_priority(context.run.tags)
         try:
             types = salesforce_field_types(
                 staging.connect, obj, lambda name: describe_object(salesforce.get_client().sf, name)
             )
-            report = run_sync(notion, staging.connect, obj, types, context.partition_key, context.run_id)
+            report = run_sync(
+                notion, staging.connect, obj, types, context.partition_key, context.run_id, priority=priority
+            )
         except (SchemaError, PermanentNotionError) as error:
             raise Failure(description=str(error), allow_retries=False) from error
         except duckdb.CatalogException as error:
@@ -105,7 +115,8 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
         context.log.info(
             f"{obj.name} {context.partition_key}: {dict(report.totals)} in {report.duration_s:.1f}s, "
             f"{report.requests} requests ({report.rate_limited} rate limited)"
+            + (", first in the Notion rate limiter (realtime lane)" if priority else "")
         )
-        return MaterializeResult(metadata=_metadata(report, notion))
+        return MaterializeResult(metadata=_metadata(report, notion, priority))
 
     return _notion_object

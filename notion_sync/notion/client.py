@@ -82,7 +82,8 @@ class NotionClient:
     """Notion REST client for the data-source API (``Notion-Version`` 2025-09-03 by default).
 
     Thread-safe: one instance serves a pool of workers (see `pipeline.run_pipelined`); size the
-    connection pool with ``pool_size`` ≥ the number of workers.
+    connection pool with ``pool_size`` ≥ the number of workers. ``priority=True``: its requests go
+    ahead of every other client's waiting in the shared limiter (the total rate is unchanged).
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class NotionClient:
         pool_size: int = 16,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
+        priority: bool = False,
     ) -> None:
         if not token:
             raise ValueError("a Notion token is required (NOTION_TOKEN)")
@@ -114,6 +116,9 @@ class NotionClient:
         self.on_call = on_call
         self.backoff_base = backoff_base  # virtual seconds, like backoff_max
         self.backoff_max = backoff_max
+        # Every attempt (retries too) takes a priority ticket: ahead of the normal requests waiting
+        # for the shared limiter (the realtime lane's runs, see `RateLimiter.acquire`).
+        self.priority = priority
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
         self.session.mount("https://", adapter)
@@ -162,7 +167,7 @@ class NotionClient:
         attempt = 0
         while True:
             if self.limiter is not None:
-                self.limiter.acquire()
+                self.limiter.acquire(priority=self.priority)
             try:
                 return self._attempt(method, path, url, json, params, idempotent)
             except AmbiguousWriteError:

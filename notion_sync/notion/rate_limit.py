@@ -19,6 +19,13 @@ after it, and a request that was answered 429 queues *behind* the requests alrea
 does not jump the queue and meet the next 429 of a storm again and again (FIFO: a storm's 429s are
 spread over the workers instead of exhausting one request's retries).
 
+Priority: ``acquire(priority=True)`` (the realtime lane's requests) takes the next free slot ahead of
+every waiting normal ticket, behind the priority tickets already waiting; the normal tickets move
+back one slot each, in order — the mechanics of a pause, one interval long. The bucket itself is
+untouched: every ticket, priority or not, is one token of the same debt, so the total rate and burst
+stay as they are. Priority tickets can starve normal ones only if they alone fill the rate; the
+realtime lane's volume (a few requests per change) is far from that.
+
 Units: rates are requests per *virtual* second (the configured Notion rate); the bucket refills at
 ``rate x time_scale`` per real second, so a sandbox sped up K times is matched with
 ``time_scale=K``. Timestamps in the shared state are real wall-clock seconds (PostgreSQL's clock for
@@ -30,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -40,13 +48,14 @@ from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 
-Op = Literal["acquire", "pause", "grow", "throttle"]
+Op = Literal["acquire", "acquire_priority", "pause", "grow", "throttle"]
 
 
 @runtime_checkable
 class RateLimiter(Protocol):
-    def acquire(self) -> None:
-        """Block until a request may be sent; honours any shared pause."""
+    def acquire(self, priority: bool = False) -> None:
+        """Block until a request may be sent; honours any shared pause. ``priority``: ahead of every
+        waiting normal request (the realtime lane)."""
 
     def pause(self, seconds: float, reason: str) -> None:
         """Every worker of every process using this bucket waits until `seconds` (real) have passed."""
@@ -86,7 +95,9 @@ class BucketState:
     paused_until: float = 0.0
     epoch: int = 0  # bumped by every pause (observability: how often the bucket was paused)
     throttled_at: float = 0.0  # when the rate was last halved
-    issued: int = 0  # tickets handed out so far; the last one is the back of the queue
+    issued: int = 0  # normal tickets handed out so far; the last one is the back of the queue
+    priority_issued: int = 0  # priority tickets handed out so far (each moved the waiting normal ones back)
+    priority_back: int = 0  # the last priority ticket: the back of the priority queue
 
 
 def initial_state(now: float, p: BucketParams) -> BucketState:
@@ -98,6 +109,7 @@ class Step(NamedTuple):
     wait: float = 0.0  # real seconds to sleep before sending ("acquire" only)
     reserved: bool = False  # "acquire" took a token (a slot `wait` seconds from now)
     ticket: int = 0  # "acquire": the reservation's number, to find its slot again (`ticket_slot`)
+    priority: bool = False  # the ticket is a priority one (``ticket_slot(..., priority=True)``)
 
 
 def _rate(state: BucketState, p: BucketParams) -> float:
@@ -105,16 +117,22 @@ def _rate(state: BucketState, p: BucketParams) -> float:
     return min(max(state.rate, min(p.min_rate, p.rate)), p.rate)
 
 
-def ticket_slot(state: BucketState, ticket: int, p: BucketParams) -> float:
+def ticket_slot(state: BucketState, ticket: int, p: BucketParams, priority: bool = False) -> float:
     """The real time at which `ticket` may be sent, given the bucket's current state.
 
     Ticket ``issued - k`` is the (k+1)-th from the back of the queue: its slot is when the refill
     (from ``updated_at`` at the rate in force) has repaid the debt down to it. A pause moves
     ``updated_at`` to its end and a throttle slows the refill, so both move every waiting ticket
     back, keeping their order; nothing is ever sent before ``paused_until``.
+
+    A priority ticket takes a token without a normal number, so every normal ticket moves back one
+    slot; priority tickets are numbered against ``issued + priority_issued`` instead, so that a later
+    priority ticket (behind them) does not move them. Either way, every ticket's slot lies on the
+    same grid, one interval apart: no two waiting tickets share a slot.
     """
     refill = _rate(state, p) * p.time_scale
-    due = state.updated_at + (ticket - state.issued - state.tokens) / refill
+    behind = state.issued + (state.priority_issued if priority else 0)
+    due = state.updated_at + (ticket - behind - state.tokens) / refill
     return max(due, state.paused_until)
 
 
@@ -123,6 +141,8 @@ def bucket_step(state: BucketState | None, op: Op, now: float, p: BucketParams, 
 
     For "acquire": a token is reserved under a new ``ticket`` and the caller sends after ``wait``
     real seconds — during a pause too, behind the tickets already queued, at or after its end.
+    "acquire_priority": the same, but the ticket takes the next free slot ahead of every waiting
+    normal ticket (those move back one slot each, in order), behind the waiting priority tickets.
     "pause" takes `seconds` (real).
     """
     s = state or initial_state(now, p)
@@ -136,6 +156,19 @@ def bucket_step(state: BucketState | None, op: Op, now: float, p: BucketParams, 
     if op == "acquire":
         s = replace(s, tokens=s.tokens - 1.0, issued=s.issued + 1)
         return Step(s, max(0.0, ticket_slot(s, s.issued, p) - now), reserved=True, ticket=s.issued)
+    if op == "acquire_priority":
+        # The waiting tickets sit on a grid one interval apart from the back of the queue at
+        # ``-tokens`` intervals after ``updated_at`` (the last normal ticket's slot, see
+        # `ticket_slot`). Those still to come are the grid points after now: after ``updated_at``
+        # (= now) or, during a pause, from its end on. The new ticket takes the first of them; one
+        # token more of debt moves every normal ticket back one slot. Priority ticket ``c`` sits at
+        # ``c - issued - priority_issued - tokens``, so it keeps its slot when later ones arrive.
+        debt = -s.tokens
+        ahead = max(0, math.floor(debt) + 1 if s.updated_at > now else math.ceil(debt))
+        ticket = max(s.priority_back + 1, s.issued + s.priority_issued + 1 - ahead)
+        s = replace(s, tokens=s.tokens - 1.0, priority_issued=s.priority_issued + 1, priority_back=ticket)
+        wait = max(0.0, ticket_slot(s, ticket, p, priority=True) - now)
+        return Step(s, wait, reserved=True, ticket=ticket, priority=True)
     if op == "pause":
         until = max(s.paused_until, now + max(0.0, seconds))
         # Refill stops until the pause ends: the queued tickets keep their debt and their order and
@@ -213,17 +246,23 @@ class _SharedBucketLimiter:
         return self._read(), time.time()
 
     # -- RateLimiter -----------------------------------------------------------------------------
-    def acquire(self) -> None:
-        step = self._transact("acquire")
+    def acquire(self, priority: bool = False) -> None:
+        step = self._transact("acquire_priority" if priority else "acquire")
         wait = step.wait
-        # Sleep to the ticket's slot; a pause or a halving since may have moved it back (in queue
-        # order): then sleep on to the new slot. One read per wake-up, no polling.
+        # Sleep to the ticket's slot; a pause, a halving or a priority ticket since may have moved it
+        # back (in queue order): then sleep on to the new slot. One read per wake-up, no polling.
         while wait > _EARLY:
             self._sleep(wait)
             current, now = self._read_at()
             if current is None:
                 return
-            wait = ticket_slot(current, step.ticket, self.params) - now
+            if step.priority and current.priority_issued < step.state.priority_issued:
+                # The row was rewritten without the priority columns (a process of an older version
+                # during an upgrade): the ticket's number means nothing any more, queue again.
+                step = self._transact("acquire_priority")
+                wait = step.wait
+                continue
+            wait = ticket_slot(current, step.ticket, self.params, step.priority) - now
 
     def pause(self, seconds: float, reason: str) -> None:
         state = self._transact("pause", seconds).state
@@ -268,7 +307,19 @@ class _SharedBucketLimiter:
 
 
 _EARLY = 1e-4  # real seconds: a wake-up this close to the slot sends (timer granularity)
-_COLUMNS = ("tokens", "updated_at", "rate", "paused_until", "epoch", "throttled_at", "issued")
+_COLUMNS = (
+    "tokens",
+    "updated_at",
+    "rate",
+    "paused_until",
+    "epoch",
+    "throttled_at",
+    "issued",
+    "priority_issued",
+    "priority_back",
+)
+# Integer columns added after the first release: added to an existing table on first use.
+_ADDED = ("issued", "priority_issued", "priority_back")
 _TABLE = "notion_rate_limit"
 _VALUES = ", ".join("?" * (len(_COLUMNS) + 1))
 
@@ -276,11 +327,22 @@ _VALUES = ", ".join("?" * (len(_COLUMNS) + 1))
 def _state_from_row(row) -> BucketState | None:
     if row is None:
         return None
-    return BucketState(*(float(v) for v in row[:4]), int(row[4]), float(row[5]), int(row[6]))
+    return BucketState(*(float(v) for v in row[:4]), int(row[4]), float(row[5]), *(int(v) for v in row[6:9]))
 
 
 def _row(key: str, s: BucketState) -> tuple:
-    return (key, s.tokens, s.updated_at, s.rate, s.paused_until, s.epoch, s.throttled_at, s.issued)
+    return (
+        key,
+        s.tokens,
+        s.updated_at,
+        s.rate,
+        s.paused_until,
+        s.epoch,
+        s.throttled_at,
+        s.issued,
+        s.priority_issued,
+        s.priority_back,
+    )
 
 
 class SqliteRateLimiter(_SharedBucketLimiter):
@@ -315,12 +377,15 @@ class SqliteRateLimiter(_SharedBucketLimiter):
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {_TABLE} (key TEXT PRIMARY KEY, tokens REAL NOT NULL, "
                 "updated_at REAL NOT NULL, rate REAL NOT NULL, paused_until REAL NOT NULL, "
-                "epoch INTEGER NOT NULL, throttled_at REAL NOT NULL, issued INTEGER NOT NULL DEFAULT 0)"
+                "epoch INTEGER NOT NULL, throttled_at REAL NOT NULL, "
+                + ", ".join(f"{name} INTEGER NOT NULL DEFAULT 0" for name in _ADDED)
+                + ")"
             )
             columns = {row[1] for row in conn.execute(f"PRAGMA table_info({_TABLE})")}
-            if "issued" not in columns:  # a bucket file from before tickets
-                with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
-                    conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN issued INTEGER NOT NULL DEFAULT 0")
+            for name in _ADDED:  # a bucket file from before tickets / priority tickets
+                if name not in columns:
+                    with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                        conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
             self._local.conn = conn
         return conn
 
@@ -382,11 +447,19 @@ class PostgresRateLimiter(_SharedBucketLimiter):
                         "tokens double precision NOT NULL, updated_at double precision NOT NULL, "
                         "rate double precision NOT NULL, paused_until double precision NOT NULL, "
                         "epoch bigint NOT NULL, throttled_at double precision NOT NULL, "
-                        "issued bigint NOT NULL DEFAULT 0)"
+                        + ", ".join(f"{name} bigint NOT NULL DEFAULT 0" for name in _ADDED)
+                        + ")"
                     )
-                    cur.execute(  # a bucket table from before tickets
-                        f"ALTER TABLE {_TABLE} ADD COLUMN IF NOT EXISTS issued bigint NOT NULL DEFAULT 0"
+                    cur.execute(
+                        "SELECT column_name FROM information_schema.columns "
+                        "WHERE table_name = %s AND table_schema = current_schema()",
+                        (_TABLE,),
                     )
+                    columns = {row[0] for row in cur.fetchall()}
+                    for name in _ADDED:  # a bucket table from before tickets / priority tickets
+                        if name not in columns:  # (ALTER locks the table: only when needed)
+                            add = f"ADD COLUMN IF NOT EXISTS {name} bigint NOT NULL DEFAULT 0"
+                            cur.execute(f"ALTER TABLE {_TABLE} {add}")
                 finally:
                     cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_TABLE,))
             self._local.conn = conn

@@ -151,8 +151,13 @@ class NotionResource(ConfigurableResource):
                 f"burst and workers must be >= 1, got {self.burst!r} and {self.workers!r}"
             )
 
-    def get_client(self, on_call: Callable[[ApiCall], None] | None = None) -> NotionClient:
-        """A `NotionClient` sharing this token's rate-limit bucket with every other process."""
+    def get_client(
+        self, on_call: Callable[[ApiCall], None] | None = None, priority: bool = False
+    ) -> NotionClient:
+        """A `NotionClient` sharing this token's rate-limit bucket with every other process.
+
+        ``priority=True`` (the realtime lane): its requests take the bucket's next free slots ahead of
+        the other clients' waiting requests; the bucket's rate and burst stay the same for all."""
         self.validate_config()
         limiter = make_limiter(
             self.limiter_backend,
@@ -174,6 +179,7 @@ class NotionResource(ConfigurableResource):
             max_retries=self.max_retries,
             on_call=on_call,
             pool_size=self.workers + 2,
+            priority=priority,
         )
 
     def run_pipelined(

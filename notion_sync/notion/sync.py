@@ -459,10 +459,12 @@ def run_sync(
     sf_types: dict[str, str],
     partition: str,
     run_id: str,
+    priority: bool = False,
 ) -> SyncReport:
-    """Provision the data source and sync one partition with one NotionClient for the whole run."""
+    """Provision the data source and sync one partition with one NotionClient for the whole run
+    (``priority``: its requests go first in the shared rate limiter, see `NotionResource.get_client`)."""
     specs = property_specs(obj, sf_types)
     writer = state.StateWriter(connect, run_id, obj.name)
-    with notion.get_client(on_call=writer.record_call) as client:
+    with notion.get_client(on_call=writer.record_call, priority=priority) as client:
         data_source_id = ensure_data_source(client, connect, obj, specs, notion.parent_page_id)
         return sync_partition(client, writer, obj, specs, data_source_id, partition, workers=notion.workers)
