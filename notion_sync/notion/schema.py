@@ -12,13 +12,28 @@ whose database sits under the parent page and carries the object's marker; a fou
 and reused. Search is indexed asynchronously, so after an ambiguous create it is asked again a few
 times; still nothing, the run fails (transiently) rather than risk a second database, and the next
 run searches again before creating.
+
+No second database when runs race either (the first backfill starts several partitions of a
+never-synced object at once, and search lags): creating is claimed in DuckDB, which every run
+shares. The run that inserts the claim (`notion_target_claims`, one row per object) searches,
+creates, records `notion_targets` and releases the claim in one transaction; the others poll
+`notion_targets` and use what it records, failing (transiently) with the holder's run id after
+``claim_wait_s``. A claim older than ``claim_stale_s`` is a crashed run's: it is taken over, and the
+taker still searches before creating (the crashed run may have created the database). DuckDB is
+held only for these tiny transactions, never across a Notion call.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import random
+import socket
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from notion_sync.config import ObjectConfig
@@ -32,10 +47,33 @@ log = logging.getLogger(__name__)
 Describe = Callable[[str], Mapping[str, Any]]  # object name -> Salesforce describe result
 # Virtual seconds to wait before each further search after an ambiguous create (search index lag).
 SEARCH_SETTLE_S = (1.0, 2.0, 4.0)
+# Real seconds: how long a run waits for another run creating the same database, the age at which
+# a claim is taken for a crashed run's, and how often a waiting run looks again.
+CLAIM_WAIT_S = 600.0
+CLAIM_STALE_S = 900.0
+CLAIM_POLL_S = 0.5
 
 
 class SchemaError(ValueError):
     """The Notion database cannot hold the object as configured; the message says what to change."""
+
+
+class ProvisioningTimeout(RuntimeError):
+    """Another run kept creating the object's database for longer than we wait (transient: retry)."""
+
+
+@dataclass(frozen=True)
+class Claiming:
+    """Who claims the creation of a database, and the bounds of waiting for another claimant."""
+
+    run_id: str
+    wait_s: float = CLAIM_WAIT_S
+    stale_s: float = CLAIM_STALE_S
+    poll_s: float = CLAIM_POLL_S
+
+
+def _anonymous_run_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def salesforce_field_types(
@@ -166,12 +204,95 @@ def _create_database(
         ) from error
 
 
+def _first_source(obj: ObjectConfig, database: Mapping[str, Any]) -> str:
+    sources = database.get("data_sources") or []
+    if not sources:
+        raise SchemaError(f"objects.{obj.name}: Notion database {database.get('id')} has no data source")
+    return sources[0]["id"]
+
+
+def _claim(connect: state.Connect, obj: ObjectConfig, claiming: Claiming) -> state.ClaimOutcome:
+    """Hold the claim on creating ``obj``'s database, or the target another run recorded meanwhile.
+
+    Polls while another run holds the claim; raises `ProvisioningTimeout` after ``wait_s``.
+    """
+    started = time.monotonic()
+    stale_after = timedelta(seconds=claiming.stale_s)
+    waiting_for: str | None = None
+    while True:
+        with connect() as conn:
+            outcome = state.claim_target(conn, obj.name, claiming.run_id, stale_after)
+        if outcome.target or outcome.held_by(claiming.run_id):
+            return outcome
+        holder = outcome.holder
+        assert holder is not None
+        left = claiming.wait_s - (time.monotonic() - started)
+        if left <= 0:
+            raise ProvisioningTimeout(
+                f"{obj.name}: run {holder.run_id} has been creating the Notion database of {obj.name} "
+                f"since {holder.claimed_at:%Y-%m-%d %H:%M:%S} UTC (notion_target_claims) and has not "
+                f"recorded it in notion_targets after {claiming.wait_s:.0f} s of waiting; if that run "
+                f"crashed, its claim is taken over {claiming.stale_s:.0f} s after it was made, "
+                "so a retry finds or creates the database"
+            )
+        if waiting_for != holder.run_id:
+            log.info("%s: waiting for run %s, which is creating the Notion database", obj.name, holder.run_id)
+            waiting_for = holder.run_id
+        time.sleep(min(left, claiming.poll_s * (0.5 + random.random())))
+
+
+def _provision(
+    client: NotionClient,
+    connect: state.Connect,
+    obj: ObjectConfig,
+    initial: Mapping[str, Any],
+    parent_page_id: str,
+    claiming: Claiming,
+) -> str:
+    """The data source of ``obj``'s database, created by one run at a time across threads and processes."""
+    outcome = _claim(connect, obj, claiming)
+    if outcome.target:
+        return outcome.target[1]
+    if stale := outcome.taken_over:
+        log.warning(
+            "%s: took over the claim of run %s (made %s, presumably crashed) on creating the Notion "
+            "database; searching for one it may have created first",
+            obj.name,
+            stale.run_id,
+            f"{stale.claimed_at:%Y-%m-%d %H:%M:%S} UTC",
+        )
+    try:
+        database = _create_database(client, obj, initial, parent_page_id)
+        data_source_id = _first_source(obj, database)
+    except BaseException:
+        try:
+            with connect() as conn:
+                state.release_claim(conn, obj.name, claiming.run_id)
+        except Exception:  # the claim goes stale instead; the original error matters more
+            log.exception("%s: could not release the claim on creating the Notion database", obj.name)
+        raise
+    with connect() as conn:
+        database_id, recorded = state.record_target(
+            conn, obj.name, database["id"], data_source_id, claiming.run_id
+        )
+    if recorded != data_source_id:
+        log.warning(
+            "%s: another run recorded the Notion database %s while this run's claim was taken for stale; "
+            "using it, and leaving %s alone (move it to the trash in Notion if it is unused)",
+            obj.name,
+            database_id,
+            database["id"],
+        )
+    return recorded
+
+
 def _locate(
     client: NotionClient,
     connect: state.Connect,
     obj: ObjectConfig,
     initial: Mapping[str, Any],
     parent_page_id: str | None,
+    claiming: Claiming,
 ) -> str:
     """The data source id of ``obj``: configured, recorded earlier, or created (at most once)."""
     with connect() as conn:
@@ -181,20 +302,17 @@ def _locate(
         return recorded[1]
     if configured:
         database = client.retrieve_database(configured)
-    elif parent_page_id:
-        database = _create_database(client, obj, initial, parent_page_id)
-    else:
+        data_source_id = _first_source(obj, database)
+        with connect() as conn:
+            state.save_target(conn, obj.name, database["id"], data_source_id)
+        return data_source_id
+    if not parent_page_id:
         raise SchemaError(
             f"objects.{obj.name}: no notion.database_id configured and NOTION_PARENT_PAGE_ID is not set; "
             "set NOTION_PARENT_PAGE_ID to the page under which the database should be created, "
             f"or give objects.{obj.name}.notion.database_id"
         )
-    sources = database.get("data_sources") or []
-    if not sources:
-        raise SchemaError(f"objects.{obj.name}: Notion database {database.get('id')} has no data source")
-    with connect() as conn:
-        state.save_target(conn, obj.name, database["id"], sources[0]["id"])
-    return sources[0]["id"]
+    return _provision(client, connect, obj, initial, parent_page_id, claiming)
 
 
 def _property_changes(
@@ -231,11 +349,23 @@ def ensure_data_source(
     obj: ObjectConfig,
     specs: Sequence[PropertySpec],
     parent_page_id: str | None,
+    *,
+    run_id: str | None = None,
+    claim_wait_s: float = CLAIM_WAIT_S,
+    claim_stale_s: float = CLAIM_STALE_S,
+    claim_poll_s: float = CLAIM_POLL_S,
 ) -> str:
-    """Provision or validate ``obj``'s data source; returns its id."""
+    """Provision or validate ``obj``'s data source; returns its id.
+
+    ``run_id`` names this run in the claim on creating the database (and in other runs' timeout
+    errors); unique per concurrent call, one is made up when not given. ``claim_*`` are real seconds.
+    """
+    claiming = Claiming(run_id or _anonymous_run_id(), claim_wait_s, claim_stale_s, claim_poll_s)
     targets = _relation_targets(connect, obj, specs)
     creatable = [spec for spec in specs if not spec.relation_to or spec.relation_to in targets]
-    data_source_id = _locate(client, connect, obj, database_properties(creatable, targets), parent_page_id)
+    data_source_id = _locate(
+        client, connect, obj, database_properties(creatable, targets), parent_page_id, claiming
+    )
     wanted = database_properties(specs, {**targets, obj.name: data_source_id})
     current = client.retrieve_data_source(data_source_id).get("properties", {})
     changes = _property_changes(obj, wanted, current)

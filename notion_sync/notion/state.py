@@ -7,12 +7,17 @@
 | `sync_batches` | run of one object partition: status and totals |
 | `api_usage` | HTTP call to Notion |
 | `notion_targets` | object: the database and data source its pages live in |
+| `notion_target_claims` | object whose database a run is creating now: the run, since when |
 | `pending_relations` | relation whose parent page did not exist yet when the child was written |
 | `sf_fields` | configured Salesforce field: its describe type (drives the Notion property types) |
 
 Writes during a sync go through :class:`StateWriter`, which buffers them and flushes a few hundred
 rows at a time in one short transaction, so the staging file is never held while Notion is called
 and an extraction waiting for the lock is delayed by milliseconds at most.
+
+Threads of one process share the database and may race on the same rows: DuckDB then fails the
+later commit (a write-write conflict or a duplicate key). The few functions that expect such races
+(:func:`ensure_tables`, :func:`claim_target`, :func:`record_target`) re-run their short transaction.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import duckdb
@@ -51,6 +57,8 @@ _TABLES = {
         duration_ms DOUBLE, rate_limited BOOLEAN, retry_after DOUBLE""",
     "notion_targets": """
         object VARCHAR PRIMARY KEY, database_id VARCHAR NOT NULL, data_source_id VARCHAR NOT NULL""",
+    "notion_target_claims": """
+        object VARCHAR PRIMARY KEY, run_id VARCHAR NOT NULL, claimed_at TIMESTAMPTZ NOT NULL""",
     "pending_relations": """
         object VARCHAR NOT NULL, sf_id VARCHAR NOT NULL, property VARCHAR NOT NULL,
         parent_object VARCHAR NOT NULL, parent_sf_id VARCHAR NOT NULL,
@@ -93,9 +101,35 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def _is_conflict(error: duckdb.Error) -> bool:
+    """A concurrent transaction of this process changed the same row or catalog entry first."""
+    text = str(error).lower()
+    if isinstance(error, duckdb.ConstraintException):
+        return "duplicate key" in text
+    return isinstance(error, duckdb.TransactionException) and ("conflict" in text or "duplicate key" in text)
+
+
+def _retry_conflicts(conn: duckdb.DuckDBPyConnection, work: Callable[[], Any], attempts: int = 50) -> Any:
+    """Run ``work`` (one short transaction it begins and commits) again while it loses a race."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except duckdb.Error as error:
+            with suppress(duckdb.Error):  # none open when the failed statement was its own
+                conn.execute("ROLLBACK")
+            if not _is_conflict(error) or attempt == attempts - 1:
+                raise
+            time.sleep(0.005 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables that do not exist yet (a thread creating the same one first is no error)."""
+    listed = "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+    existing = {row[0] for row in conn.execute(listed).fetchall()}
     for table, columns in _TABLES.items():
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+        if table not in existing:
+            _retry_conflicts(conn, partial(conn.execute, f"CREATE TABLE IF NOT EXISTS {table} ({columns})"))
 
 
 def _insert(
@@ -177,6 +211,96 @@ def save_target(
     conn.execute(
         "INSERT OR REPLACE INTO notion_targets VALUES (?, ?, ?)", [object_name, database_id, data_source_id]
     )
+
+
+@dataclass(frozen=True)
+class TargetClaim:
+    """A run creating the Notion database of ``object`` (a row of ``notion_target_claims``)."""
+
+    object: str
+    run_id: str
+    claimed_at: datetime
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    """What :func:`claim_target` found: a recorded target, or the claim now held (ours or not)."""
+
+    target: tuple[str, str] | None = None
+    holder: TargetClaim | None = None
+    taken_over: TargetClaim | None = None  # the stale claim replaced by ours
+
+    def held_by(self, run_id: str) -> bool:
+        return self.target is None and self.holder is not None and self.holder.run_id == run_id
+
+
+def load_claim(conn: duckdb.DuckDBPyConnection, object_name: str) -> TargetClaim | None:
+    row = conn.execute(
+        "SELECT run_id, claimed_at FROM notion_target_claims WHERE object = ?", [object_name]
+    ).fetchone()
+    return TargetClaim(object_name, row[0], _as_datetime(row[1]).astimezone(UTC)) if row else None
+
+
+def claim_target(
+    conn: duckdb.DuckDBPyConnection, object_name: str, run_id: str, stale_after: timedelta
+) -> ClaimOutcome:
+    """Claim the creation of ``object_name``'s Notion database for ``run_id``, in one transaction.
+
+    The target already recorded: it, and no claim. No claim, ours, or one older than
+    ``stale_after`` (its run crashed): ours now (``taken_over`` names the stale one). Else the
+    holder's claim. A thread of this process claiming at the same time loses the commit; the
+    transaction is re-run and then sees the winner's claim.
+    """
+
+    def attempt() -> ClaimOutcome:
+        conn.execute("BEGIN TRANSACTION")
+        if target := load_target(conn, object_name):
+            conn.execute("COMMIT")
+            return ClaimOutcome(target=target)
+        current = load_claim(conn, object_name)
+        at = now()
+        if current is None:
+            conn.execute("INSERT INTO notion_target_claims VALUES (?, ?, ?)", [object_name, run_id, at])
+            outcome = ClaimOutcome(holder=TargetClaim(object_name, run_id, at))
+        elif current.run_id == run_id or at - current.claimed_at > stale_after:
+            conn.execute(
+                "UPDATE notion_target_claims SET run_id = ?, claimed_at = ? WHERE object = ?",
+                [run_id, at, object_name],
+            )
+            stale = current if current.run_id != run_id else None
+            outcome = ClaimOutcome(holder=TargetClaim(object_name, run_id, at), taken_over=stale)
+        else:
+            outcome = ClaimOutcome(holder=current)
+        conn.execute("COMMIT")
+        return outcome
+
+    return _retry_conflicts(conn, attempt)
+
+
+def release_claim(conn: duckdb.DuckDBPyConnection, object_name: str, run_id: str) -> None:
+    """Drop ``run_id``'s claim on ``object_name`` (a claim taken over since is left alone)."""
+    conn.execute("DELETE FROM notion_target_claims WHERE object = ? AND run_id = ?", [object_name, run_id])
+
+
+def record_target(
+    conn: duckdb.DuckDBPyConnection, object_name: str, database_id: str, data_source_id: str, run_id: str
+) -> tuple[str, str]:
+    """Record the database ``run_id`` created (or found) and release its claim, in one transaction.
+
+    A target recorded meanwhile (this run's claim went stale and another run finished first) is
+    kept and returned, so every run writes to the same database.
+    """
+
+    def attempt() -> tuple[str, str]:
+        conn.execute("BEGIN TRANSACTION")
+        recorded = load_target(conn, object_name)
+        if recorded is None:
+            save_target(conn, object_name, database_id, data_source_id)
+        release_claim(conn, object_name, run_id)
+        conn.execute("COMMIT")
+        return recorded or (database_id, data_source_id)
+
+    return _retry_conflicts(conn, attempt)
 
 
 def field_types(conn: duckdb.DuckDBPyConnection, object_name: str) -> dict[str, str]:
