@@ -32,9 +32,16 @@ def duckdb_path() -> Path:
     return Path(os.environ.get("NOTION_SYNC_DUCKDB", DEFAULT_DUCKDB_PATH))
 
 
-def _is_lock_error(error: duckdb.Error) -> bool:
+_NEW_FILE_BYTES = 1 << 20
+
+
+def _is_lock_error(error: duckdb.Error, target: Path) -> bool:
+    """Another process holds the file, or is still writing a brand-new one (its header is not there yet)."""
     text = str(error).lower()
-    return "lock" in text or "conflicting" in text
+    if "lock" in text or "conflicting" in text:
+        return True
+    invalid = "not a valid duckdb database file" in text
+    return invalid and target.exists() and target.stat().st_size < _NEW_FILE_BYTES
 
 
 @contextmanager
@@ -51,7 +58,7 @@ def connect(
             conn = duckdb.connect(str(target), read_only=read_only and target.exists())
             break
         except duckdb.Error as error:
-            if not _is_lock_error(error):
+            if not _is_lock_error(error, target):
                 raise
             if time.monotonic() >= deadline:
                 raise StagingLockedError(

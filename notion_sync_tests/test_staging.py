@@ -151,3 +151,24 @@ def test_spool_directory_is_removed(tmp_path):
         directory = spool.directory
         assert directory.parent == tmp_path
     assert not directory.exists()
+
+
+_OPEN_AND_WRITE = """
+import sys
+from notion_sync.staging import connect
+with connect(sys.argv[1]) as conn:
+    conn.execute("CREATE TABLE IF NOT EXISTS t (pid INTEGER)")
+    conn.execute("INSERT INTO t VALUES (?)", [int(sys.argv[2])])
+"""
+
+
+def test_processes_opening_a_brand_new_file_together_all_succeed(tmp_path):
+    """The first process may still be writing the new file's header when the others open it."""
+    for round_ in range(3):
+        path = tmp_path / f"fresh{round_}.duckdb"
+        command = [sys.executable, "-c", _OPEN_AND_WRITE, str(path)]
+        procs = [subprocess.Popen([*command, str(i)], stderr=subprocess.PIPE) for i in range(4)]
+        errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, errors
+        with duckdb.connect(str(path), read_only=True) as conn:
+            assert sorted(row[0] for row in conn.execute("SELECT pid FROM t").fetchall()) == [0, 1, 2, 3]

@@ -39,6 +39,7 @@ import hashlib
 import logging
 import math
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -345,6 +346,20 @@ def _row(key: str, s: BucketState) -> tuple:
     )
 
 
+def _switch_to_wal(conn: sqlite3.Connection, timeout_s: float = 60.0) -> None:
+    """Put the bucket file in WAL mode. The switch needs the file to itself and does not wait on
+    the busy timeout, so processes opening a brand-new file together retry it for a bounded time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01 + random.random() * 0.04)
+
+
 class SqliteRateLimiter(_SharedBucketLimiter):
     """The bucket in a SQLite file (WAL mode); ``BEGIN IMMEDIATE`` is the cross-process file lock.
 
@@ -372,7 +387,7 @@ class SqliteRateLimiter(_SharedBucketLimiter):
         if conn is None:
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves; timeout: lock waits.
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")  # losing the last bucket update on power loss is fine
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {_TABLE} (key TEXT PRIMARY KEY, tokens REAL NOT NULL, "

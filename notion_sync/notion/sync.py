@@ -466,5 +466,7 @@ def run_sync(
     specs = property_specs(obj, sf_types)
     writer = state.StateWriter(connect, run_id, obj.name)
     with notion.get_client(on_call=writer.record_call, priority=priority) as client:
-        data_source_id = ensure_data_source(client, connect, obj, specs, notion.parent_page_id)
+        data_source_id = ensure_data_source(
+            client, connect, obj, specs, notion.parent_page_id, run_id=run_id
+        )
         return sync_partition(client, writer, obj, specs, data_source_id, partition, workers=notion.workers)
