@@ -6,6 +6,7 @@ from __future__ import annotations
 from dagster import Definitions, in_process_executor
 
 from notion_sync.automation.jobs import build_jobs
+from notion_sync.automation.reconcile import build_reconcile_check
 from notion_sync.automation.schedules import build_schedules
 from notion_sync.automation.sensors import build_sensors
 from notion_sync.config import SyncConfig, load_config
@@ -21,7 +22,7 @@ def build_definitions(config: SyncConfig) -> Definitions:
     checks = []
     for obj in config.objects.values():
         assets += [build_salesforce_asset(obj), build_notion_asset(obj, config.parents_of(obj.name))]
-        checks += [*build_salesforce_checks(obj), *build_notion_checks(obj)]
+        checks += [*build_salesforce_checks(obj), *build_notion_checks(obj), build_reconcile_check(obj)]
     return Definitions(
         assets=assets,
         asset_checks=checks,

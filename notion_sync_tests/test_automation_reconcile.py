@@ -9,7 +9,7 @@ from dagster import (
 )
 
 from notion_sync.automation.jobs import sync_job
-from notion_sync.automation.reconcile import build_reconcile_job, compare
+from notion_sync.automation.reconcile import build_reconcile_check, build_reconcile_job, compare
 from notion_sync.automation.sensors import build_resync_sensor
 from notion_sync.config import load_config
 from notion_sync.notion.assets import build_notion_asset
@@ -50,6 +50,7 @@ def defs(tmp_path, notion_sandbox, own_salesforce_sandbox) -> Definitions:
     }
     return Definitions(
         assets=[build_salesforce_asset(ACCOUNT), build_notion_asset(ACCOUNT, [])],
+        asset_checks=[build_reconcile_check(ACCOUNT)],
         jobs=[sync_job(ACCOUNT), build_reconcile_job(ACCOUNT)],
         sensors=[build_resync_sensor(CONFIG)],
         resources=resources,
@@ -70,11 +71,12 @@ def test_reconcile_trashes_orphans_and_requeues_missing(defs, notion_sandbox, ow
 
         result = defs.resolve_job_def("reconcile_Account").execute_in_process(instance=instance)
         assert result.success
-        (observation,) = [
-            e.event_specific_data.asset_observation for e in result.all_events
-            if e.event_type == DagsterEventType.ASSET_OBSERVATION
+        (evaluation,) = [
+            e.event_specific_data for e in result.all_events
+            if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
         ]
-        metadata = {key: value.value for key, value in observation.metadata.items()}
+        assert evaluation.check_name == "reconciled_with_salesforce" and evaluation.passed is False
+        metadata = {key: value.value for key, value in evaluation.metadata.items()}
         assert metadata["orphaned_pages"] == 1 and metadata["trashed_pages"] == 1
         assert metadata["missing_pages"] == 1 and metadata["missing_sample"] == [lost]
         assert metadata["resync_partitions"] == [PARTITION]
@@ -95,6 +97,10 @@ def test_reconcile_trashes_orphans_and_requeues_missing(defs, notion_sandbox, ow
         assert defs.resolve_job_def("sync_Account").execute_in_process(
             instance=instance, partition_key=PARTITION, tags=request.tags
         ).success
+        again = defs.resolve_job_def("reconcile_Account").execute_in_process(instance=instance)
+        (clean,) = [e.event_specific_data for e in again.all_events
+                    if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
+        assert clean.passed is True and clean.metadata["orphaned_pages"].value == 0
     live = {page_salesforce_id(page) for page in notion_sandbox.pages(source_id)}
     assert lost in live and purged not in live
     assert live == set(pages) - {purged}

@@ -10,9 +10,10 @@ source (one Notion request per 100 pages, logged as an estimate before it starts
   asks for that partition again; the `reconcile_resync` sensor launches those partitions in the
   backfill lane when the reconciliation run succeeds (days never synced are left to the backfills
   and only counted);
-- records the differences as an observation of `notion/<Object>` (counts and samples).
+- reports the differences as the asset check `reconciled_with_salesforce` of `notion/<Object>`
+  (counts and samples; it fails when it found any).
 
-No `from __future__ import annotations` here: Dagster reads the op's annotations.
+No `from __future__ import annotations` here: Dagster reads the check's annotations.
 """
 
 import math
@@ -21,17 +22,19 @@ from dataclasses import dataclass
 
 import duckdb
 from dagster import (
-    AssetObservation,
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetSelection,
     DagsterEventType,
-    JobDefinition,
     MetadataValue,
-    OpDefinition,
-    OpExecutionContext,
     RunRequest,
     RunStatusSensorContext,
-    job,
-    op,
+    asset_check,
+    define_asset_job,
+    in_process_executor,
 )
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from notion_sync.automation.lanes import lane_tags
 from notion_sync.automation.modstamps import modstamp_day
@@ -99,20 +102,38 @@ def _target(staging: StagingResource, object_name: str) -> tuple[tuple[str, str]
         return target, state.count_pages(conn, object_name) if target else 0
 
 
-def _reconcile_op(obj: ObjectConfig) -> OpDefinition:
+CHECK_NAME = "reconciled_with_salesforce"
+_RECONCILE_CHECKS: dict[str, AssetChecksDefinition] = {}
+_RECONCILE_JOBS: dict[str, UnresolvedAssetJobDefinition] = {}
+
+
+def build_reconcile_check(obj: ObjectConfig) -> AssetChecksDefinition:
+    """`notion/<Object>` check `reconciled_with_salesforce`: the reconciliation itself.
+
+    It fails when it found differences (and has repaired them: orphans trashed, missing records
+    queued); cached, so the job, the schedule and `Definitions` share one object.
+    """
+    if obj.name in _RECONCILE_CHECKS:
+        return _RECONCILE_CHECKS[obj.name]
     notion_key = object_asset_keys(obj.name)[1]
 
-    @op(name=f"reconcile_{obj.name}_pages", tags={"notion_sync/reconcile": obj.name})
+    @asset_check(
+        asset=notion_key,
+        name=CHECK_NAME,
+        blocking=False,
+        description=f"Salesforce {obj.name} Ids (queryAll) against the Notion pages: orphaned pages are "
+        "trashed, missing records queued again; fails when differences were found.",
+    )
     def _reconcile(
-        context: OpExecutionContext,
+        context: AssetCheckExecutionContext,
         salesforce: SalesforceResource,
         notion: NotionResource,
         staging: StagingResource,
-    ) -> None:
+    ) -> AssetCheckResult:
         target, known_pages = _target(staging, obj.name)
         if target is None:
             context.log.info(f"{obj.name} was never synced to Notion: nothing to reconcile")
-            return
+            return AssetCheckResult(passed=True, metadata={"salesforce_records": 0, "never_synced": True})
         notion_requests = max(1, math.ceil(known_pages / NOTION_PAGE_SIZE))
         context.log.info(
             f"reconciling {obj.name}: about {known_pages} pages = {notion_requests} Notion requests "
@@ -136,59 +157,51 @@ def _reconcile_op(obj: ObjectConfig) -> OpDefinition:
         requeue = {sf_id: day for sf_id, day in differences.missing.items() if day in synced}
         _forget(staging, obj.name, trashed, requeue)
         resync = sorted(set(requeue.values()))
-        context.log_event(
-            AssetObservation(
-                asset_key=notion_key,
-                metadata={
-                    "salesforce_records": len(live),
-                    "orphaned_pages": len(differences.orphaned),
-                    "trashed_pages": len(trashed),
-                    "missing_pages": len(requeue),
-                    "not_synced_yet": len(differences.missing) - len(requeue),
-                    RESYNC_METADATA_KEY: MetadataValue.json(resync),
-                    "orphaned_sample": MetadataValue.json(sorted(differences.orphaned)[:SAMPLE]),
-                    "missing_sample": MetadataValue.json(sorted(requeue)[:SAMPLE]),
-                },
-            )
-        )
         context.log.info(
             f"{obj.name}: {len(trashed)}/{len(differences.orphaned)} orphaned pages trashed, {len(requeue)} "
             f"synced records without a page; partitions to sync again: {resync or 'none'}"
         )
+        return AssetCheckResult(
+            passed=not differences.orphaned and not requeue,
+            metadata={
+                "salesforce_records": len(live),
+                "orphaned_pages": len(differences.orphaned),
+                "trashed_pages": len(trashed),
+                "missing_pages": len(requeue),
+                "not_synced_yet": len(differences.missing) - len(requeue),
+                RESYNC_METADATA_KEY: MetadataValue.json(resync),
+                "orphaned_sample": MetadataValue.json(sorted(differences.orphaned)[:SAMPLE]),
+                "missing_sample": MetadataValue.json(sorted(requeue)[:SAMPLE]),
+            },
+        )
 
+    _RECONCILE_CHECKS[obj.name] = _reconcile
     return _reconcile
 
 
-_RECONCILE_JOBS: dict[str, JobDefinition] = {}
-
-
-def build_reconcile_job(obj: ObjectConfig) -> JobDefinition:
-    """`reconcile_<Object>`; cached, like the sync jobs, so schedules and sensors share the object."""
+def build_reconcile_job(obj: ObjectConfig) -> UnresolvedAssetJobDefinition:
+    """`reconcile_<Object>`: runs the object's reconciliation check (weekly, or on demand)."""
     if obj.name not in _RECONCILE_JOBS:
-        reconcile_op = _reconcile_op(obj)
-
-        @job(
-            name=reconcile_job_name(obj.name),
+        _RECONCILE_JOBS[obj.name] = define_asset_job(
+            reconcile_job_name(obj.name),
+            selection=AssetSelection.checks(build_reconcile_check(obj)),
             tags=lane_tags("backfill"),
+            executor_def=in_process_executor,
             description=f"Compare the Salesforce {obj.name} Ids with the Notion pages: trash orphaned "
             "pages, sync missing records again.",
         )
-        def _reconcile_job() -> None:
-            reconcile_op()
-
-        _RECONCILE_JOBS[obj.name] = _reconcile_job
     return _RECONCILE_JOBS[obj.name]
 
 
 def resync_requests(context: RunStatusSensorContext) -> Iterator[RunRequest]:
     """The partitions a successful reconciliation run asked to sync again."""
     run = context.dagster_run
-    for entry in context.instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_OBSERVATION):
-        observation = entry.asset_observation
-        partitions = observation.metadata.get(RESYNC_METADATA_KEY) if observation else None
+    for entry in context.instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        partitions = evaluation.metadata.get(RESYNC_METADATA_KEY) if evaluation else None
         if partitions is None:
             continue
-        object_name = observation.asset_key.path[-1]
+        object_name = evaluation.asset_key.path[-1]
         for partition in partitions.value:
             yield RunRequest(
                 run_key=f"reconcile:{run.run_id}:{partition}",
