@@ -78,13 +78,8 @@ def _init_instance(home: Path) -> None:
 def cmd_init_instance(args: argparse.Namespace) -> int:
     home = os.environ.get("DAGSTER_HOME")
     if not home:
-        print("DAGSTER_HOME is not set: point it at the folder holding your dagster.yaml", file=sys.stderr)
-        return 2
-    try:
-        _init_instance(Path(home))
-    except InstanceCheckError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise InstanceCheckError("DAGSTER_HOME is not set: point it at the folder holding your dagster.yaml")
+    _init_instance(Path(home))
     return 0
 
 
@@ -100,9 +95,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "NOTION_SYNC_DUCKDB": os.environ.get("NOTION_SYNC_DUCKDB", str(REPO_ROOT / "data/demo.duckdb")),
         }
         _print_exports({k: env[k] for k in env if k.startswith(("SALESFORCE_", "NOTION_", "DAGSTER_HOME"))})
-        dagster = REPO_ROOT / ".venv" / "bin" / "dagster"
-        dagster_cmd = str(dagster) if dagster.exists() else "dagster"
-        print("# syncing the sample data (latest partitions) before the UI starts ...", flush=True)
+        dagster_cmd = str(Path(sys.executable).parent / "dagster")  # the one installed beside this Python
+        print("# syncing the sample data (one partition) before the UI starts ...", flush=True)
         subprocess.run(
             [dagster_cmd, "asset", "materialize", "-m", "notion_sync.definitions", "--select", "*",
              "--partition", args.partition or time.strftime("%Y-%m-%d", time.gmtime())],
@@ -176,7 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except InstanceCheckError as error:  # `init-instance` and `demo` check the instance first
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

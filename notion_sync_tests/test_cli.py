@@ -71,3 +71,9 @@ def test_init_instance_names_the_unreachable_postgres_setting(tmp_path, monkeypa
         monkeypatch.setenv(name, value)
     assert main(["init-instance"]) == 2
     assert "DAGSTER_PG_PORT" in capsys.readouterr().err
+
+
+def test_init_instance_without_dagster_home_says_so(monkeypatch, capsys):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["init-instance"]) == 2
+    assert "DAGSTER_HOME is not set" in capsys.readouterr().err
