@@ -11,7 +11,7 @@ latest planned materialization. A failure counts as rate-limited when the run ca
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 from dagster._core.storage.dagster_run import RunRecord
@@ -79,12 +79,14 @@ def partitions_by_status(
 
 
 def find_failed_partitions(
-    instance: DagsterInstance, config: SyncConfig
+    instance: DagsterInstance, config: SyncConfig, handled_run_ids: Collection[str] = ()
 ) -> tuple[list[FailedPartition], set[str]]:
     """Failed partitions of every `salesforce/*` and `notion/*` asset, grouped by object and day,
     and the keys (``Object|partition``) of partitions being materialized right now.
 
-    Runs that Dagster's own run_retries will re-execute (a crashed worker) are left to it.
+    Runs that Dagster's own run_retries will re-execute (a crashed worker) are left to it. A
+    partition whose latest failed run is in `handled_run_ids` (already answered by a retry or an
+    alert) keeps `rate_limited` False: its failure events are not read again on every tick.
     """
     failed: list[FailedPartition] = []
     in_progress: set[str] = set()
@@ -104,7 +106,8 @@ def find_failed_partitions(
                     asset_keys=tuple(asset_keys),
                     run_id=latest.dagster_run.run_id,
                     failed_at=latest.end_time or latest.update_timestamp.timestamp(),
-                    rate_limited=any(is_rate_limited(instance, record) for record in records),
+                    rate_limited=latest.dagster_run.run_id not in handled_run_ids
+                    and any(is_rate_limited(instance, record) for record in records),
                     lane=lane if lane in LANES else "backfill",
                 )
             )

@@ -45,10 +45,10 @@ def build_retry_sensor(config: SyncConfig) -> SensorDefinition:
         f"{config.retry.max_attempts} retries.",
     )
     def notion_sync_retry(context: SensorEvaluationContext) -> SensorResult:
-        failures, in_progress = find_failed_partitions(context.instance, config)
-        requests, state, alerts = plan_retries(
-            failures, in_progress, RetryState.from_cursor(context.cursor), clock(), config.retry
-        )
+        state = RetryState.from_cursor(context.cursor)
+        handled = {entry.handled_run_id for entry in state.partitions.values() if entry.handled_run_id}
+        failures, in_progress = find_failed_partitions(context.instance, config, handled)
+        requests, state, alerts = plan_retries(failures, in_progress, state, clock(), config.retry)
         for text in alerts:
             send_alert(text, config.alerts.webhook_url, context.log)
         skip = f"{len(failures)} failed partitions, none due for a retry ({len(alerts)} alerts)"
