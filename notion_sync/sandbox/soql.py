@@ -21,10 +21,11 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 Record = Mapping[str, Any]
 Predicate = Callable[[Record], bool]
+_T = TypeVar("_T")
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -94,7 +95,6 @@ class Query:
     offset: int
     positions: dict[str, int] = field(default_factory=dict)  # where names appear, for error carets
     predicate: Predicate | None = None
-    where_fields: frozenset[str] = frozenset()
 
     def conjuncts(self) -> tuple[list[Comparison], bool]:
         """Comparisons every result must satisfy (the top-level AND), and whether they are the whole
@@ -191,10 +191,7 @@ class _Parser:
             self.expect_punct(")")
             is_count = True
         else:
-            fields.append(self.name())
-            while self.peek().text == ",":
-                self.next()
-                fields.append(self.name())
+            fields = self.comma_list(self.name)
         self.expect_word("from")
         sobject = self.name()
         where = None
@@ -205,15 +202,20 @@ class _Parser:
         if self.is_word("order"):
             self.next()
             self.expect_word("by")
-            order.append(self.order_item())
-            while self.peek().text == ",":
-                self.next()
-                order.append(self.order_item())
+            order = self.comma_list(self.order_item)
         limit = self.int_clause("limit")
         offset = self.int_clause("offset") or 0
         if self.peek().kind != "eof":
             raise self.fail(self.peek())
         return Query(self.text, sobject, fields, is_count, where, order, limit, offset, self.positions)
+
+    def comma_list(self, item: Callable[[], _T]) -> list[_T]:
+        """``item [, item]*``."""
+        items = [item()]
+        while self.peek().text == ",":
+            self.next()
+            items.append(item())
+        return items
 
     def int_clause(self, word: str) -> int | None:
         if not self.is_word(word):
@@ -269,10 +271,7 @@ class _Parser:
             if negate:
                 self.expect_word("in")
             self.expect_punct("(")
-            values = [self.literal()]
-            while self.peek().text == ",":
-                self.next()
-                values.append(self.literal())
+            values = self.comma_list(self.literal)
             self.expect_punct(")")
             return Comparison(name, "notin" if negate else "in", tuple(values), start.pos)
         op = self.next()
@@ -426,14 +425,11 @@ def bind(query: Query, objects: Mapping[str, Mapping[str, FieldInfo]]) -> Query:
         order.append((resolved, descending))
     query.order = order
 
-    used: set[str] = set()
-
     def typed(node: Comparison | BoolOp) -> Comparison | BoolOp:
         if isinstance(node, BoolOp):
             return BoolOp(node.op, tuple(typed(part) for part in node.parts))
         name = resolve(node.field)
         restricted(name, "filtered")
-        used.add(name)
         if isinstance(node.value, tuple):
             value: Any = tuple(_typed_literal(tok, name, types[name].type, query.text) for tok in node.value)
         else:
@@ -443,5 +439,4 @@ def bind(query: Query, objects: Mapping[str, Mapping[str, FieldInfo]]) -> Query:
     if query.where is not None:
         query.where = typed(query.where)
         query.predicate = _compile(query.where)
-    query.where_fields = frozenset(used)
     return query
