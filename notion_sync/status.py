@@ -129,6 +129,7 @@ def limit_rps_from_env() -> float:
 # Every query filters on the session variables `since` and `object` (see `load_report`).
 _SCOPE = "(getvariable('object') IS NULL OR object = getvariable('object'))"
 _SINCE = "getvariable('since')"
+_WINDOW = f'"at" >= {_SINCE} AND {_SCOPE}'  # the rows of `api_usage` and `sync_log` to report
 
 
 def _partitions(conn: duckdb.DuckDBPyConnection) -> list[PartitionStatus]:
@@ -174,17 +175,16 @@ def _active_seconds(spans: list[tuple[datetime, datetime]]) -> float:
 
 
 def _usage(conn: duckdb.DuckDBPyConnection) -> list[Usage]:
-    where = f'"at" >= {_SINCE} AND {_SCOPE}'
     scopes = conn.execute(
         f"""
         SELECT coalesce(object, 'all'), count(*), count(*) FILTER ({_LIMITED}),
                quantile_cont(duration_ms, 0.5), quantile_cont(duration_ms, 0.95)
-        FROM api_usage WHERE {where} GROUP BY GROUPING SETS ((), (object)) ORDER BY object NULLS FIRST
+        FROM api_usage WHERE {_WINDOW} GROUP BY GROUPING SETS ((), (object)) ORDER BY object NULLS FIRST
         """
     ).fetchall()
     spans: dict[str, list[tuple[datetime, datetime]]] = {}
     for object_name, first, last in conn.execute(
-        f'SELECT object, min("at"), max("at") FROM api_usage WHERE {where} GROUP BY run_id, object'
+        f'SELECT object, min("at"), max("at") FROM api_usage WHERE {_WINDOW} GROUP BY run_id, object'
     ).fetchall():
         spans.setdefault(object_name, []).append((first, last))
         spans.setdefault("all", []).append((first, last))
@@ -193,7 +193,7 @@ def _usage(conn: duckdb.DuckDBPyConnection) -> list[Usage]:
             f"""
             SELECT coalesce(object, 'all'), max(n) FROM (
                 SELECT object, date_trunc('minute', "at") AS minute, count(*) AS n FROM api_usage
-                WHERE {where} GROUP BY GROUPING SETS ((minute), (object, minute))
+                WHERE {_WINDOW} GROUP BY GROUPING SETS ((minute), (object, minute))
             ) GROUP BY object
             """
         ).fetchall()
@@ -215,7 +215,7 @@ def _usage(conn: duckdb.DuckDBPyConnection) -> list[Usage]:
 
 def _http_statuses(conn: duckdb.DuckDBPyConnection) -> dict[int, int]:
     rows = conn.execute(
-        f'SELECT status, count(*) FROM api_usage WHERE "at" >= {_SINCE} AND {_SCOPE} '
+        f"SELECT status, count(*) FROM api_usage WHERE {_WINDOW} "
         "GROUP BY status ORDER BY status"
     ).fetchall()
     return {int(status or 0): count for status, count in rows}
@@ -225,7 +225,7 @@ def _failures(conn: duckdb.DuckDBPyConnection) -> list[FailurePattern]:
     rows = conn.execute(
         f"""
         SELECT object, status, coalesce(error_code, '?'), count(*), any_value(error_message)
-        FROM sync_log WHERE status LIKE '%error' AND "at" >= {_SINCE} AND {_SCOPE}
+        FROM sync_log WHERE status LIKE '%error' AND {_WINDOW}
         GROUP BY ALL ORDER BY count(*) DESC, 1, 3
         """
     ).fetchall()
@@ -233,8 +233,7 @@ def _failures(conn: duckdb.DuckDBPyConnection) -> list[FailurePattern]:
 
 
 def _timeline(conn: duckdb.DuckDBPyConnection) -> tuple[float, list[Bucket]]:
-    where = f'"at" >= {_SINCE} AND {_SCOPE}'
-    first, last = conn.execute(f'SELECT min("at"), max("at") FROM api_usage WHERE {where}').fetchone()
+    first, last = conn.execute(f'SELECT min("at"), max("at") FROM api_usage WHERE {_WINDOW}').fetchone()
     if first is None:
         return 1.0, []
     width = max(1.0, math.ceil((last - first).total_seconds() / TIMELINE_BUCKETS))
@@ -243,7 +242,7 @@ def _timeline(conn: duckdb.DuckDBPyConnection) -> tuple[float, list[Bucket]]:
         f"""
         SELECT floor((epoch("at") - ?) / ?)::BIGINT AS i, count(*), count(*) FILTER ({_LIMITED}),
                quantile_cont(duration_ms, 0.5), quantile_cont(duration_ms, 0.95)
-        FROM api_usage WHERE {where} GROUP BY i ORDER BY i
+        FROM api_usage WHERE {_WINDOW} GROUP BY i ORDER BY i
         """,
         [origin, width],
     ).fetchall()
