@@ -467,6 +467,15 @@ class SalesforceSandbox:
 
         return ("json", tuple(fields), version), render
 
+    @staticmethod
+    def _csv_rendering(
+        fields: list[str], delimiter: str, line_ending: str
+    ) -> tuple[tuple[Any, ...], Callable[[Any], bytes]]:
+        """Bulk 2.0 CSV: the render-cache key and a fresh renderer (``delimiter`` as in DELIMITERS)."""
+        terminator = "\r\n" if line_ending == "CRLF" else "\n"
+        rendering = ("csv", tuple(fields), DELIMITERS[delimiter], terminator)
+        return rendering, csv_renderer(fields, DELIMITERS[delimiter], terminator)
+
     def warm(
         self,
         query: str,
@@ -489,9 +498,7 @@ class SalesforceSandbox:
             if isinstance(r, LazyRecord)
         ]
         if bulk:
-            terminator = "\r\n" if line_ending == "CRLF" else "\n"
-            rendering: tuple[Any, ...] = ("csv", tuple(parsed.fields), DELIMITERS[delimiter], terminator)
-            render = csv_renderer(parsed.fields, DELIMITERS[delimiter], terminator)
+            rendering, render = self._csv_rendering(parsed.fields, delimiter, line_ending)
         else:
             rendering, render = self._rest_rendering(parsed.sobject, parsed.fields, version)
         return self.render_cache.warm(parsed.sobject, rendering, indexes, render)
@@ -918,12 +925,8 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
-        terminator = "\r\n" if job.line_ending == "CRLF" else "\n"
-        delimiter = DELIMITERS[job.delimiter]
-        render = csv_renderer(job.fields, delimiter, terminator)
-        lines = self.sandbox._render(
-            job.sobject, ("csv", tuple(job.fields), delimiter, terminator), records, render
-        )
+        rendering, render = self.sandbox._csv_rendering(job.fields, job.delimiter, job.line_ending)
+        lines = self.sandbox._render(job.sobject, rendering, records, render)
         header = render(dict(zip(job.fields, job.fields, strict=True)))
         for start in range(0, max(len(records), 1), CSV_CHUNK):
             chunk = b"".join([header] * (start == 0) + lines[start : start + CSV_CHUNK])
