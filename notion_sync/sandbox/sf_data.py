@@ -753,7 +753,9 @@ class SalesforceData:
 
     def get(self, obj: str, record_id: str) -> dict[str, Any]:
         """The current record (admin overrides applied), deleted or not."""
-        index = self._index(obj, record_id)
+        return self._current(obj, self._index(obj, record_id))
+
+    def _current(self, obj: str, index: int) -> dict[str, Any]:
         override = self._overrides[obj].get(index)
         return dict(override) if override is not None else self.generate(obj, index)
 
@@ -793,12 +795,7 @@ class SalesforceData:
         with self._lock:
             index = self._index(obj, record_id)
             self._check_fields(obj, changes)
-            record = self.get(obj, record_id)
-            if record["IsDeleted"]:
-                raise DataError("ENTITY_IS_DELETED", "entity is deleted")
-            now = self._now()
-            record.update(changes, LastModifiedDate=now, SystemModstamp=now)
-            return self._store(obj, index, record)
+            return self._edit(obj, index, changes)
 
     def delete(self, obj: str, record_id: str, *, hard: bool = False) -> None:
         """Soft delete (IsDeleted, visible to queryAll) or, with ``hard``, purge it from every query."""
@@ -807,12 +804,16 @@ class SalesforceData:
             if hard:
                 self._overrides[obj] = {**self._overrides[obj], index: None}
                 return
-            record = self.get(obj, record_id)
-            if record["IsDeleted"]:
-                raise DataError("ENTITY_IS_DELETED", "entity is deleted")
-            now = self._now()
-            record.update(IsDeleted=True, LastModifiedDate=now, SystemModstamp=now)
-            self._store(obj, index, record)
+            self._edit(obj, index, {"IsDeleted": True})
+
+    def _edit(self, obj: str, index: int, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change a live record as a user would: LastModifiedDate and SystemModstamp become now."""
+        record = self._current(obj, index)
+        if record["IsDeleted"]:
+            raise DataError("ENTITY_IS_DELETED", "entity is deleted")
+        now = self._now()
+        record.update(changes, LastModifiedDate=now, SystemModstamp=now)
+        return self._store(obj, index, record)
 
     def create(self, obj: str, fields: Mapping[str, Any]) -> str:
         """Insert a record; returns its Id (indexes past the generated ones)."""
