@@ -976,9 +976,9 @@ class Store:
 
     def _apply_values(self, page: Page, values: dict[str, Any]) -> None:
         source = page.parent if isinstance(page.parent, DataSource) else None
+        text_ids = {p.id for p in source.props.values() if p.type in ("title", "rich_text")} if source else ()
         for pid, value in values.items():
-            prop = source.prop_by_id(pid) if source is not None else None
-            if prop is not None and prop.type in ("title", "rich_text"):
+            if source is not None and pid in text_ids:
                 index = source.index.setdefault(pid, {})
                 old = plain_text(page.values.get(pid))
                 if old and page.id in index.get(old, ()):
