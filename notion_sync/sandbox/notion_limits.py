@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -130,15 +130,7 @@ class Fault:
         return not (self.path_prefix and not path.startswith(self.path_prefix))
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "status": self.status,
-            "timeout_s": self.timeout_s,
-            "path_prefix": self.path_prefix,
-            "method": self.method,
-            "apply_write": self.apply_write,
-            "retry_after": self.retry_after,
-        }
+        return asdict(self)
 
 
 class FaultInjector:
@@ -189,12 +181,9 @@ class Latency:
 
 @dataclass
 class _Counters:
-    total: int = 0
-    rate_limited: int = 0
     faults: int = 0
-    by_status: Counter[str] = field(default_factory=Counter)
+    by_status: Counter[str] = field(default_factory=Counter)  # totals, 429s and admitted derive from it
     by_route: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    admitted: int = 0  # non-429 answers, the base of the achieved rate
     first: tuple[float, float] | None = None  # (real, virtual) time of the first non-429 answer
     last: tuple[float, float] | None = None
 
@@ -216,14 +205,11 @@ class RequestStats:
         stamp = (time.monotonic(), self._clock.now())
         with self._lock:
             c = self._c
-            c.total += 1
             c.by_status[str(status)] += 1
             c.by_route[route][str(status)] += 1
             c.faults += faulted
             if status == 429:
-                c.rate_limited += 1
                 return
-            c.admitted += 1
             c.first = c.first or stamp
             c.last = stamp
 
@@ -234,15 +220,18 @@ class RequestStats:
             if c.first and c.last:
                 real_span = c.last[0] - c.first[0]
                 virtual_span = c.last[1] - c.first[1]
+            total = sum(c.by_status.values())
+            rate_limited = c.by_status["429"]
+            admitted = total - rate_limited  # non-429 answers, the base of the achieved rate
             # n requests spread over a span define n-1 intervals.
-            intervals = max(c.admitted - 1, 0)
+            intervals = max(admitted - 1, 0)
             return {
-                "requests_total": c.total,
+                "requests_total": total,
                 "requests_by_status": dict(c.by_status),
                 "requests_by_route": {route: dict(s) for route, s in c.by_route.items()},
-                "rate_limited": c.rate_limited,
+                "rate_limited": rate_limited,
                 "faults_injected": c.faults,
-                "admitted": c.admitted,
+                "admitted": admitted,
                 "span_real_s": real_span,
                 "span_virtual_s": virtual_span,
                 "achieved_rps_real": intervals / real_span if real_span > 0 else 0.0,
