@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import functools
+import operator
 import random
 import re
 import string
@@ -1297,8 +1298,7 @@ def _compile_filter(source: DataSource, flt: Any, path: str, depth: int) -> Pred
         kind = flt["timestamp"]
         if kind not in ("created_time", "last_edited_time"):
             raise body_invalid(f"{path}.timestamp", '`"created_time"` or `"last_edited_time"`', kind)
-        attr = "created" if kind == "created_time" else "edited"
-        return _date_predicate(lambda p: getattr(p, attr), flt.get(kind), f"{path}.{kind}")
+        return _date_predicate(_timestamp(kind), flt.get(kind), f"{path}.{kind}")
     key = flt.get("property", _MISSING)
     if not isinstance(key, str):
         raise body_invalid(f"{path}.property", "a string", key)
@@ -1366,9 +1366,13 @@ def _compile_filter(source: DataSource, flt: Any, path: str, depth: int) -> Pred
 
         return _date_predicate(start_of, cond, cpath)
     if prop.type in ("created_time", "last_edited_time"):
-        attr = "created" if prop.type == "created_time" else "edited"
-        return _date_predicate(lambda p: getattr(p, attr), cond, cpath)
+        return _date_predicate(_timestamp(prop.type), cond, cpath)
     raise invalid(f"The sandbox cannot filter on properties of type {prop.type}.")
+
+
+def _timestamp(kind: str) -> Callable[[Page], dt.datetime]:
+    """A page's ``created_time`` (its ``created``); any other kind reads ``last_edited_time``."""
+    return operator.attrgetter("created" if kind == "created_time" else "edited")
 
 
 def _text_predicate(get: Callable[[Page], str], op: str, arg: Any, path: str) -> Predicate:
@@ -1466,8 +1470,7 @@ def _sort_cmp(source: DataSource, sorts: list) -> Callable[[Page, Page], int]:
         if direction not in ("ascending", "descending"):
             raise body_invalid(f"{path}.direction", '`"ascending"` or `"descending"`', direction)
         if "timestamp" in spec:
-            attr = "created" if spec["timestamp"] == "created_time" else "edited"
-            keys.append(((lambda p, a=attr: getattr(p, a)), direction == "descending"))
+            keys.append((_timestamp(spec["timestamp"]), direction == "descending"))
             continue
         prop = source.prop(spec.get("property", ""))
         if prop is None:
@@ -1498,10 +1501,8 @@ def _sort_key(prop: Prop) -> Callable[[Page], Any]:
         return lambda p: _date_key(v["start"]) if (v := p.values.get(pid)) else None
     if prop.type == "checkbox":
         return lambda p: bool(p.values.get(pid))
-    if prop.type == "created_time":
-        return lambda p: p.created
-    if prop.type == "last_edited_time":
-        return lambda p: p.edited
+    if prop.type in ("created_time", "last_edited_time"):
+        return _timestamp(prop.type)
     if prop.type == "unique_id":
         return lambda p: p.seq
     return lambda p: v if isinstance(v := p.values.get(pid), (int, float, str)) else None
