@@ -306,8 +306,7 @@ def _reason(status: int) -> str:
 
 def _match(method: str, path: str) -> tuple[str, str | None, dict[str, str]]:
     for route_method, pattern, action, label in ROUTES:
-        m = pattern.match(path)
-        if m and route_method == method:
+        if route_method == method and (m := pattern.match(path)):
             return label, action, {k: unquote(v) for k, v in m.groupdict().items()}
     return f"{method} <invalid>", None, {}
 
