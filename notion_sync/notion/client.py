@@ -322,13 +322,7 @@ class NotionClient:
             "filter": {"property": "object", "value": "data_source"},
             "page_size": max(1, min(100, page_size)),
         }
-        while True:
-            result = self.request("POST", "/v1/search", json=body)
-            yield from result.get("results", [])
-            cursor = result.get("next_cursor")
-            if not result.get("has_more") or not cursor:
-                return
-            body["start_cursor"] = cursor
+        return self._paginate("/v1/search", body)
 
     def retrieve_database(self, database_id: str) -> dict:
         return self.request("GET", f"/v1/databases/{database_id}")
@@ -355,10 +349,14 @@ class NotionClient:
         if sorts is not None:
             body["sorts"] = sorts
         params = {"filter_properties": list(filter_properties)} if filter_properties else None
+        return self._paginate(f"/v1/data_sources/{data_source_id}/query", body, params)
+
+    def _paginate(
+        self, path: str, body: dict[str, Any], params: dict[str, Any] | None = None
+    ) -> Iterator[dict]:
+        """The ``results`` of a paginated POST, page after page, following ``next_cursor``."""
         while True:
-            result = self.request(
-                "POST", f"/v1/data_sources/{data_source_id}/query", json=body, params=params
-            )
+            result = self.request("POST", path, json=body, params=params)
             yield from result.get("results", [])
             cursor = result.get("next_cursor")
             if not result.get("has_more") or not cursor:
