@@ -163,12 +163,6 @@ def _date(value: Any) -> dict[str, Any] | None:
     return {"start": str(value)}
 
 
-def _number(value: Any, percent: bool) -> float | int | None:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value / 100 if percent else value
-
-
 def _blank(value: Any) -> bool:
     return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
@@ -187,7 +181,7 @@ def property_value(spec: PropertySpec, value: Any) -> dict[str, Any]:
     if _blank(value):
         return {kind: None}
     if kind == "number":
-        return {"number": _number(value, spec.percent)}
+        return {"number": value / 100 if spec.percent else value}
     if kind == "date":
         return {"date": _date(value)}
     if kind == "select":

@@ -292,7 +292,7 @@ class _SharedBucketLimiter:
         state = self._read()
         if state is None:
             return self.params.rate * self.params.start_fraction
-        return min(max(state.rate, min(self.params.min_rate, self.params.rate)), self.params.rate)
+        return _rate(state, self.params)
 
     def __getstate__(self):  # picklable: connections are per process and per thread
         state = self.__dict__.copy()
