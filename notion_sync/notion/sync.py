@@ -89,12 +89,14 @@ class PartitionData:
     rows: list[dict[str, Any]]
     states: dict[str, state.PageState]
     parent_pages: dict[tuple[str, str], str]  # (parent object, sf id) -> page id
+    known_pages: int  # records of the object with a page in sync_state (any partition)
 
 
 def read_partition(
     connect: state.Connect, obj: ObjectConfig, specs: Sequence[PropertySpec], partition: str
 ) -> PartitionData:
-    """The partition's staged rows (ordered by Id), their sync_state and their parents' pages."""
+    """The partition's staged rows (ordered by Id), their sync_state, their parents' pages and the
+    object's count of known pages, in one connection."""
     with connect() as conn:
         cursor = conn.execute(
             f"SELECT * FROM {quote_ident(obj.staging_table)} WHERE {PARTITION_COLUMN} = ?::DATE ORDER BY Id",
@@ -109,7 +111,8 @@ def read_partition(
                 ids = sorted({row[spec.field] for row in rows if row.get(spec.field)})
                 for sf_id, page in state.page_states(conn, spec.relation_to, ids).items():
                     parent_pages[(spec.relation_to, sf_id)] = page.page_id
-    return PartitionData(rows, states, parent_pages)
+        known_pages = state.count_pages(conn, obj.name)
+    return PartitionData(rows, states, parent_pages, known_pages)
 
 
 def page_salesforce_id(page: dict[str, Any]) -> str:
@@ -189,7 +192,6 @@ def plan(
             else:
                 idle.append((sf_id, "unchanged" if current else "skipped"))
             continue
-        relation_pages, pending, resolved = _relations(specs, row, data.parent_pages)
         digest = content_hash(
             page_properties(
                 specs, row, {s.field: [row[s.field]] for s in specs if s.relation_to and row.get(s.field)}
@@ -198,6 +200,7 @@ def plan(
         if current and current.content_hash == digest and not current.in_trash:
             idle.append((sf_id, "unchanged"))
             continue
+        relation_pages, pending, resolved = _relations(specs, row, data.parent_pages)
         upserts.append(
             Upsert(
                 sf_id,
@@ -343,16 +346,12 @@ def fill_pending_relations(client: NotionClient, writer: state.StateWriter, work
     return filled
 
 
-def _page_count(connect: state.Connect, obj: ObjectConfig) -> int:
-    with connect() as conn:
-        return state.count_pages(conn, obj.name)
-
-
-def _should_rebuild(data: PartitionData, known_pages: int, uncertain: bool) -> bool:
+def _should_rebuild(data: PartitionData, uncertain: bool) -> bool:
     """Rebuild when sync_state is empty, or when looking up each unmapped record would cost more
     requests than paging through the whole data source (an interrupted run of a big partition)."""
     unmapped = sum(1 for row in data.rows if row["Id"] not in data.states and not row.get("IsDeleted"))
-    return unmapped > 0 and (known_pages == 0 or (uncertain and unmapped > known_pages // 100 + 1))
+    known = data.known_pages
+    return unmapped > 0 and (known == 0 or (uncertain and unmapped > known // 100 + 1))
 
 
 def _execute(
@@ -391,9 +390,8 @@ def sync_partition(
     try:
         uncertain = previous not in (None, "succeeded")  # a killed or failed run may have created pages
         data = read_partition(writer.connect, obj, specs, partition)
-        known_pages = _page_count(writer.connect, obj)
-        if _should_rebuild(data, known_pages, uncertain):
-            rebuild_state(client, writer, data_source_id, trash_duplicates=known_pages == 0)
+        if _should_rebuild(data, uncertain):
+            rebuild_state(client, writer, data_source_id, trash_duplicates=data.known_pages == 0)
             data, uncertain = read_partition(writer.connect, obj, specs, partition), False
         records = len(data.rows)
         upserts, idle = plan(specs, data, verify_new=uncertain)
