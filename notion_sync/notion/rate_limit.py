@@ -408,10 +408,7 @@ class SqliteRateLimiter(_SharedBucketLimiter):
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")  # the write lock: other processes wait here
         try:
-            row = conn.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} WHERE key = ?", (self.key,)
-            ).fetchone()
-            step = bucket_step(_state_from_row(row), op, time.time(), self.params, seconds)
+            step = bucket_step(self._read(), op, time.time(), self.params, seconds)  # under the lock
             conn.execute(
                 f"INSERT OR REPLACE INTO {_TABLE} (key, {', '.join(_COLUMNS)}) VALUES ({_VALUES})",
                 _row(self.key, step.state),
