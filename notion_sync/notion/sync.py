@@ -462,7 +462,8 @@ def run_sync(
     """Provision the data source and sync one partition with one NotionClient for the whole run
     (``priority``: its requests go first in the shared rate limiter, see `NotionResource.get_client`)."""
     specs = property_specs(obj, sf_types)
-    writer = state.StateWriter(connect, run_id, obj.name)
+    # batch_size: rows (sync state, log, API usage) buffered per DuckDB write; one happens every 2 s anyway.
+    writer = state.StateWriter(connect, run_id, obj.name, flush_rows=obj.batch_size)
     with notion.get_client(on_call=writer.record_call, priority=priority) as client:
         data_source_id = ensure_data_source(
             client, connect, obj, specs, notion.parent_page_id, run_id=run_id
