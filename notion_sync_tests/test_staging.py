@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import threading
 from datetime import date
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import duckdb
 import pytest
 
 from notion_sync.staging import (
+    ROW_GROUP_SIZE,
     SPOOL_TABLE,
     Column,
     Spool,
@@ -172,3 +174,60 @@ def test_processes_opening_a_brand_new_file_together_all_succeed(tmp_path):
         assert [p.returncode for p in procs] == [0] * 4, errors
         with duckdb.connect(str(path), read_only=True) as conn:
             assert sorted(row[0] for row in conn.execute("SELECT pid FROM t").fetchall()) == [0, 1, 2, 3]
+
+
+def test_a_big_swap_is_written_in_small_row_groups(tmp_path):
+    """Whole 122,880-row groups would be held (and spilled) in memory until COMMIT; ours are 16,384."""
+    db = tmp_path / "s.duckdb"
+    rows = [_row(f"001{i:06d}", "2026-11-20T10:00:00.000+0000") for i in range(40_000)]
+    assert _stage(db, rows) == 40_000
+    with connect(db, read_only=True) as conn:
+        sizes = conn.execute(
+            "SELECT max(count) FROM pragma_storage_info('stg_account') WHERE column_id = 0 "
+            "GROUP BY row_group_id ORDER BY row_group_id"
+        ).fetchall()
+    assert len(sizes) == 3  # 16,384 + 16,384 + 7,232
+    assert max(size for (size,) in sizes) <= ROW_GROUP_SIZE
+
+
+def _held_in_other_process(db: Path) -> bool:
+    probe = (
+        f"import duckdb\ntry:\n    duckdb.connect({str(db)!r}).close()\n"
+        "except duckdb.IOException:\n    print('locked')"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    return result.stdout.strip() == "locked"
+
+
+def test_threads_share_the_file_which_is_released_after_the_last_connection(tmp_path):
+    db = tmp_path / "s.duckdb"
+    with connect(db) as first:
+        first.execute("CREATE TABLE t (i INTEGER)")
+        opened = threading.Event()
+        release = threading.Event()
+
+        def second() -> None:
+            with connect(db, timeout_s=1) as conn:
+                conn.execute("INSERT INTO t VALUES (2)")
+                opened.set()
+                release.wait(10)
+
+        worker = threading.Thread(target=second)
+        worker.start()
+        assert opened.wait(10)  # no lock wait between threads of one process
+    assert _held_in_other_process(db)  # the second thread still has it
+    release.set()
+    worker.join(10)
+    assert not _held_in_other_process(db)
+    with connect(db, read_only=True) as conn:
+        assert conn.execute("SELECT i FROM t").fetchall() == [(2,)]
+
+
+def test_a_writer_waits_for_this_process_readers(tmp_path):
+    db = tmp_path / "s.duckdb"
+    with connect(db) as conn:
+        conn.execute("CREATE TABLE t (i INTEGER)")
+    with connect(db, read_only=True), pytest.raises(StagingLockedError), connect(db, timeout_s=0.2):
+        pass
+    with connect(db, timeout_s=1) as conn:
+        conn.execute("INSERT INTO t VALUES (1)")
