@@ -29,19 +29,16 @@ and in the timed runs both paths are served from it at the cost of a file read. 
 says how many records came from the cache during its run (all of them, or the run is not
 comparable). ``--no-render-cache`` measures the old way.
 
-Figures on 2 cores (2026-11-25), sandbox served from a warm render cache; other sessions were
-using the machine (load average 1.3-2.7), which inflates wall clock more than CPU:
+Figures on 2 cores (2026-11-25, load average 0.5-0.8), sandbox served from a warm render cache:
 
-    100,000   platform  3.8 s  26,267 rec/s   255 MB   CPU  3.8 s  lock 1.3 s
-              baseline 10.6 s   9,445 rec/s  1443 MB   CPU  8.1 s            → 2.8x wall, 2.1x CPU
-  1,000,000   platform 25.8 s  38,745 rec/s   262 MB   CPU 20.7 s  lock 9.1 s
-              baseline 105.5 s  9,474 rec/s 10904 MB   CPU 86.6 s            → 4.1x wall, 4.2x CPU
+    100,000   platform  2.2 s  45,071 rec/s   258 MB   CPU  2.8 s  file  31 MB  lock 0.6 s
+              baseline  7.7 s  13,053 rec/s  1401 MB   CPU  8.0 s  file  25 MB  → 3.5x wall, 2.9x CPU
+  1,000,000   platform 17.1 s  58,362 rec/s   275 MB   CPU 17.8 s  file 317 MB  lock 6.9 s
+              baseline 101.7 s  9,836 rec/s 11112 MB   CPU 101.2 s file 241 MB  → 5.9x wall, 5.7x CPU
 
-A second 100,000 run at load average 3.3 measured 22,092 vs 10,176 rec/s (2.2x wall, 2.0x CPU).
-At 100,000 the platform's fixed costs (Dagster run, describe, COUNT(), the Bulk job's first poll
-after 0.2 s, committing the spool, compressing the rows into the staging file under the lock) are
-about two thirds of its time. Before the render cache (uncached sandbox, quiet machine) the same
-runs measured 10,399 vs 5,773 rec/s (1.8x) and 13,981 vs 6,072 rec/s (2.3x).
+Five runs at 100,000 gave 3.3x-3.5x (4.9x once, against a slow baseline); at 1,000,000 the
+baseline needs 11 GB (an 8 GB cap makes it fail with MemoryError). Earlier the same day, before the staging and spool files used
+16,384-row row groups, the platform took 3.8 s (2.2x-2.8x) and 25.8 s (4.1x).
 """
 
 from __future__ import annotations
@@ -137,7 +134,7 @@ def run_platform(workdir: Path) -> dict:
         rows = conn.execute("SELECT count(*) FROM stg_account").fetchone()[0]
     metadata = result.asset_materializations_for_node(result.all_node_events[0].node_name)[0].metadata
     return {"rows": rows, "seconds": seconds, "method": metadata["method"].value,
-            "lock_s": metadata["staging_lock_s"].value}
+            "lock_s": metadata["staging_lock_s"].value, "file_mb": db.stat().st_size / 2**20}
 
 
 def run_baseline(workdir: Path) -> dict:
@@ -153,11 +150,13 @@ def run_baseline(workdir: Path) -> dict:
     query = baseline_query(sf.Account.describe()["fields"])
     records = sf.query_all(query, include_deleted=True)["records"]
     frame = pandas.DataFrame(records).drop(columns="attributes")
-    with duckdb.connect(str(workdir / "baseline.duckdb")) as conn:
+    db = workdir / "baseline.duckdb"
+    with duckdb.connect(str(db)) as conn:
         conn.register("frame", frame)
         conn.execute("CREATE TABLE stg_account AS SELECT * FROM frame")
         rows = conn.execute("SELECT count(*) FROM stg_account").fetchone()[0]
-    return {"rows": rows, "seconds": time.perf_counter() - began, "method": "query_all → pandas"}
+    return {"rows": rows, "seconds": time.perf_counter() - began, "method": "query_all → pandas",
+            "file_mb": db.stat().st_size / 2**20}
 
 
 def _child(path: str, workdir: Path, memory_cap_gb: float) -> None:
@@ -211,7 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=100_000, help="Accounts in the one partition")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="which paths to run")
-    parser.add_argument("--memory-cap-gb", type=float, default=8.0, help="address-space cap of the baseline")
+    parser.add_argument("--memory-cap-gb", type=float, default=16.0, help="address-space cap of the baseline")
     parser.add_argument("--render-cache", type=Path, default=DEFAULT_CACHE,
                         help="the sandbox's render cache (kept between runs; warmed before timing)")
     parser.add_argument("--no-render-cache", action="store_true",
@@ -245,7 +244,8 @@ def main() -> None:
         lock = f"  staging lock {r['lock_s']:.1f} s" if "lock_s" in r else ""
         print(f"{path:9s} {r['method']:20s} rows {r['rows']:>9,}  {r['seconds']:7.1f} s  "
               f"{r['rows'] / r['seconds']:>9,.0f} records/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
-              f"client CPU {r['cpu_s']:6.1f} s ({r['rows'] / r['cpu_s']:,.0f} records/CPU-s){lock}")
+              f"client CPU {r['cpu_s']:6.1f} s ({r['rows'] / r['cpu_s']:,.0f} records/CPU-s)  "
+              f"file {r['file_mb']:,.0f} MB{lock}")
         if r["cache"]:
             print(f"{'':9s} sandbox render cache during the run: {r['cache'].get('records_cached', 0):,} "
                   f"records served from it, {r['cache'].get('records_rendered', 0):,} rendered afresh, "
