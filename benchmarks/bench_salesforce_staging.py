@@ -15,7 +15,8 @@ What it measures, in one run:
 
 Each path runs in its own child process, which reports its own peak RSS (``ru_maxrss``) and CPU
 time, so neither pollutes the other's figures; the baseline child's address space is capped
-(``--memory-cap-gb``) so at 1,000,000 it fails with MemoryError rather than wake the OOM killer.
+(``--memory-cap-gb``, default 16) so that, past the cap, it fails with MemoryError rather than wake
+the OOM killer.
 It prints wall-clock records/second, peak RSS, client CPU and, for the platform, how long the
 staging file's write lock was held, plus the machine's load average before and after.
 
@@ -37,8 +38,9 @@ Figures on 2 cores (2026-11-25, load average 0.5-0.8), sandbox served from a war
               baseline 101.7 s  9,836 rec/s 11112 MB   CPU 101.2 s file 241 MB  → 5.9x wall, 5.7x CPU
 
 Five runs at 100,000 gave 3.3x-3.5x (4.9x once, against a slow baseline); at 1,000,000 the
-baseline needs 11 GB (an 8 GB cap makes it fail with MemoryError). Earlier the same day, before the staging and spool files used
-16,384-row row groups, the platform took 3.8 s (2.2x-2.8x) and 25.8 s (4.1x).
+baseline needs 11 GB (under an 8 GB cap it fails with MemoryError). Earlier the same day, before
+the staging and spool files used 16,384-row row groups, the platform took 3.8 s (2.2x-2.8x) and
+25.8 s (4.1x).
 """
 
 from __future__ import annotations
