@@ -8,13 +8,15 @@ retries while another process holds the file and fails with a clear error after 
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
 import random
+import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -171,6 +173,9 @@ STAGED_AT_COLUMN = "_staged_at"
 SPOOL_MEMORY_LIMIT = "64MB"
 SPOOL_COMPRESSION = "uncompressed"  # the spool file only; the staging file keeps DuckDB's compression
 SPOOL_TABLE = "records"
+SPOOL_PREFIX = ".spool-"
+OWNER_FILE = "owner.lock"
+UNOWNED_SPOOL_GRACE_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -237,10 +242,15 @@ class Spool:
     @classmethod
     @contextmanager
     def create(cls, near: str | Path) -> Iterator[Spool]:
-        """A spool in a fresh directory beside `near` (the staging file), removed afterwards."""
+        """A spool in a fresh directory beside `near` (the staging file), removed afterwards.
+
+        The directory holds `owner.lock`, locked (flock) while its process lives; a run killed with
+        SIGKILL leaves the directory behind, and :func:`remove_abandoned_spools` finds it by that.
+        """
         parent = Path(near).parent
         parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".spool-", dir=parent) as directory:
+        with tempfile.TemporaryDirectory(prefix=SPOOL_PREFIX, dir=parent, ignore_cleanup_errors=True) as directory, \
+                _owner_lock(Path(directory)):
             spool = cls(Path(directory) / "spool.duckdb")
             try:
                 yield spool
@@ -294,6 +304,46 @@ class Spool:
         """Commit and release the file so the staging connection can attach it."""
         self.conn.execute("COMMIT")
         self.conn.close()
+
+
+@contextmanager
+def _owner_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `directory/owner.lock` (it appears only once locked)."""
+    pending = directory / f"{OWNER_FILE}.pending"
+    with pending.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        pending.rename(directory / OWNER_FILE)
+        yield
+
+
+def _abandoned(directory: Path, now: float) -> bool:
+    """No live process holds the spool's owner lock (or it has none, and is not brand new)."""
+    try:
+        handle = (directory / OWNER_FILE).open("r")
+    except FileNotFoundError:  # being created this instant, or written before owner locks existed
+        return now - directory.stat().st_mtime > UNOWNED_SPOOL_GRACE_S
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+def remove_abandoned_spools(near: str | Path) -> list[tuple[Path, int]]:
+    """Delete spool directories beside `near` whose run was killed; returns (path, bytes) of each.
+
+    A spool is ~1.2 KB a record (uncompressed), so a few killed big runs would otherwise fill the disk.
+    """
+    removed = []
+    now = time.time()
+    for directory in Path(near).parent.glob(f"{SPOOL_PREFIX}*"):
+        with suppress(FileNotFoundError):  # another process removed it first
+            if directory.is_dir() and _abandoned(directory, now):
+                size = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+                shutil.rmtree(directory)
+                removed.append((directory, size))
+    return removed
 
 
 def replace_partition(

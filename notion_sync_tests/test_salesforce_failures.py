@@ -1,6 +1,9 @@
 """How `salesforce/<Object>` fails: clearly, without retry storms, never leaving half a partition."""
 
 import logging
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import date
 
@@ -133,6 +136,45 @@ def test_a_run_killed_mid_stream_leaves_the_previous_partition_intact(sandbox, t
         _stage(sandbox, db, obj, rest_batch_size=200, bulk_page_records=200, resource={"max_retries": 2})
     assert _table(db) == before
     assert not list(tmp_path.glob(".spool-*"))  # the spool went with the failed run
+
+
+_STAGE_THEN_SIGKILL = """
+import logging, os, signal, sys
+from datetime import date
+from notion_sync.config import ObjectConfig
+from notion_sync.salesforce import SalesforceResource
+from notion_sync.salesforce.extract import stage_partition
+from notion_sync.staging import StagingResource
+
+def die(pages, rows):
+    if pages == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+url, session, ca, db = sys.argv[1:5]
+client = SalesforceResource(instance_url=url, session_id=session, ca_bundle=ca).get_client()
+obj = ObjectConfig(name="Account", title_field="Name", start_date=date(2026, 10, 1), bulk_threshold=0)
+stage_partition(client, StagingResource(path=db), obj, "2026-11-20", log=logging.getLogger(),
+                on_page=die, bulk_page_records=200)
+"""
+
+
+def test_a_run_killed_with_sigkill_leaves_its_spool_which_the_next_run_removes(sandbox, tmp_path, caplog):
+    db = tmp_path / "s.duckdb"
+    obj = _object(bulk_threshold=0)
+    _stage(sandbox, db, obj)
+    before = _table(db)
+    killed = subprocess.run(
+        [sys.executable, "-c", _STAGE_THEN_SIGKILL, sandbox.url, sandbox.session_id, str(sandbox.ca_file),
+         str(db)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [leftover] = tmp_path.glob(".spool-*")
+    assert _table(db) == before
+    with caplog.at_level(logging.WARNING):
+        assert _stage(sandbox, db, obj).rows == len(before)
+    assert not leftover.exists()
+    assert f"removed {leftover.name}" in caplog.text
 
 
 def test_a_connection_refused_is_retried_a_bounded_number_of_times(tmp_path, caplog):

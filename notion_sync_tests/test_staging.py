@@ -1,9 +1,11 @@
 """DuckDB staging: connections, staged-table schema, spool loading and the partition swap."""
 
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import date
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from notion_sync.staging import (
     duplicate_ids,
     ensure_table,
     partition_rows,
+    remove_abandoned_spools,
     replace_partition,
 )
 
@@ -231,3 +234,38 @@ def test_a_writer_waits_for_this_process_readers(tmp_path):
         pass
     with connect(db, timeout_s=1) as conn:
         conn.execute("INSERT INTO t VALUES (1)")
+
+
+_SPOOL_THEN = """
+import os, signal, sys, time
+from notion_sync.staging import Spool
+with Spool.create(sys.argv[1]) as spool:
+    print(spool.directory, flush=True)
+    if sys.argv[2] == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    sys.stdin.read()
+"""
+
+
+def test_spools_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
+    db = tmp_path / "s.duckdb"
+    command = [sys.executable, "-c", _SPOOL_THEN, str(db)]
+    killed = subprocess.Popen([*command, "die"], stdout=subprocess.PIPE, text=True)
+    dead_dir = Path(killed.stdout.readline().strip())
+    assert killed.wait(30) == -9 and dead_dir.is_dir()
+    alive = subprocess.Popen([*command, "live"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        live_dir = Path(alive.stdout.readline().strip())
+        old_unowned, new_unowned = tmp_path / ".spool-old", tmp_path / ".spool-new"
+        for directory in (old_unowned, new_unowned):
+            directory.mkdir()
+            (directory / "spool.duckdb").write_bytes(b"x" * 1000)
+        os.utime(old_unowned, (time.time() - 3600, time.time() - 3600))
+        with Spool.create(db) as mine:
+            removed = remove_abandoned_spools(db)
+            assert sorted(path for path, _ in removed) == sorted([dead_dir, old_unowned])
+            assert dict(removed)[old_unowned] == 1000
+            assert live_dir.is_dir() and mine.directory.is_dir() and new_unowned.is_dir()
+    finally:
+        alive.communicate("", timeout=30)
+    assert not live_dir.exists()

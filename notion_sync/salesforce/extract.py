@@ -30,7 +30,15 @@ from notion_sync.config import ObjectConfig
 from notion_sync.partitions import partition_window
 from notion_sync.salesforce import soql
 from notion_sync.salesforce.resource import SalesforceClient
-from notion_sync.staging import SPOOL_TABLE, Column, Spool, StagingResource, ensure_table, replace_partition
+from notion_sync.staging import (
+    SPOOL_TABLE,
+    Column,
+    Spool,
+    StagingResource,
+    ensure_table,
+    remove_abandoned_spools,
+    replace_partition,
+)
 
 DUCKDB_TYPES = {
     **dict.fromkeys(
@@ -234,6 +242,8 @@ def stage_partition(
         f"reading them with {method.value} (bulk_threshold {obj.bulk_threshold})"
     )
     on_page = on_page or (lambda pages, rows: log.debug(f"{obj.name}: page {pages} spooled, {rows} rows"))
+    for directory, size in remove_abandoned_spools(staging.path):
+        log.warning(f"removed {directory.name} ({size / 2**20:.0f} MB), the spool of a run that was killed")
     with Spool.create(staging.path) as spool:
         if method is Method.REST:
             pages = _spool_rest(sf, spool, obj.name, columns, window, rest_batch_size, on_page)
