@@ -135,8 +135,13 @@ def run_platform(workdir: Path) -> dict:
     with connect(db, read_only=True) as conn:
         rows = conn.execute("SELECT count(*) FROM stg_account").fetchone()[0]
     metadata = result.asset_materializations_for_node(result.all_node_events[0].node_name)[0].metadata
-    return {"rows": rows, "seconds": seconds, "method": metadata["method"].value,
-            "lock_s": metadata["staging_lock_s"].value, "file_mb": db.stat().st_size / 2**20}
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "method": metadata["method"].value,
+        "lock_s": metadata["staging_lock_s"].value,
+        "file_mb": db.stat().st_size / 2**20,
+    }
 
 
 def run_baseline(workdir: Path) -> dict:
@@ -147,8 +152,11 @@ def run_baseline(workdir: Path) -> dict:
     env = _salesforce_env()
     os.environ["REQUESTS_CA_BUNDLE"] = env["SALESFORCE_CA_BUNDLE"]  # what a plain requests user sets
     began = time.perf_counter()
-    sf = Salesforce(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
-                    version=API_VERSION)
+    sf = Salesforce(
+        instance_url=env["SALESFORCE_INSTANCE_URL"],
+        session_id=env["SALESFORCE_SESSION_ID"],
+        version=API_VERSION,
+    )
     query = baseline_query(sf.Account.describe()["fields"])
     records = sf.query_all(query, include_deleted=True)["records"]
     frame = pandas.DataFrame(records).drop(columns="attributes")
@@ -157,8 +165,12 @@ def run_baseline(workdir: Path) -> dict:
         conn.register("frame", frame)
         conn.execute("CREATE TABLE stg_account AS SELECT * FROM frame")
         rows = conn.execute("SELECT count(*) FROM stg_account").fetchone()[0]
-    return {"rows": rows, "seconds": time.perf_counter() - began, "method": "query_all → pandas",
-            "file_mb": db.stat().st_size / 2**20}
+    return {
+        "rows": rows,
+        "seconds": time.perf_counter() - began,
+        "method": "query_all → pandas",
+        "file_mb": db.stat().st_size / 2**20,
+    }
 
 
 def _child(path: str, workdir: Path, memory_cap_gb: float) -> None:
@@ -182,8 +194,13 @@ def _start_sandbox(
         "sys.stdin.read()\n"
         "sb.stop()\n"
     )
-    server = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    server = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
     return server, json.loads(server.stdout.readline())
 
 
@@ -197,9 +214,19 @@ def _sandbox_stats(env: dict[str, str], method: str) -> dict:
 def _measure(path: str, env: dict[str, str], workdir: Path, memory_cap_gb: float) -> dict | None:
     _sandbox_stats(env, "DELETE")
     out = subprocess.run(
-        [sys.executable, __file__, "--child", path, "--workdir", str(workdir), "--memory-cap-gb",
-         str(memory_cap_gb)],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            path,
+            "--workdir",
+            str(workdir),
+            "--memory-cap-gb",
+            str(memory_cap_gb),
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        text=True,
     )
     if out.returncode:
         print(f"{path}: failed (exit {out.returncode}); see its traceback above", flush=True)
@@ -213,10 +240,17 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000, help="Accounts in the one partition")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="which paths to run")
     parser.add_argument("--memory-cap-gb", type=float, default=16.0, help="address-space cap of the baseline")
-    parser.add_argument("--render-cache", type=Path, default=DEFAULT_CACHE,
-                        help="the sandbox's render cache (kept between runs; warmed before timing)")
-    parser.add_argument("--no-render-cache", action="store_true",
-                        help="generate every record on the fly, in the timed runs (the sandbox bounds both)")
+    parser.add_argument(
+        "--render-cache",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help="the sandbox's render cache (kept between runs; warmed before timing)",
+    )
+    parser.add_argument(
+        "--no-render-cache",
+        action="store_true",
+        help="generate every record on the fly, in the timed runs (the sandbox bounds both)",
+    )
     parser.add_argument("--child", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -228,15 +262,23 @@ def main() -> None:
         workdir = Path(tmp)
         if cache is not None:  # one process per path: the two renderings fill in parallel
             with ProcessPoolExecutor(max_workers=len(args.paths)) as pool:
-                jobs = [pool.submit(warm, path, args.records, str(workdir / path), str(cache))
-                        for path in args.paths]
+                jobs = [
+                    pool.submit(warm, path, args.records, str(workdir / path), str(cache))
+                    for path in args.paths
+                ]
                 for path, blocks, seconds in (job.result() for job in jobs):
-                    print(f"render cache for {path}: {blocks} blocks rendered in {seconds:.1f} s "
-                          f"({cache}; not timed)", flush=True)
+                    print(
+                        f"render cache for {path}: {blocks} blocks rendered in {seconds:.1f} s "
+                        f"({cache}; not timed)",
+                        flush=True,
+                    )
         server, env = _start_sandbox(args.records, workdir, cache)
         try:
-            print(f"{datetime.now(UTC):%H:%M:%S} sandbox: {args.records:,} Accounts on {DAY}; "
-                  f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+            print(
+                f"{datetime.now(UTC):%H:%M:%S} sandbox: {args.records:,} Accounts on {DAY}; "
+                f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+                flush=True,
+            )
             measured = {path: _measure(path, env, workdir, args.memory_cap_gb) for path in args.paths}
             results = {path: figures for path, figures in measured.items() if figures}
         finally:
@@ -244,19 +286,25 @@ def main() -> None:
             server.wait(timeout=60)
     for path, r in results.items():
         lock = f"  staging lock {r['lock_s']:.1f} s" if "lock_s" in r else ""
-        print(f"{path:9s} {r['method']:20s} rows {r['rows']:>9,}  {r['seconds']:7.1f} s  "
-              f"{r['rows'] / r['seconds']:>9,.0f} records/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
-              f"client CPU {r['cpu_s']:6.1f} s ({r['rows'] / r['cpu_s']:,.0f} records/CPU-s)  "
-              f"file {r['file_mb']:,.0f} MB{lock}")
+        print(
+            f"{path:9s} {r['method']:20s} rows {r['rows']:>9,}  {r['seconds']:7.1f} s  "
+            f"{r['rows'] / r['seconds']:>9,.0f} records/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
+            f"client CPU {r['cpu_s']:6.1f} s ({r['rows'] / r['cpu_s']:,.0f} records/CPU-s)  "
+            f"file {r['file_mb']:,.0f} MB{lock}"
+        )
         if r["cache"]:
-            print(f"{'':9s} sandbox render cache during the run: {r['cache'].get('records_cached', 0):,} "
-                  f"records served from it, {r['cache'].get('records_rendered', 0):,} rendered afresh, "
-                  f"{r['cache'].get('blocks_written', 0)} blocks written")
+            print(
+                f"{'':9s} sandbox render cache during the run: {r['cache'].get('records_cached', 0):,} "
+                f"records served from it, {r['cache'].get('records_rendered', 0):,} rendered afresh, "
+                f"{r['cache'].get('blocks_written', 0)} blocks written"
+            )
     if len(results) == 2:
         base, ours = results["baseline"], results["platform"]
-        print(f"speed-up: wall {base['seconds'] / ours['seconds']:.1f}x, "
-              f"client CPU {base['cpu_s'] / ours['cpu_s']:.1f}x, "
-              f"peak RSS {base['peak_rss_mb'] / ours['peak_rss_mb']:.1f}x less")
+        print(
+            f"speed-up: wall {base['seconds'] / ours['seconds']:.1f}x, "
+            f"client CPU {base['cpu_s'] / ours['cpu_s']:.1f}x, "
+            f"peak RSS {base['peak_rss_mb'] / ours['peak_rss_mb']:.1f}x less"
+        )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -98,14 +98,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
         dagster_cmd = str(Path(sys.executable).parent / "dagster")  # the one installed beside this Python
         print("# syncing the sample data (one partition) before the UI starts ...", flush=True)
         subprocess.run(
-            [dagster_cmd, "asset", "materialize", "-m", "notion_sync.definitions", "--select", "*",
-             "--partition", args.partition or time.strftime("%Y-%m-%d", time.gmtime())],
-            env=env, cwd=REPO_ROOT, check=False,
+            [
+                dagster_cmd,
+                "asset",
+                "materialize",
+                "-m",
+                "notion_sync.definitions",
+                "--select",
+                "*",
+                "--partition",
+                args.partition or time.strftime("%Y-%m-%d", time.gmtime()),
+            ],
+            env=env,
+            cwd=REPO_ROOT,
+            check=False,
         )
         print(f"# Dagster UI: http://127.0.0.1:{args.port}", flush=True)
         ui = subprocess.Popen(
             [dagster_cmd, "dev", "-m", "notion_sync.definitions", "-h", "127.0.0.1", "-p", str(args.port)],
-            env=env, cwd=REPO_ROOT,
+            env=env,
+            cwd=REPO_ROOT,
         )
         try:
             return ui.wait()

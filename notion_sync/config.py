@@ -133,7 +133,9 @@ class AlertConfig(_Strict):
         default=100, ge=1, description="Notion 429 answers within the window (all syncs) that raise an alert"
     )
     api_budget_share: float = Field(
-        default=0.2, ge=0, le=1,
+        default=0.2,
+        ge=0,
+        le=1,
         description="Alert when less than this share of the Salesforce daily API budget is left",
     )
     check_interval_seconds: int = Field(default=300, ge=5, description="How often the health sensor runs")
@@ -188,7 +190,8 @@ class SyncConfig(_Strict):
         objects = data.get("objects")
         if isinstance(objects, dict):
             data["objects"] = {
-                key: {**defaults, **(value or {}), "name": key} if isinstance(value, dict) or value is None
+                key: {**defaults, **(value or {}), "name": key}
+                if isinstance(value, dict) or value is None
                 else value
                 for key, value in objects.items()
             }
@@ -208,7 +211,8 @@ class SyncConfig(_Strict):
         cycle = _find_cycle({name: self.parents_of(name) for name in self.objects})
         if cycle:
             raise ValueError(
-                "objects relations form a cycle: " + " -> ".join(cycle)
+                "objects relations form a cycle: "
+                + " -> ".join(cycle)
                 + "; Notion assets must be ordered parents first, so break the cycle"
             )
         return self
@@ -227,7 +231,7 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
         path.append(node)
         for nxt in graph[node]:
             if state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         path.pop()
@@ -274,9 +278,7 @@ def load_config(path: str | Path | None = None) -> SyncConfig:
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(
-            f"sync config {path} not found; set NOTION_SYNC_CONFIG to your YAML file"
-        ) from None
+        raise ConfigError(f"sync config {path} not found; set NOTION_SYNC_CONFIG to your YAML file") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"sync config {path} is not valid YAML: {error}") from None
     return parse_config(data, str(path))

@@ -19,7 +19,11 @@ from dagster import DagsterInstance
 CONNECT_TIMEOUT_S = 5
 # postgres_db field -> the libpq keyword it becomes
 PG_FIELDS = {
-    "hostname": "host", "port": "port", "username": "user", "password": "password", "db_name": "dbname"
+    "hostname": "host",
+    "port": "port",
+    "username": "user",
+    "password": "password",
+    "db_name": "dbname",
 }
 
 

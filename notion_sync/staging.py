@@ -212,7 +212,8 @@ def ensure_table(conn: duckdb.DuckDBPyConnection, table: str, columns: Sequence[
         f"{PARTITION_COLUMN} DATE NOT NULL, {STAGED_AT_COLUMN} TIMESTAMPTZ NOT NULL)"
     )
     existing = {
-        row[0] for row in conn.execute(
+        row[0]
+        for row in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
         ).fetchall()
     }
@@ -249,8 +250,12 @@ class Spool:
         """
         parent = Path(near).parent
         parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=SPOOL_PREFIX, dir=parent, ignore_cleanup_errors=True) as directory, \
-                _owner_lock(Path(directory)):
+        with (
+            tempfile.TemporaryDirectory(
+                prefix=SPOOL_PREFIX, dir=parent, ignore_cleanup_errors=True
+            ) as directory,
+            _owner_lock(Path(directory)),
+        ):
             spool = cls(Path(directory) / "spool.duckdb")
             try:
                 yield spool
@@ -275,7 +280,8 @@ class Spool:
         # The dialect and the types are known: without auto_detect = false DuckDB still sniffs every
         # page, which cost about a third of the load.
         return self._insert(
-            table, columns,
+            table,
+            columns,
             f"read_csv('{path}', header = true, auto_detect = false, delim = ',', quote = '\"', "
             f"escape = '\"', columns = {_struct(columns)})",
         )
@@ -361,9 +367,7 @@ def replace_partition(
         conn.execute("BEGIN TRANSACTION")
         try:
             conn.execute(f"DELETE FROM {target} WHERE {PARTITION_COLUMN} = ?", [partition])
-            conn.execute(
-                f"DELETE FROM {target} t USING {new} n WHERE t.Id = n.Id AND t.{ts} <= n.{ts}"
-            )
+            conn.execute(f"DELETE FROM {target} t USING {new} n WHERE t.Id = n.Id AND t.{ts} <= n.{ts}")
             inserted = conn.execute(
                 f"INSERT INTO {target} BY NAME SELECT n.*, ?::DATE AS {PARTITION_COLUMN}, "
                 f"now() AS {STAGED_AT_COLUMN} FROM {new} n ANTI JOIN {target} t USING (Id)",

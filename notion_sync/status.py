@@ -215,8 +215,7 @@ def _usage(conn: duckdb.DuckDBPyConnection) -> list[Usage]:
 
 def _http_statuses(conn: duckdb.DuckDBPyConnection) -> dict[int, int]:
     rows = conn.execute(
-        f"SELECT status, count(*) FROM api_usage WHERE {_WINDOW} "
-        "GROUP BY status ORDER BY status"
+        f"SELECT status, count(*) FROM api_usage WHERE {_WINDOW} GROUP BY status ORDER BY status"
     ).fetchall()
     return {int(status or 0): count for status, count in rows}
 

@@ -118,7 +118,8 @@ def test_health_sensor_alerts_once_per_condition(webhook, own_salesforce_sandbox
     sensor = build_health_sensor(config.model_copy(update={"alerts": alerts}))
     env = own_salesforce_sandbox.env()
     salesforce = SalesforceResource(
-        instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
+        instance_url=env["SALESFORCE_INSTANCE_URL"],
+        session_id=env["SALESFORCE_SESSION_ID"],
         ca_bundle=env["SALESFORCE_CA_BUNDLE"],
     )
     own_salesforce_sandbox.set_budget(remaining=1_000, maximum=10_000)
@@ -155,7 +156,9 @@ def test_run_failure_sensor_posts_the_failed_run(webhook):
         result = run_flaky(instance, fail=True)
         failure_event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
         context = build_run_status_sensor_context(
-            sensor_name=sensor.name, dagster_instance=instance, dagster_run=result.dagster_run,
+            sensor_name=sensor.name,
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
             dagster_event=failure_event,
         ).for_run_failure()
         sensor(context)

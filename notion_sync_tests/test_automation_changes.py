@@ -41,7 +41,9 @@ def salesforce(own_salesforce_sandbox) -> SalesforceResource:
 
 def test_touched_days_span_oldest_to_newest():
     assert touched_days("2026-11-20T23:59:59.999+0000", "2026-11-22T00:00:00.000+0000") == [
-        "2026-11-20", "2026-11-21", "2026-11-22",
+        "2026-11-20",
+        "2026-11-21",
+        "2026-11-22",
     ]
     assert touched_days("2026-11-20T01:00:00.000+0000", "2026-11-20T02:00:00.000+0000") == ["2026-11-20"]
 
@@ -103,7 +105,8 @@ def test_waits_while_the_partition_is_being_materialized(own_salesforce_sandbox,
     start = tick(None).cursor
     own_salesforce_sandbox.update("Account", tick.some_account_id(), {"Phone": "+1 555 0101"})
     running = tick.instance.create_run_for_job(
-        tick.defs.resolve_job_def("sync_Account"), tags={"dagster/partition": today},
+        tick.defs.resolve_job_def("sync_Account"),
+        tags={"dagster/partition": today},
         status=DagsterRunStatus.STARTED,
     )
     waiting = tick(start)

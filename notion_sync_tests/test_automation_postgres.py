@@ -22,8 +22,12 @@ from notion_sync.sandbox.salesforce_server import SalesforceSandbox
 from notion_sync_tests.e2e_helpers import dagster_cli, dagster_daemon, dagster_home, platform_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_ENV = {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USER": "postgres",
-          "DAGSTER_PG_PASSWORD": ""}
+PG_ENV = {
+    "DAGSTER_PG_HOST": "127.0.0.1",
+    "DAGSTER_PG_PORT": "5432",
+    "DAGSTER_PG_USER": "postgres",
+    "DAGSTER_PG_PASSWORD": "",
+}
 
 
 @pytest.fixture
@@ -143,8 +147,13 @@ def test_daemon_retries_a_failed_partition_without_duplicates(tmp_path, pg_home,
             # (ApiBudgetExhausted, not retried in the run) and the partition fails.
             salesforce.set_budget(remaining=500, maximum=10_000)
             failed = dagster_cli(
-                env, "asset", "materialize", "--select", "salesforce/Account,notion/Account",
-                "--partition", E2E_PARTITION,
+                env,
+                "asset",
+                "materialize",
+                "--select",
+                "salesforce/Account,notion/Account",
+                "--partition",
+                E2E_PARTITION,
             )
             assert failed.returncode != 0, failed.stdout[-2000:]
             failed_at = time.monotonic()

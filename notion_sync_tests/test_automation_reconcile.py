@@ -38,13 +38,17 @@ def defs(tmp_path, notion_sandbox, own_salesforce_sandbox) -> Definitions:
     sf = own_salesforce_sandbox.env()
     resources = {
         "salesforce": SalesforceResource(
-            instance_url=sf["SALESFORCE_INSTANCE_URL"], session_id=sf["SALESFORCE_SESSION_ID"],
+            instance_url=sf["SALESFORCE_INSTANCE_URL"],
+            session_id=sf["SALESFORCE_SESSION_ID"],
             ca_bundle=sf["SALESFORCE_CA_BUNDLE"],
         ),
         "notion": NotionResource(
-            token=notion_sandbox.token, base_url=notion_sandbox.url,
-            parent_page_id=notion_sandbox.parent_page_id, time_scale=notion_sandbox.speed,
-            limiter_path=str(tmp_path / "limiter.sqlite"), workers=4,
+            token=notion_sandbox.token,
+            base_url=notion_sandbox.url,
+            parent_page_id=notion_sandbox.parent_page_id,
+            time_scale=notion_sandbox.speed,
+            limiter_path=str(tmp_path / "limiter.sqlite"),
+            workers=4,
         ),
         "staging": StagingResource(path=str(tmp_path / "staging.duckdb")),
     }
@@ -59,9 +63,11 @@ def defs(tmp_path, notion_sandbox, own_salesforce_sandbox) -> Definitions:
 
 def test_reconcile_trashes_orphans_and_requeues_missing(defs, notion_sandbox, own_salesforce_sandbox):
     with instance_for_test() as instance:
-        assert defs.resolve_job_def("sync_Account").execute_in_process(
-            instance=instance, partition_key=PARTITION
-        ).success
+        assert (
+            defs.resolve_job_def("sync_Account")
+            .execute_in_process(instance=instance, partition_key=PARTITION)
+            .success
+        )
         (source_id,) = notion_sandbox.stats()["pages_by_data_source"]
         pages = {page_salesforce_id(page): page["id"] for page in notion_sandbox.pages(source_id)}
         purged, lost = sorted(pages)[:2]
@@ -72,7 +78,8 @@ def test_reconcile_trashes_orphans_and_requeues_missing(defs, notion_sandbox, ow
         result = defs.resolve_job_def("reconcile_Account").execute_in_process(instance=instance)
         assert result.success
         (evaluation,) = [
-            e.event_specific_data for e in result.all_events
+            e.event_specific_data
+            for e in result.all_events
             if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
         ]
         assert evaluation.check_name == "reconciled_with_salesforce" and evaluation.passed is False
@@ -80,26 +87,36 @@ def test_reconcile_trashes_orphans_and_requeues_missing(defs, notion_sandbox, ow
         assert metadata["orphaned_pages"] == 1 and metadata["trashed_pages"] == 1
         assert metadata["missing_pages"] == 1 and metadata["missing_sample"] == [lost]
         assert metadata["resync_partitions"] == [PARTITION]
-        trashed = {page_salesforce_id(p) for p in notion_sandbox.pages(source_id, include_trashed=True)
-                   if p["in_trash"]}
+        trashed = {
+            page_salesforce_id(p)
+            for p in notion_sandbox.pages(source_id, include_trashed=True)
+            if p["in_trash"]
+        }
         assert purged in trashed
 
         sensor = build_resync_sensor(CONFIG)
         success = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
         context = build_run_status_sensor_context(
-            sensor_name=sensor.name, dagster_instance=instance, dagster_run=result.dagster_run,
+            sensor_name=sensor.name,
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
             dagster_event=success,
         )
         (request,) = list(sensor(context))
         assert request.partition_key == PARTITION and request.job_name == "sync_Account"
         assert request.tags["notion_sync/lane"] == "backfill"
 
-        assert defs.resolve_job_def("sync_Account").execute_in_process(
-            instance=instance, partition_key=PARTITION, tags=request.tags
-        ).success
+        assert (
+            defs.resolve_job_def("sync_Account")
+            .execute_in_process(instance=instance, partition_key=PARTITION, tags=request.tags)
+            .success
+        )
         again = defs.resolve_job_def("reconcile_Account").execute_in_process(instance=instance)
-        (clean,) = [e.event_specific_data for e in again.all_events
-                    if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
+        (clean,) = [
+            e.event_specific_data
+            for e in again.all_events
+            if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+        ]
         assert clean.passed is True and clean.metadata["orphaned_pages"].value == 0
     live = {page_salesforce_id(page) for page in notion_sandbox.pages(source_id)}
     assert lost in live and purged not in live

@@ -62,7 +62,10 @@ class Harness:
 
     def run(self, partition_key: str, tags: dict | None = None, asset_selection=None) -> bool:
         result = self.defs.resolve_job_def("sync_Account").execute_in_process(
-            instance=self.instance, partition_key=partition_key, tags=tags or {}, raise_on_error=False,
+            instance=self.instance,
+            partition_key=partition_key,
+            tags=tags or {},
+            raise_on_error=False,
             asset_selection=asset_selection,
         )
         self.last_end = self.instance.get_run_record_by_id(result.run_id).end_time

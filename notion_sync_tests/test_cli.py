@@ -20,9 +20,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_sandbox_command_prints_working_exports(tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "notion_sync.cli", "sandbox", "--records", "5", "--salesforce-port", "0",
-         "--notion-port", "0", "--workdir", str(tmp_path)],
-        stdout=subprocess.PIPE, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "notion_sync.cli",
+            "sandbox",
+            "--records",
+            "5",
+            "--salesforce-port",
+            "0",
+            "--notion-port",
+            "0",
+            "--workdir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         env: dict[str, str] = {}
@@ -32,12 +46,20 @@ def test_sandbox_command_prints_working_exports(tmp_path):
             if line.startswith("export "):
                 name, _, value = line.removeprefix("export ").strip().partition("=")
                 env[name] = value
-        assert {"SALESFORCE_INSTANCE_URL", "SALESFORCE_SESSION_ID", "SALESFORCE_CA_BUNDLE", "NOTION_TOKEN",
-                "NOTION_BASE_URL", "NOTION_PARENT_PAGE_ID", "NOTION_VERSION"} <= set(env)
+        assert {
+            "SALESFORCE_INSTANCE_URL",
+            "SALESFORCE_SESSION_ID",
+            "SALESFORCE_CA_BUNDLE",
+            "NOTION_TOKEN",
+            "NOTION_BASE_URL",
+            "NOTION_PARENT_PAGE_ID",
+            "NOTION_VERSION",
+        } <= set(env)
         page = requests.get(
             f"{env['NOTION_BASE_URL']}/v1/pages/{env['NOTION_PARENT_PAGE_ID']}",
             headers={
-                "Authorization": f"Bearer {env['NOTION_TOKEN']}", "Notion-Version": env["NOTION_VERSION"]
+                "Authorization": f"Bearer {env['NOTION_TOKEN']}",
+                "Notion-Version": env["NOTION_VERSION"],
             },
             timeout=10,
         )
@@ -58,16 +80,23 @@ def test_init_instance_sets_the_pool_limits(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     assert main(["init-instance"]) == 0
     with DagsterInstance.from_config(str(tmp_path)) as instance:
-        limits = {info.concurrency_key: info.slot_count
-                  for info in map(instance.event_log_storage.get_concurrency_info, POOL_LIMITS)}
+        limits = {
+            info.concurrency_key: info.slot_count
+            for info in map(instance.event_log_storage.get_concurrency_info, POOL_LIMITS)
+        }
     assert limits == POOL_LIMITS
 
 
 def test_init_instance_names_the_unreachable_postgres_setting(tmp_path, monkeypatch, capsys):
     shutil.copyfile(REPO / "dagster.postgres.yaml", tmp_path / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    for name, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "1", "DAGSTER_PG_USER": "postgres",
-                        "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": "postgres"}.items():
+    for name, value in {
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": "1",
+        "DAGSTER_PG_USER": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_DB": "postgres",
+    }.items():
         monkeypatch.setenv(name, value)
     assert main(["init-instance"]) == 2
     assert "DAGSTER_PG_PORT" in capsys.readouterr().err

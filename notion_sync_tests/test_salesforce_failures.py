@@ -26,14 +26,24 @@ def _object(name: str = "Account", **overrides) -> ObjectConfig:
 
 
 def _resource(sandbox: SalesforceSandbox, **overrides) -> SalesforceResource:
-    return SalesforceResource(**{"instance_url": sandbox.url, "session_id": sandbox.session_id,
-                                 "ca_bundle": str(sandbox.ca_file), "backoff_s": 0.01, **overrides})
+    return SalesforceResource(
+        **{
+            "instance_url": sandbox.url,
+            "session_id": sandbox.session_id,
+            "ca_bundle": str(sandbox.ca_file),
+            "backoff_s": 0.01,
+            **overrides,
+        }
+    )
 
 
 def _materialize(obj: ObjectConfig, resource: SalesforceResource, db) -> ExecuteInProcessResult:
     return materialize(
-        [build_salesforce_asset(obj)], partition_key=DAY, instance=DagsterInstance.ephemeral(),
-        resources={"salesforce": resource, "staging": StagingResource(path=str(db))}, raise_on_error=False,
+        [build_salesforce_asset(obj)],
+        partition_key=DAY,
+        instance=DagsterInstance.ephemeral(),
+        resources={"salesforce": resource, "staging": StagingResource(path=str(db))},
+        raise_on_error=False,
     )
 
 
@@ -164,9 +174,18 @@ def test_a_run_killed_with_sigkill_leaves_its_spool_which_the_next_run_removes(s
     _stage(sandbox, db, obj)
     before = _table(db)
     killed = subprocess.run(
-        [sys.executable, "-c", _STAGE_THEN_SIGKILL, sandbox.url, sandbox.session_id, str(sandbox.ca_file),
-         str(db)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            _STAGE_THEN_SIGKILL,
+            sandbox.url,
+            sandbox.session_id,
+            str(sandbox.ca_file),
+            str(db),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     [leftover] = tmp_path.glob(".spool-*")
@@ -182,8 +201,9 @@ def test_a_connection_refused_is_retried_a_bounded_number_of_times(tmp_path, cap
         instance_url="https://127.0.0.1:9", session_id="x", max_retries=2, backoff_s=0.01
     )
     with caplog.at_level(logging.WARNING), pytest.raises(requests.ConnectionError):
-        stage_partition(resource.get_client(), StagingResource(path=str(tmp_path / "s.duckdb")), _object(),
-                        DAY, log=log)
+        stage_partition(
+            resource.get_client(), StagingResource(path=str(tmp_path / "s.duckdb")), _object(), DAY, log=log
+        )
     assert sum("retrying in" in r.getMessage() for r in caplog.records) == 2
 
 

@@ -20,24 +20,46 @@ DAY = "2026-11-20"  # the sandbox's last day; with days=1 every record is on it
 
 def _object(name: str = "Account", **overrides) -> ObjectConfig:
     fields = {"Account": {"Name": "Name", "BillingCity": "City"}, "Contact": {"Email": "Email"}}
-    return ObjectConfig(**{"name": name, "title_field": "Name", "fields": fields.get(name, {}),
-                           "start_date": date(2026, 10, 1), **overrides})
+    return ObjectConfig(
+        **{
+            "name": name,
+            "title_field": "Name",
+            "fields": fields.get(name, {}),
+            "start_date": date(2026, 10, 1),
+            **overrides,
+        }
+    )
 
 
 def _resource(sandbox: SalesforceSandbox, **overrides) -> SalesforceResource:
-    return SalesforceResource(**{"instance_url": sandbox.url, "session_id": sandbox.session_id,
-                                 "ca_bundle": str(sandbox.ca_file), "backoff_s": 0.01, **overrides})
+    return SalesforceResource(
+        **{
+            "instance_url": sandbox.url,
+            "session_id": sandbox.session_id,
+            "ca_bundle": str(sandbox.ca_file),
+            "backoff_s": 0.01,
+            **overrides,
+        }
+    )
 
 
 def _materialize(
-    obj: ObjectConfig, sandbox: SalesforceSandbox, db: Path, partition: str = DAY, *,
-    checks: bool = False, run_config: dict | None = None, **resource_overrides,
+    obj: ObjectConfig,
+    sandbox: SalesforceSandbox,
+    db: Path,
+    partition: str = DAY,
+    *,
+    checks: bool = False,
+    run_config: dict | None = None,
+    **resource_overrides,
 ) -> ExecuteInProcessResult:
     return materialize(
         [build_salesforce_asset(obj), *(build_salesforce_checks(obj) if checks else [])],
         partition_key=partition,
-        resources={"salesforce": _resource(sandbox, **resource_overrides),
-                   "staging": StagingResource(path=str(db))},
+        resources={
+            "salesforce": _resource(sandbox, **resource_overrides),
+            "staging": StagingResource(path=str(db)),
+        },
         instance=DagsterInstance.ephemeral(),
         run_config={"ops": {f"salesforce__{obj.name}": {"config": run_config}}} if run_config else None,
         raise_on_error=False,
@@ -77,8 +99,13 @@ def test_each_field_type_lands_with_its_duckdb_type(salesforce_sandbox, tmp_path
     db = tmp_path / "s.duckdb"
     for name in ("Account", "Contact", "Opportunity"):
         assert _materialize(_object(name), salesforce_sandbox, db).success
-        columns = dict(_fetch(db, "SELECT column_name, data_type FROM information_schema.columns "
-                                  f"WHERE table_name = 'stg_{name.lower()}'"))
+        columns = dict(
+            _fetch(
+                db,
+                "SELECT column_name, data_type FROM information_schema.columns "
+                f"WHERE table_name = 'stg_{name.lower()}'",
+            )
+        )
         staged = {k: v.replace("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ") for k, v in columns.items()}
         fields = salesforce_sandbox.data.sobjects[name].fields
         expected = {f.name: DUCKDB_TYPES[f.type] for f in fields if f.type != "address"}
@@ -92,17 +119,23 @@ def test_each_field_type_lands_with_its_duckdb_type(salesforce_sandbox, tmp_path
 
 
 def _fetch_columns(db: Path, table: str) -> list[str]:
-    return [r[0] for r in _fetch(db, f"SELECT column_name FROM information_schema.columns "
-                                     f"WHERE table_name = '{table}'")]
+    return [
+        r[0]
+        for r in _fetch(
+            db, f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}'"
+        )
+    ]
 
 
 @pytest.mark.parametrize("name", ["Account", "Contact"])
 def test_rest_and_bulk_stage_identical_tables(day_sandbox, tmp_path, name):
     rest, bulk = tmp_path / "rest.duckdb", tmp_path / "bulk.duckdb"
-    rest_run = _materialize(_object(name, bulk_threshold=10**9), day_sandbox, rest,
-                            run_config={"rest_batch_size": 500})
-    bulk_run = _materialize(_object(name, bulk_threshold=0), day_sandbox, bulk,
-                            run_config={"bulk_page_records": 300})
+    rest_run = _materialize(
+        _object(name, bulk_threshold=10**9), day_sandbox, rest, run_config={"rest_batch_size": 500}
+    )
+    bulk_run = _materialize(
+        _object(name, bulk_threshold=0), day_sandbox, bulk, run_config={"bulk_page_records": 300}
+    )
     assert (_metadata(rest_run)["method"], _metadata(bulk_run)["method"]) == ("REST", "Bulk")
     assert _metadata(rest_run)["pages"] > 1 and _metadata(bulk_run)["pages"] > 1
     table = f"stg_{name.lower()}"
@@ -135,7 +168,8 @@ def test_rerun_is_idempotent_and_checks_pass(salesforce_sandbox, tmp_path):
     for result in (first, second):
         evaluations = result.get_asset_check_evaluations()
         assert {e.check_name: e.passed for e in evaluations} == {
-            "row_count_matches_salesforce": True, "id_unique": True,
+            "row_count_matches_salesforce": True,
+            "id_unique": True,
         }
 
 
@@ -160,7 +194,8 @@ def test_checks_fail_when_staging_lost_a_row_or_holds_a_duplicate(salesforce_san
         instance=DagsterInstance.ephemeral(),
     )
     assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
-        "row_count_matches_salesforce": False, "id_unique": False,
+        "row_count_matches_salesforce": False,
+        "id_unique": False,
     }
 
 
@@ -175,10 +210,12 @@ def test_partition_boundaries_are_exact(salesforce_sandbox, tmp_path):
         assert _materialize(_object(), salesforce_sandbox, db, partition).success
     staged = {r[0]: r[1:] for r in _fetch(db, "SELECT Id, SystemModstamp, _partition FROM stg_account")}
     assert staged[before["Id"]] == (
-        datetime.fromisoformat(f"{first_day}T23:59:59.999+00:00"), date.fromisoformat(first_day)
+        datetime.fromisoformat(f"{first_day}T23:59:59.999+00:00"),
+        date.fromisoformat(first_day),
     )
     assert staged[after["Id"]] == (
-        datetime.fromisoformat(f"{second_day}T00:00:00+00:00"), date.fromisoformat(second_day)
+        datetime.fromisoformat(f"{second_day}T00:00:00+00:00"),
+        date.fromisoformat(second_day),
     )
 
 
@@ -187,7 +224,8 @@ def test_a_field_list_too_long_for_one_url_is_read_in_chunks_joined_by_id(day_sa
     assert _materialize(_object(bulk_threshold=0), day_sandbox, bulk).success
     monkeypatch.setattr(soql, "MAX_QUERY_URL_CHARS", 400)  # ~65 fields no longer fit one URL
     assert len(soql.chunk_fields([c[0] for c in _fetch(bulk, "DESCRIBE stg_account")], 400)) > 3
-    result = _materialize(_object(bulk_threshold=10**9), day_sandbox, rest,
-                          run_config={"rest_batch_size": 300})
+    result = _materialize(
+        _object(bulk_threshold=10**9), day_sandbox, rest, run_config={"rest_batch_size": 300}
+    )
     assert _metadata(result)["pages"] > 4  # pages of every chunk
     assert _table(rest) == _table(bulk)

@@ -556,16 +556,23 @@ def _raw_responses(sandbox: SalesforceSandbox, edit: bool) -> list[bytes]:
             bodies.append(response.content)
     fields = ALL_ACCOUNT_FIELDS.replace(", BillingAddress", "")
     for delimiter, line_ending in (("COMMA", "LF"), ("PIPE", "CRLF")):
-        job = session.post(f"{base}/jobs/query", json={
-            "operation": "queryAll", "query": f"SELECT {fields} FROM Account",
-            "columnDelimiter": delimiter, "lineEnding": line_ending,
-        }).json()
+        job = session.post(
+            f"{base}/jobs/query",
+            json={
+                "operation": "queryAll",
+                "query": f"SELECT {fields} FROM Account",
+                "columnDelimiter": delimiter,
+                "lineEnding": line_ending,
+            },
+        ).json()
         while session.get(f"{base}/jobs/query/{job['id']}").json()["state"] != "JobComplete":
             pass
         locator = ""
         while locator != "null":
-            response = session.get(f"{base}/jobs/query/{job['id']}/results",
-                                   params={"maxRecords": 400, **({"locator": locator} if locator else {})})
+            response = session.get(
+                f"{base}/jobs/query/{job['id']}/results",
+                params={"maxRecords": 400, **({"locator": locator} if locator else {})},
+            )
             bodies.append(response.content)
             locator = response.headers["Sforce-Locator"]
     return bodies

@@ -50,23 +50,33 @@ def _stage(db: Path, rows: list[dict], partition: date = DAY) -> int:
 
 
 def _row(record_id: str, stamp: str, name: str = "Acme", deleted: bool = False) -> dict:
-    return {"attributes": {"type": "Account"}, "Id": record_id, "Name": name, "Amount": 1.5,
-            "IsDeleted": deleted, "SystemModstamp": stamp}
+    return {
+        "attributes": {"type": "Account"},
+        "Id": record_id,
+        "Name": name,
+        "Amount": 1.5,
+        "IsDeleted": deleted,
+        "SystemModstamp": stamp,
+    }
 
 
 def _table(db: Path) -> list[tuple]:
     with connect(db, read_only=True) as conn:
-        return conn.execute(
-            "SELECT Id, Name, IsDeleted, _partition FROM stg_account ORDER BY Id"
-        ).fetchall()
+        return conn.execute("SELECT Id, Name, IsDeleted, _partition FROM stg_account ORDER BY Id").fetchall()
 
 
 def test_connect_waits_while_another_process_holds_the_file(tmp_path):
     db = tmp_path / "s.duckdb"
-    holder = subprocess.Popen([
-        sys.executable, "-c",
-        f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('held', flush=True); time.sleep(1.5)",
-    ], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(db)!r}); "
+            "print('held', flush=True); time.sleep(1.5)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(StagingLockedError, match="stayed locked"), connect(db, timeout_s=0.2):
@@ -81,9 +91,12 @@ def test_ensure_table_creates_then_adds_new_fields(tmp_path):
     with connect(tmp_path / "s.duckdb") as conn:
         assert ensure_table(conn, "stg_account", COLUMNS[:2]) == []
         assert ensure_table(conn, "stg_account", COLUMNS) == ["Amount", "IsDeleted", "SystemModstamp"]
-        types = dict(conn.execute(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'stg_account'"
-        ).fetchall())
+        types = dict(
+            conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = 'stg_account'"
+            ).fetchall()
+        )
     assert types["Amount"] == "DOUBLE"
     assert types["SystemModstamp"] == "TIMESTAMP WITH TIME ZONE"
     assert types["_partition"] == "DATE"
@@ -113,7 +126,8 @@ def test_field_chunks_join_on_id(tmp_path):
         spool.conn.execute("INSERT INTO chunk_1 VALUES ('a', 1.0), ('b', 2.0)")
         spool.join_on_id(["chunk_0", "chunk_1"], into=SPOOL_TABLE)
         assert spool.conn.execute(f"SELECT * FROM {SPOOL_TABLE} ORDER BY Id").fetchall() == [
-            ("a", "A", 1.0), ("b", "B", 2.0)
+            ("a", "A", 1.0),
+            ("b", "B", 2.0),
         ]
 
 

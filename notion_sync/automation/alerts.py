@@ -119,9 +119,7 @@ def run_health(instance: DagsterInstance, since: float, notion_keys: Iterable[As
     )
 
 
-def health_alerts(
-    health: RunHealth, budget: tuple[int, int] | None, alerts: AlertConfig
-) -> dict[str, str]:
+def health_alerts(health: RunHealth, budget: tuple[int, int] | None, alerts: AlertConfig) -> dict[str, str]:
     """Alert texts by kind for one health check; `budget` is (remaining, max) daily Salesforce calls."""
     texts = {}
     window = f"in the last {alerts.window_minutes:g} minutes"
@@ -184,5 +182,3 @@ def build_health_sensor(config: SyncConfig) -> SensorDefinition:
         )
 
     return notion_sync_health
-
-

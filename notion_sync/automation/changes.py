@@ -69,8 +69,10 @@ def build_change_sensor(obj: ObjectConfig, realtime: RealtimeConfig) -> SensorDe
             return SkipReason(f"no {obj.name} changes after {cursor}")
         if cursor is None:
             return SensorResult(cursor=newest, skip_reason=f"started at {obj.name} modstamp {newest}")
-        oldest = cursor if modstamp_day(cursor) == modstamp_day(newest) else (
-            _first_modstamp(sf, _modstamp_query(obj.name, cursor, "ASC")) or newest
+        oldest = (
+            cursor
+            if modstamp_day(cursor) == modstamp_day(newest)
+            else (_first_modstamp(sf, _modstamp_query(obj.name, cursor, "ASC")) or newest)
         )
         days = [key for key in touched_days(oldest, newest) if partitions_def.has_partition_key(key)]
         busy = partitions_by_status(context.instance, obj, days).get(AssetPartitionStatus.IN_PROGRESS)

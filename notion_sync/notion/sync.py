@@ -465,7 +465,5 @@ def run_sync(
     # batch_size: rows (sync state, log, API usage) buffered per DuckDB write; one happens every 2 s anyway.
     writer = state.StateWriter(connect, run_id, obj.name, flush_rows=obj.batch_size)
     with notion.get_client(on_call=writer.record_call, priority=priority) as client:
-        data_source_id = ensure_data_source(
-            client, connect, obj, specs, notion.parent_page_id, run_id=run_id
-        )
+        data_source_id = ensure_data_source(client, connect, obj, specs, notion.parent_page_id, run_id=run_id)
         return sync_partition(client, writer, obj, specs, data_source_id, partition, workers=notion.workers)

@@ -76,8 +76,13 @@ def build_salesforce_asset(obj: ObjectConfig) -> AssetsDefinition:
     ) -> MaterializeResult:
         try:
             result = stage_partition(
-                salesforce.get_client(), staging, obj, context.partition_key, log=context.log,
-                rest_batch_size=config.rest_batch_size, bulk_page_records=config.bulk_page_records,
+                salesforce.get_client(),
+                staging,
+                obj,
+                context.partition_key,
+                log=context.log,
+                rest_batch_size=config.rest_batch_size,
+                bulk_page_records=config.bulk_page_records,
             )
         except PERMANENT_ERRORS as error:
             raise Failure(description=str(error), allow_retries=False) from error

@@ -42,8 +42,21 @@ from notion_sync.staging import (
 
 DUCKDB_TYPES = {
     **dict.fromkeys(
-        ("id", "string", "picklist", "multipicklist", "textarea", "url", "email", "phone", "reference",
-         "combobox", "encryptedstring", "time", "anyType"),
+        (
+            "id",
+            "string",
+            "picklist",
+            "multipicklist",
+            "textarea",
+            "url",
+            "email",
+            "phone",
+            "reference",
+            "combobox",
+            "encryptedstring",
+            "time",
+            "anyType",
+        ),
         "VARCHAR",
     ),
     **dict.fromkeys(("currency", "double", "percent"), "DOUBLE"),
@@ -133,13 +146,17 @@ def rest_pages(sf: Salesforce, query: str, batch_size: int = REST_BATCH_SIZE) ->
     page = sf.query(query, include_deleted=True, headers=headers)
     yield page["records"]
     while not page["done"]:
-        page = sf.query_more(page["nextRecordsUrl"], identifier_is_url=True, include_deleted=True,
-                             headers=headers)
+        page = sf.query_more(
+            page["nextRecordsUrl"], identifier_is_url=True, include_deleted=True, headers=headers
+        )
         yield page["records"]
 
 
 def bulk_pages(
-    client: SalesforceClient, object_name: str, query: str, directory: Path,
+    client: SalesforceClient,
+    object_name: str,
+    query: str,
+    directory: Path,
     page_records: int = BULK_PAGE_RECORDS,
 ) -> Iterator[Path]:
     """Bulk 2.0 queryAll result pages, each streamed to a CSV file in `directory`.
@@ -178,8 +195,13 @@ def _prefetched(pages: Iterator[Path]) -> Iterator[Path]:
 
 
 def _spool_rest(
-    sf: Salesforce, spool: Spool, object_name: str, columns: Sequence[Column],
-    window: tuple[datetime, datetime], batch_size: int, on_page: PageCallback,
+    sf: Salesforce,
+    spool: Spool,
+    object_name: str,
+    columns: Sequence[Column],
+    window: tuple[datetime, datetime],
+    batch_size: int,
+    on_page: PageCallback,
 ) -> int:
     """Spool REST pages; a field list too long for one URL is read in chunks and joined by Id."""
     by_name = {c.name: c for c in columns}
@@ -202,8 +224,13 @@ def _spool_rest(
 
 
 def _spool_bulk(
-    client: SalesforceClient, spool: Spool, object_name: str, columns: Sequence[Column],
-    window: tuple[datetime, datetime], page_records: int, on_page: PageCallback,
+    client: SalesforceClient,
+    spool: Spool,
+    object_name: str,
+    columns: Sequence[Column],
+    window: tuple[datetime, datetime],
+    page_records: int,
+    on_page: PageCallback,
 ) -> int:
     spool.create_table(SPOOL_TABLE, columns)
     types = {c.name: c.type for c in columns}
@@ -261,7 +288,15 @@ def stage_partition(
     if added:
         log.info(f"{obj.name}: new Salesforce fields added to {obj.staging_table}: {', '.join(added)}")
     return ExtractResult(
-        rows=rows, deleted=deleted, estimated=estimated, method=method, pages=pages, added_columns=added,
-        api_calls=client.budget.calls, api_remaining=client.budget.remaining,
-        duration_s=time.monotonic() - began, spool_s=spooled - began, lock_s=lock_s,
+        rows=rows,
+        deleted=deleted,
+        estimated=estimated,
+        method=method,
+        pages=pages,
+        added_columns=added,
+        api_calls=client.budget.calls,
+        api_remaining=client.budget.remaining,
+        duration_s=time.monotonic() - began,
+        spool_s=spooled - began,
+        lock_s=lock_s,
     )

@@ -24,7 +24,8 @@ MAX_QUERY_URL_CHARS = 16_384 - 2_000
 def queryable_fields(describe_fields: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The describe entries a faithful mirror selects: all fields but compound parents and base64."""
     return [
-        field for field in describe_fields
+        field
+        for field in describe_fields
         if field["type"] not in COMPOUND_TYPES and field["type"] not in UNQUERYABLE_TYPES
     ]
 
