@@ -11,12 +11,14 @@ import re
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from dagster._utils.schedules import is_valid_cron_string  # the same check Dagster applies to schedules
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG_FILE = "notion_sync.yaml"
+ALERT_WEBHOOK_ENV = "NOTION_SYNC_ALERT_WEBHOOK_URL"
 SALESFORCE_ID_PROPERTY = "Salesforce Id"
 _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -120,8 +122,17 @@ class ObjectConfig(_Strict):
         return f"stg_{self.name.lower()}"
 
 
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
 class AlertConfig(_Strict):
-    webhook_url: str | None = None
+    webhook_url: str | None = Field(
+        default=None,
+        description=f"Slack-compatible webhook; {ALERT_WEBHOOK_ENV} overrides it (a URL with a secret in it "
+        "belongs in the environment, not in a committed file)",
+    )
     failure_rate: float = Field(default=0.01, ge=0, le=1)
     window_minutes: float = Field(
         default=60, gt=0, description="Window over which the failure rate and 429s are counted"
@@ -139,6 +150,13 @@ class AlertConfig(_Strict):
         description="Alert when less than this share of the Salesforce daily API budget is left",
     )
     check_interval_seconds: int = Field(default=300, ge=5, description="How often the health sensor runs")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not _is_http_url(value):
+            raise ValueError("must be a full http:// or https:// URL")
+        return value
 
 
 class RetryConfig(_Strict):
@@ -281,4 +299,14 @@ def load_config(path: str | Path | None = None) -> SyncConfig:
         raise ConfigError(f"sync config {path} not found; set NOTION_SYNC_CONFIG to your YAML file") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"sync config {path} is not valid YAML: {error}") from None
-    return parse_config(data, str(path))
+    return _with_env_webhook(parse_config(data, str(path)))
+
+
+def _with_env_webhook(config: SyncConfig) -> SyncConfig:
+    """`NOTION_SYNC_ALERT_WEBHOOK_URL`, when set, replaces `alerts.webhook_url` (never echoed: a secret)."""
+    url = os.environ.get(ALERT_WEBHOOK_ENV)
+    if not url:
+        return config
+    if not _is_http_url(url):
+        raise ConfigError(f"{ALERT_WEBHOOK_ENV} is not a full http:// or https:// URL; fix or unset it")
+    return config.model_copy(update={"alerts": config.alerts.model_copy(update={"webhook_url": url})})

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from notion_sync.config import ConfigError, load_config, parse_config
+from notion_sync.config import ALERT_WEBHOOK_ENV, ConfigError, load_config, parse_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "notion_sync.yaml"
 
@@ -172,3 +172,23 @@ def test_owners_must_be_emails_or_teams():
     assert_config_error(data, "objects.Account.owners", "'revops' must be an email address or 'team:<name>'")
     data["objects"]["Account"]["owners"] = ["ops@example.com", "team:revops"]
     assert parse_config(data).objects["Account"].owners == ("ops@example.com", "team:revops")
+
+
+def test_alert_webhook_must_be_an_http_url():
+    data = example()
+    data["alerts"] = {"webhook_url": "hooks.slack.com/services/T0/B0/x"}
+    assert_config_error(data, "alerts.webhook_url", "must be a full http:// or https:// URL")
+
+
+def test_alert_webhook_from_the_environment_overrides_the_file(tmp_path, monkeypatch):
+    data = example()
+    data["alerts"] = {"webhook_url": "https://example.com/from-file"}
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_config(path).alerts.webhook_url == "https://example.com/from-file"
+    monkeypatch.setenv(ALERT_WEBHOOK_ENV, "https://hooks.example.com/services/SECRET")
+    assert load_config(path).alerts.webhook_url == "https://hooks.example.com/services/SECRET"
+    monkeypatch.setenv(ALERT_WEBHOOK_ENV, "hooks.example.com/services/SECRET")
+    with pytest.raises(ConfigError, match=ALERT_WEBHOOK_ENV) as error:
+        load_config(path)
+    assert "SECRET" not in str(error.value)
