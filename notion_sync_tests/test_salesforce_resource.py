@@ -1,9 +1,13 @@
 """SalesforceResource: budget accounting, bounded backoff, env wiring, credentials errors."""
 
+from datetime import date
+
 import pytest
 import requests
-from dagster import build_resources
+from dagster import build_resources, materialize
 
+from notion_sync.config import ObjectConfig
+from notion_sync.salesforce import build_salesforce_asset
 from notion_sync.salesforce.resource import (
     ApiBudget,
     ApiBudgetExhausted,
@@ -11,6 +15,7 @@ from notion_sync.salesforce.resource import (
     SalesforceAuthError,
     SalesforceResource,
 )
+from notion_sync.staging import StagingResource, connect
 
 
 def _response(limit_info: str | None, status: int = 200) -> requests.Response:
@@ -89,3 +94,55 @@ def test_from_env_reads_the_contract_variables(monkeypatch, salesforce_sandbox):
 def test_missing_credentials_say_which_variables_to_set():
     with pytest.raises(SalesforceAuthError, match="SALESFORCE_INSTANCE_URL and SALESFORCE_SESSION_ID"):
         SalesforceResource().get_client()
+
+
+def _password_login(monkeypatch, sandbox, domain: str = "login", **overrides: str) -> None:
+    """Point the contract's password-login variables at `sandbox`, through its login-host proxy."""
+    for name in ("SALESFORCE_INSTANCE_URL", "SALESFORCE_SESSION_ID", "SALESFORCE_API_VERSION", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in {**sandbox.password_env(domain), **overrides}.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("domain", ["login", "test", "acme.my"])
+def test_password_login_posts_to_the_domains_login_host(monkeypatch, own_salesforce_sandbox, domain):
+    sandbox = own_salesforce_sandbox
+    _password_login(monkeypatch, sandbox, domain)
+    with build_resources({"salesforce": SalesforceResource.from_env()}) as resources:
+        client = resources.salesforce.get_client()
+    assert client.sf.session_id == sandbox.session_id
+    assert client.sf.Account.describe()["name"] == "Account"
+    stats = sandbox.stats()
+    assert stats["requests"]["login"] == 1 and stats["proxy_tunnels"] >= 1
+
+
+def test_a_partition_is_staged_after_password_login(monkeypatch, own_salesforce_sandbox, tmp_path):
+    sandbox = own_salesforce_sandbox
+    _password_login(monkeypatch, sandbox)
+    obj = ObjectConfig(name="Account", title_field="Name", start_date=date(2026, 10, 1))
+    result = materialize(
+        [build_salesforce_asset(obj)],
+        partition_key="2026-11-20",
+        resources={
+            "salesforce": SalesforceResource.from_env(),
+            "staging": StagingResource(path=str(tmp_path / "s.duckdb")),
+        },
+    )
+    assert result.success
+    with connect(tmp_path / "s.duckdb", read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM stg_account").fetchone()[0] > 0
+
+
+def test_a_wrong_password_fails_at_once_without_echoing_secrets(monkeypatch, own_salesforce_sandbox):
+    sandbox = own_salesforce_sandbox
+    _password_login(monkeypatch, sandbox, SALESFORCE_PASSWORD="Wr0ngPassw0rd!")
+    with (
+        build_resources({"salesforce": SalesforceResource.from_env()}) as resources,
+        pytest.raises(SalesforceAuthError) as error,
+    ):
+        resources.salesforce.get_client()
+    text = str(error.value)
+    assert "INVALID_LOGIN" in text and sandbox.username in text and "SALESFORCE_PASSWORD" in text
+    assert "Wr0ngPassw0rd!" not in text and sandbox.security_token not in text
+    assert sandbox.stats()["requests"]["login"] == 1  # not retried

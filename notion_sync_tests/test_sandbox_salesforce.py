@@ -76,6 +76,20 @@ def test_https_with_generated_ca(salesforce_sandbox: SalesforceSandbox) -> None:
         untrusted.get(f"{salesforce_sandbox.url}/services/data/")
 
 
+def test_login_proxy_tunnels_salesforce_login_hosts_only(salesforce_sandbox: SalesforceSandbox) -> None:
+    env = salesforce_sandbox.password_env()
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies = {"https": env["HTTPS_PROXY"]}
+    session.verify = env["SALESFORCE_CA_BUNDLE"]
+    # The certificate names the login host: TLS verification passes through the tunnel.
+    assert session.get("https://test.salesforce.com/services/data/", timeout=10).status_code == 200
+    with pytest.raises(requests.exceptions.ProxyError, match="403"):
+        session.get("https://example.com/", timeout=10)
+    with pytest.raises(requests.exceptions.ProxyError, match="403"):
+        session.get("https://login.salesforce.com:8443/", timeout=10)
+
+
 def test_bad_session_is_401(salesforce_sandbox: SalesforceSandbox) -> None:
     with pytest.raises(SalesforceExpiredSession) as raised:
         client(salesforce_sandbox, session_id="00Dwrong!token").query("SELECT Id FROM Account")

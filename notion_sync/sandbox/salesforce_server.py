@@ -3,7 +3,10 @@ jobs, the daily API budget, and admin endpoints (``/_sandbox/...``) to edit data
 
 Responses copy Salesforce's shapes, headers and error bodies closely enough that simple-salesforce
 (and our extractor) cannot tell the difference; see ``notion_sync_tests/test_sandbox_salesforce.py``.
-Only session login is served (``SALESFORCE_INSTANCE_URL`` + ``SALESFORCE_SESSION_ID``).
+Session login (``SALESFORCE_INSTANCE_URL`` + ``SALESFORCE_SESSION_ID``) and SOAP password login
+(``POST /services/Soap/u/<version>``), reached through :mod:`~notion_sync.sandbox.connect_proxy`
+since simple-salesforce posts it to ``https://<domain>.salesforce.com``; see
+:meth:`SalesforceSandbox.password_env`.
 
 API (``/services/data/vNN.0``, 31.0-63.0; each call costs 1 of the daily budget):
 ``GET /services/data/`` versions · ``GET query?q=`` / ``queryAll?q=`` (2,000 a page, or
@@ -43,8 +46,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
 from notion_sync.sandbox import soql, tls
+from notion_sync.sandbox.connect_proxy import ConnectProxy
 from notion_sync.sandbox.sf_data import (
     DEFAULT_END,
     DataError,
@@ -64,6 +70,7 @@ MAX_URI = 16_384  # Salesforce refuses longer request URIs with 414
 REST_PAGE = 2_000
 BULK_PAGE = 50_000
 CSV_CHUNK = 500  # records per chunk of a streamed Bulk results page
+LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com", "*.my.salesforce.com")
 DELIMITERS = {"COMMA": ",", "TAB": "\t", "PIPE": "|", "SEMICOLON": ";", "CARET": "^", "BACKQUOTE": "`"}
 
 
@@ -268,6 +275,9 @@ class SalesforceSandbox:
     """
 
     session_id = "00DDn0000000001!AQ0AQSandboxSessionToken"
+    username = "integration@sandbox.notion-sync.test"
+    password = "sandbox-password"
+    security_token = "SandboxSecurityToken42"
 
     def __init__(
         self,
@@ -309,16 +319,18 @@ class SalesforceSandbox:
         self._jobs: dict[str, BulkJob] = {}
         self._serial = 0
         self._server: _Server | None = None
+        self._proxy: ConnectProxy | None = None
         self._thread: threading.Thread | None = None
         self.ca_file: Path | None = None
 
     # ----------------------------------------------------------------------------- lifecycle
 
     def start(self) -> SalesforceSandbox:
-        files = tls.generate(self.workdir / "tls")
+        files = tls.generate(self.workdir / "tls", ("127.0.0.1", "localhost", *LOGIN_HOSTS))
         self.ca_file = files.ca_file
         self._server = _Server(("127.0.0.1", self.port), _Handler, files.server_context(), self)
         self.port = self._server.server_address[1]
+        self._proxy = ConnectProxy(("127.0.0.1", self.port)).start()
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="sf-sandbox", daemon=True
         )
@@ -326,6 +338,9 @@ class SalesforceSandbox:
         return self
 
     def stop(self) -> None:
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -350,6 +365,18 @@ class SalesforceSandbox:
             "SALESFORCE_INSTANCE_URL": self.url,
             "SALESFORCE_SESSION_ID": self.session_id,
             "SALESFORCE_CA_BUNDLE": str(self.ca_file),
+        }
+
+    def password_env(self, domain: str = "login") -> dict[str, str]:
+        """The password-login variables, and the proxy that brings ``<domain>.salesforce.com`` here."""
+        assert self._proxy is not None, "start the sandbox first"
+        return {
+            "SALESFORCE_USERNAME": self.username,
+            "SALESFORCE_PASSWORD": self.password,
+            "SALESFORCE_SECURITY_TOKEN": self.security_token,
+            "SALESFORCE_DOMAIN": domain,
+            "SALESFORCE_CA_BUNDLE": str(self.ca_file),
+            "HTTPS_PROXY": self._proxy.url,
         }
 
     # ------------------------------------------------------------------- in-process admin API
@@ -404,6 +431,7 @@ class SalesforceSandbox:
                 "api_usage": {"used": self.api_used, "max": self.api_max},
                 "faults_pending": sum(f.remaining for f in self._faults),
                 "bulk_jobs": len(self._jobs),
+                "proxy_tunnels": self._proxy.tunnels if self._proxy else 0,
                 "render_cache": dict(self.render_cache.stats) if self.render_cache else None,
             }
 
@@ -661,6 +689,37 @@ class _Server(ThreadingHTTPServer):
 
 
 _VERSION_PATH = re.compile(r"^/services/data/v(\d+\.\d)(/.*)?$")
+_SOAP_PATH = re.compile(r"^/services/Soap/u/(\d+\.\d)/?$")
+_SOAP_ENVELOPE = (
+    '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+    'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns="urn:partner.soap.sforce.com" '
+    'xmlns:sf="urn:fault.partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+    "<soapenv:Body>{}</soapenv:Body></soapenv:Envelope>"
+)
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _soap_login_result(server_url: str, session_id: str) -> bytes:
+    result = (
+        f"<loginResponse><result><passwordExpired>false</passwordExpired><sandbox>true</sandbox>"
+        f"<serverUrl>{escape(server_url)}</serverUrl><sessionId>{escape(session_id)}</sessionId>"
+        f"<userId>005Dn000000SANDBOX</userId></result></loginResponse>"
+    )
+    return _SOAP_ENVELOPE.format(result).encode()
+
+
+def _soap_fault() -> bytes:
+    message = "Invalid username, password, security token; or user locked out."
+    fault = (
+        f"<soapenv:Fault><faultcode>sf:INVALID_LOGIN</faultcode><faultstring>INVALID_LOGIN: {message}"
+        f'</faultstring><detail><sf:LoginFault xsi:type="sf:LoginFault"><sf:exceptionCode>INVALID_LOGIN'
+        f"</sf:exceptionCode><sf:exceptionMessage>{message}</sf:exceptionMessage></sf:LoginFault></detail>"
+        f"</soapenv:Fault>"
+    )
+    return _SOAP_ENVELOPE.format(fault).encode()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -750,6 +809,8 @@ class _Handler(BaseHTTPRequestHandler):
                     [{"label": _release(v), "url": f"/services/data/v{v}", "version": v} for v in VERSIONS],
                     self._limit_headers(),
                 )
+            elif method == "POST" and _SOAP_PATH.match(path):
+                self._soap_login(_SOAP_PATH.match(path).group(1))
             elif path.startswith("/services/"):
                 self._api(method, path, params)
             else:
@@ -761,6 +822,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(exc.status, [{"message": exc.message, "errorCode": exc.error_code, "fields": []}])
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             self.close_connection = True
+
+    # ----------------------------------------------------------------------------- SOAP login
+
+    def _soap_login(self, version: str) -> None:
+        """The partner API's `login`: free (logins do not count against the API budget)."""
+        sandbox = self.sandbox
+        with sandbox._lock:
+            sandbox._requests["login"] += 1
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            envelope = ElementTree.fromstring(self.rfile.read(length))
+            fields = {_local(element.tag): (element.text or "") for element in envelope.iter()}
+        except ElementTree.ParseError:
+            fields = {}
+        if fields.get("username") != sandbox.username or fields.get("password") != (
+            sandbox.password + sandbox.security_token
+        ):
+            self._send(500, _soap_fault(), "text/xml; charset=utf-8")
+            return
+        server_url = f"{sandbox.url}/services/Soap/u/{version}/{sandbox.session_id.split('!')[0]}"
+        self._send(200, _soap_login_result(server_url, sandbox.session_id), "text/xml; charset=utf-8")
 
     # ------------------------------------------------------------------------------- the API
 
