@@ -8,9 +8,11 @@ import pytest
 
 from notion_sync.config import SALESFORCE_ID_PROPERTY, parse_config
 from notion_sync.notion.properties import (
+    FOUND_PREFIX,
     PropertySpec,
     content_hash,
     database_properties,
+    found_hash,
     notion_property_spec,
     page_properties,
     property_specs,
@@ -161,3 +163,85 @@ def test_page_properties_and_stable_hash() -> None:
     assert content_hash(props) != content_hash(
         page_properties(specs, {**row, "Score__c": 4.0}, {"AccountId": ["page-1"]})
     )
+
+
+def _as_notion_returns(spec: PropertySpec, value: dict) -> dict:
+    """A request value as real Notion echoes it on a page (shapes of the recorded responses)."""
+    kind, body = spec.type, value[spec.type]
+    annotations = {"bold": False, "italic": False, "strikethrough": False, "underline": False, "code": False}
+    if kind in ("title", "rich_text"):
+        body = [
+            {
+                **item,
+                "text": {**item["text"], "link": None},
+                "annotations": {**annotations, "color": "default"},
+                "plain_text": item["text"]["content"],
+                "href": None,
+            }
+            for item in body
+        ]
+    elif kind == "number" and body is not None and body == int(body):
+        body = int(body)  # 12500.0 comes back as 12500
+    elif kind == "date" and body:
+        start = body["start"]
+        if "T" in start:  # Notion answers 2026-11-20T12:00:00.123+00:00
+            start = datetime.fromisoformat(start).isoformat(timespec="milliseconds")
+        body = {"start": start, "end": None, "time_zone": None}
+    elif kind == "select" and body:
+        body = {"id": "abcd", "name": body["name"], "color": "blue"}
+    elif kind == "multi_select":
+        body = [{"id": f"id{i}", "name": option["name"], "color": "gray"} for i, option in enumerate(body)]
+    elif kind == "relation":
+        body = [{"id": f"page-{item['id']}"} for item in body]
+        return {"id": "rel", "type": kind, kind: body, "has_more": False}
+    return {"id": "prop", "type": kind, kind: body}
+
+
+def test_a_page_read_back_from_notion_has_the_found_hash_of_its_payload():
+    specs = [
+        notion_property_spec("Name", "Name", "string", title=True),
+        notion_property_spec("Notes", "Notes", "textarea"),
+        notion_property_spec("Revenue", "Revenue", "currency"),
+        notion_property_spec("Share", "Share", "percent"),
+        notion_property_spec("Seen", "Seen", "datetime"),
+        notion_property_spec("Born", "Born", "date"),
+        notion_property_spec("Stage", "Stage", "picklist"),
+        notion_property_spec("Regions", "Regions", "multipicklist"),
+        notion_property_spec("Active", "Active", "boolean"),
+        notion_property_spec("Site", "Site", "url"),
+        notion_property_spec("AccountId", "Account", "reference", relation_to="Account"),
+    ]
+    row = {
+        "Id": "003000000000000001",
+        "Name": "Ada",
+        "Notes": "x" * 4500,
+        "Revenue": 12500.0,
+        "Share": 12.5,
+        "Seen": datetime(2026, 11, 20, 12, 0, 0, 123000, tzinfo=UTC),
+        "Born": date(1990, 1, 2),
+        "Stage": "Won",
+        "Regions": "EMEA;APAC",
+        "Active": True,
+        "Site": None,
+        "AccountId": "001000000000000009",
+    }
+    payload = page_properties(specs, row, {"AccountId": [row["AccountId"]]})
+    page = {name: _as_notion_returns(spec, payload[name]) for spec in specs for name in [spec.name]}
+    page[SALESFORCE_ID_PROPERTY] = _as_notion_returns(
+        notion_property_spec("Id", SALESFORCE_ID_PROPERTY, "string"), payload[SALESFORCE_ID_PROPERTY]
+    )
+    parents = {"page-001000000000000009": "001000000000000009"}
+    assert found_hash(specs, page, parents) == found_hash(specs, payload)
+    assert found_hash(specs, page, parents).startswith(FOUND_PREFIX)
+    for changed in (
+        {"Revenue": 12500.5},
+        {"Notes": "y"},
+        {"Seen": datetime(2026, 11, 20, 12, tzinfo=UTC)},
+        {"Regions": "EMEA"},
+        {"AccountId": "001000000000000008"},
+    ):
+        other = page_properties(specs, {**row, **changed}, {"AccountId": [{**row, **changed}["AccountId"]]})
+        assert found_hash(specs, other) != found_hash(specs, page, parents), changed
+    assert found_hash(specs, page, {}) != found_hash(specs, payload)  # an unknown related page
+    page["Account"]["has_more"] = True
+    assert found_hash(specs, page, parents) != found_hash(specs, payload)  # cut off at 25 references

@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -357,18 +357,50 @@ def test_bad_record_is_logged_and_skipped(env: Env) -> None:
     assert "email" in message
 
 
-def test_lost_state_is_rebuilt_without_duplicates(env: Env) -> None:
-    env.stage("Account", [account(n) for n in range(1, 151)])
+def test_lost_state_is_rebuilt_without_duplicates_or_rewrites(env: Env) -> None:
+    """Pages that already show their staged values cost nothing after a rebuild; changed ones one PATCH."""
+    accounts = [
+        account(n, Description=f"Notes on account {n}. " * 150, Rating_Score__c=12.5, LastModifiedDate=None)
+        if n % 3 == 0
+        else account(n)
+        for n in range(1, 151)
+    ]
+    env.stage("Account", accounts)
     env.sync("Account")
     with env.connect() as conn:
         conn.execute("DELETE FROM sync_state")
-    env.stage("Account", [account(n) for n in range(1, 152)])
+    accounts[4] = account(5, Name="Renamed after the state was lost")
+    env.stage("Account", [*accounts, account(151)])
     env.sandbox.reset_stats()
     report = env.sync("Account")
     routes = env.sandbox.stats()["requests_by_route"]
     assert sum(routes["POST /v1/data_sources/{id}/query"].values()) == 2  # 150 pages, 100 a request
-    assert report.totals["created"] == 1
+    assert env.page_requests() == {"POST /v1/pages": 1, "PATCH /v1/pages/{id}": 1}
+    assert (report.totals["created"], report.totals["updated"], report.totals["unchanged"]) == (1, 1, 149)
+    assert env.pages("Account")["001000000000000005"]["properties"]["Name"]["title"][0]["plain_text"] == (
+        "Renamed after the state was lost"
+    )
     assert len(env.pages("Account")) == 151
+    assert_no_duplicates(env)
+
+
+def test_lost_state_of_related_records_is_rebuilt_without_rewrites(env: Env) -> None:
+    env.stage("Account", [account(n) for n in range(1, 4)])
+    env.sync("Account")
+    env.stage("Contact", [contact(n, n % 4 or None, Birthdate=date(1990, 1, n)) for n in range(1, 9)])
+    env.sync("Contact")
+    with env.connect() as conn:
+        conn.execute("DELETE FROM sync_state")
+    env.sandbox.reset_stats()
+    assert env.sync("Account").totals["unchanged"] == 3
+    # Contact 4 and 8 have no Account; Contact 5 now points at another one.
+    env.stage(
+        "Contact",
+        [contact(n, 3 if n == 5 else n % 4 or None, Birthdate=date(1990, 1, n)) for n in range(1, 9)],
+    )
+    report = env.sync("Contact")
+    assert (report.totals["updated"], report.totals["unchanged"]) == (1, 7)
+    assert env.page_requests() == {"PATCH /v1/pages/{id}": 1}
     assert_no_duplicates(env)
 
 

@@ -212,3 +212,64 @@ def content_hash(properties: Mapping[str, Any]) -> str:
     """A stable digest of a page payload: equal payloads give equal hashes whatever the key order."""
     payload = json.dumps(properties, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# --- Pages found in Notion --------------------------------------------------------------------
+#
+# When sync_state is rebuilt from Notion, a page's content hash is unknown: the page was written by
+# an earlier sync, but Notion echoes values in its own form (rich text with annotations, options
+# with ids and colours, `12500` for `12500.0`, dates with milliseconds). Both forms reduce to one
+# canonical value per property, and a found page is recorded with the hash of that, prefixed
+# FOUND_PREFIX, so that a record Notion already shows as staged costs no request.
+
+FOUND_PREFIX = "found:"
+
+
+def _canonical_instant(start: str) -> str:
+    try:
+        if "T" not in start:
+            return date.fromisoformat(start).isoformat()
+        moment = datetime.fromisoformat(start)
+    except ValueError:
+        return start
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
+def _canonical_value(kind: str, value: Any) -> Any:
+    """A property value as a request sends it or as Notion returns it, reduced to one form."""
+    if kind in ("title", "rich_text"):
+        return "".join((item.get("text") or {}).get("content", "\ufffd") for item in value or [])
+    if kind == "multi_select":
+        return [option["name"] for option in value or []]
+    if kind == "select":
+        return value["name"] if value else None
+    if kind == "relation":
+        return [item["id"] for item in value or []]
+    if kind == "number":
+        return None if value is None else float(value)
+    if kind == "date":
+        return _canonical_instant(value["start"]) if value else None
+    return value  # checkbox, url, email, phone_number
+
+
+def found_hash(
+    specs: Sequence[PropertySpec],
+    properties: Mapping[str, Any],
+    relation_ids: Mapping[str, str] | None = None,
+) -> str:
+    """FOUND_PREFIX + a digest of the synced properties in canonical form.
+
+    ``properties`` is a request payload (relations named by parent Salesforce Id, as hashed by
+    :func:`content_hash`) or a page's ``properties`` from Notion; then ``relation_ids`` maps its
+    related page ids to Salesforce Ids. A relation cut off at 25 references (``has_more``) or to an
+    unknown page never matches, so such a record is written.
+    """
+    canonical: dict[str, Any] = {}
+    for spec in [*specs, PropertySpec("Id", SALESFORCE_ID_PROPERTY, "rich_text")]:
+        prop = properties.get(spec.name) or {}
+        value = _canonical_value(spec.type, prop.get(spec.type))
+        if spec.type == "relation" and relation_ids is not None:
+            value = [relation_ids.get(page_id, f"page:{page_id}") for page_id in value]
+            value += ["has_more"] if prop.get("has_more") else []
+        canonical[spec.name] = value
+    return FOUND_PREFIX + content_hash(canonical)

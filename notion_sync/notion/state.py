@@ -162,8 +162,8 @@ class PageState:
     in_trash: bool
 
 
-def _id_frame(conn: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> str:
-    conn.register("_ids", pd.DataFrame({"sf_id": pd.Series(list(ids), dtype=object)}))
+def _id_frame(conn: duckdb.DuckDBPyConnection, ids: Sequence[str], column: str = "sf_id") -> str:
+    conn.register("_ids", pd.DataFrame({column: pd.Series(list(ids), dtype=object)}))
     return "_ids"
 
 
@@ -181,6 +181,15 @@ def page_states(
     return {
         sf_id: PageState(page_id, content_hash, in_trash) for sf_id, page_id, content_hash, in_trash in rows
     }
+
+
+def records_of_pages(conn: duckdb.DuckDBPyConnection, page_ids: Sequence[str]) -> dict[str, str]:
+    """page id -> Salesforce Id, for the ``page_ids`` that sync_state knows (any object)."""
+    frame = _id_frame(conn, page_ids, "page_id")
+    query = f"SELECT s.page_id, s.sf_id FROM sync_state s JOIN {frame} USING (page_id)"
+    rows = conn.execute(query).fetchall()
+    conn.unregister(frame)
+    return dict(rows)
 
 
 def count_pages(conn: duckdb.DuckDBPyConnection, object_name: str) -> int:
@@ -440,9 +449,9 @@ class StateWriter:
     def save_state(self, sf_id: str, page_id: str, content_hash: str | None, in_trash: bool = False) -> None:
         self._states[sf_id] = (self.object_name, sf_id, page_id, content_hash, now(), in_trash)
 
-    def discover_state(self, sf_id: str, page_id: str) -> None:
-        """A page found in Notion: recorded unless sync_state already maps the record (hash unknown)."""
-        self._discovered[sf_id] = (self.object_name, sf_id, page_id, None, now(), False)
+    def discover_state(self, sf_id: str, page_id: str, content_hash: str | None) -> None:
+        """A page found in Notion: recorded unless sync_state already maps the record."""
+        self._discovered[sf_id] = (self.object_name, sf_id, page_id, content_hash, now(), False)
 
     def log(
         self,

@@ -10,9 +10,10 @@ For one object and one daily partition:
 4. fill the pending relations whose parent pages now exist (this object's or its children's).
 
 No duplicates: a record is created only when sync_state has no page for it. sync_state is rebuilt
-from Notion when it is empty; when the partition's previous run did not finish, records without
-a page are looked up by ``Salesforce Id`` before being created, as is any create whose outcome is
-unknown (`AmbiguousWriteError`).
+from Notion when it is empty (a page that already shows its record's values is not written again);
+when the partition's previous run did not finish, records without a page are looked up by
+``Salesforce Id`` before being created, as is any create whose outcome is unknown
+(`AmbiguousWriteError`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from notion_sync.config import SALESFORCE_ID_PROPERTY, ObjectConfig
@@ -29,12 +31,20 @@ from notion_sync.notion import state
 from notion_sync.notion.client import NotionClient, plain_text
 from notion_sync.notion.errors import AmbiguousWriteError, NotionApiError, PermanentNotionError
 from notion_sync.notion.pipeline import run_pipelined
-from notion_sync.notion.properties import PropertySpec, content_hash, page_properties, property_specs
+from notion_sync.notion.properties import (
+    FOUND_PREFIX,
+    PropertySpec,
+    content_hash,
+    found_hash,
+    page_properties,
+    property_specs,
+)
 from notion_sync.notion.resource import NotionResource
 from notion_sync.notion.schema import ensure_data_source
 from notion_sync.staging import PARTITION_COLUMN, quote_ident
 
 CREATE_ATTEMPTS = 3  # creates with an unknown outcome, each followed by a lookup, before giving up
+REBUILD_CHUNK = 100  # pages of a rebuild whose related records are looked up together
 
 
 class SyncIncomplete(RuntimeError):
@@ -121,30 +131,62 @@ def page_salesforce_id(page: dict[str, Any]) -> str:
 
 
 def rebuild_state(
-    client: NotionClient, writer: state.StateWriter, data_source_id: str, *, trash_duplicates: bool
+    client: NotionClient,
+    writer: state.StateWriter,
+    data_source_id: str,
+    specs: Sequence[PropertySpec],
+    *,
+    trash_duplicates: bool,
 ) -> int:
     """Record every page of the data source missing from sync_state (100 pages a request).
 
     With ``trash_duplicates`` (sync_state was empty, so no page is referenced yet) any later copy
-    of a record's page is trashed. The content hash of a found page is unknown, so its record is
-    written once at its next sync. Returns the number of records found.
+    of a record's page is trashed. Each page is recorded with the `found_hash` of what it shows, so
+    a record whose page already holds its staged values is not written again. Returns the number
+    of records found.
     """
     found: set[str] = set()
     pages = client.query_data_source(
         data_source_id, sorts=[{"timestamp": "created_time", "direction": "ascending"}]
     )
-    for page in pages:
-        sf_id = page_salesforce_id(page)
-        if not sf_id:
-            continue
-        if sf_id in found:
-            if trash_duplicates:  # the oldest page stays; later copies were never meant to exist
-                client.update_page(page["id"], in_trash=True)
-            continue
-        found.add(sf_id)
-        writer.discover_state(sf_id, page["id"])
+    for chunk in _chunks(pages, REBUILD_CHUNK):
+        parents = _related_records(writer, specs, chunk)
+        for page in chunk:
+            sf_id = page_salesforce_id(page)
+            if not sf_id:
+                continue
+            if sf_id in found:
+                if trash_duplicates:  # the oldest page stays; later copies were never meant to exist
+                    client.update_page(page["id"], in_trash=True)
+                continue
+            found.add(sf_id)
+            writer.discover_state(sf_id, page["id"], found_hash(specs, page.get("properties", {}), parents))
     writer.flush()
     return len(found)
+
+
+def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _related_records(
+    writer: state.StateWriter, specs: Sequence[PropertySpec], pages: Sequence[dict[str, Any]]
+) -> dict[str, str]:
+    """The Salesforce Ids of the pages that ``pages`` relate to (one short read per chunk)."""
+    related = {
+        item["id"]
+        for page in pages
+        for spec in specs
+        if spec.relation_to
+        for item in page.get("properties", {}).get(spec.name, {}).get("relation") or []
+    }
+    if not related:
+        return {}
+    writer.flush()  # parents discovered earlier in this rebuild (self-relations) must be readable
+    with writer.connect() as conn:
+        return state.records_of_pages(conn, sorted(related))
 
 
 # --- Planning --------------------------------------------------------------------------------
@@ -172,6 +214,15 @@ def _relations(
     return pages, pending, resolved
 
 
+def _unchanged(
+    specs: Sequence[PropertySpec], current: state.PageState, digest: str, hashed: dict[str, Any]
+) -> bool:
+    """Whether the page already holds the row: by content hash, or canonically for a found page."""
+    if current.content_hash and current.content_hash.startswith(FOUND_PREFIX):
+        return current.content_hash == found_hash(specs, hashed)
+    return current.content_hash == digest
+
+
 def plan(
     specs: Sequence[PropertySpec], data: PartitionData, *, verify_new: bool
 ) -> tuple[list[Upsert], list[tuple[str, str]]]:
@@ -192,12 +243,11 @@ def plan(
             else:
                 idle.append((sf_id, "unchanged" if current else "skipped"))
             continue
-        digest = content_hash(
-            page_properties(
-                specs, row, {s.field: [row[s.field]] for s in specs if s.relation_to and row.get(s.field)}
-            )
+        hashed = page_properties(
+            specs, row, {s.field: [row[s.field]] for s in specs if s.relation_to and row.get(s.field)}
         )
-        if current and current.content_hash == digest and not current.in_trash:
+        digest = content_hash(hashed)
+        if current and _unchanged(specs, current, digest, hashed) and not current.in_trash:
             idle.append((sf_id, "unchanged"))
             continue
         relation_pages, pending, resolved = _relations(specs, row, data.parent_pages)
@@ -391,7 +441,7 @@ def sync_partition(
         uncertain = previous not in (None, "succeeded")  # a killed or failed run may have created pages
         data = read_partition(writer.connect, obj, specs, partition)
         if _should_rebuild(data, uncertain):
-            rebuild_state(client, writer, data_source_id, trash_duplicates=data.known_pages == 0)
+            rebuild_state(client, writer, data_source_id, specs, trash_duplicates=data.known_pages == 0)
             data, uncertain = read_partition(writer.connect, obj, specs, partition), False
         records = len(data.rows)
         upserts, idle = plan(specs, data, verify_new=uncertain)
