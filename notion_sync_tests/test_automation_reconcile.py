@@ -13,11 +13,9 @@ from notion_sync.automation.reconcile import build_reconcile_check, build_reconc
 from notion_sync.automation.sensors import build_resync_sensor
 from notion_sync.config import load_config
 from notion_sync.notion.assets import build_notion_asset
-from notion_sync.notion.resource import NotionResource
 from notion_sync.notion.sync import page_salesforce_id
 from notion_sync.salesforce.assets import build_salesforce_asset
-from notion_sync.salesforce.resource import SalesforceResource
-from notion_sync.staging import StagingResource
+from notion_sync_tests.sandbox_resources import sandbox_resources
 
 CONFIG = load_config()
 CONFIG = CONFIG.model_copy(update={"objects": {"Account": CONFIG.objects["Account"]}})
@@ -35,23 +33,7 @@ def test_compare_finds_orphans_and_missing_records():
 @pytest.fixture
 def defs(tmp_path, notion_sandbox, own_salesforce_sandbox) -> Definitions:
     """Account's assets, jobs and the resync sensor on the sandboxes."""
-    sf = own_salesforce_sandbox.env()
-    resources = {
-        "salesforce": SalesforceResource(
-            instance_url=sf["SALESFORCE_INSTANCE_URL"],
-            session_id=sf["SALESFORCE_SESSION_ID"],
-            ca_bundle=sf["SALESFORCE_CA_BUNDLE"],
-        ),
-        "notion": NotionResource(
-            token=notion_sandbox.token,
-            base_url=notion_sandbox.url,
-            parent_page_id=notion_sandbox.parent_page_id,
-            time_scale=notion_sandbox.speed,
-            limiter_path=str(tmp_path / "limiter.sqlite"),
-            workers=4,
-        ),
-        "staging": StagingResource(path=str(tmp_path / "staging.duckdb")),
-    }
+    resources = sandbox_resources(own_salesforce_sandbox, notion_sandbox, tmp_path)
     return Definitions(
         assets=[build_salesforce_asset(ACCOUNT), build_notion_asset(ACCOUNT, [])],
         asset_checks=[build_reconcile_check(ACCOUNT)],

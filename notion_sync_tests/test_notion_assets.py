@@ -14,11 +14,9 @@ from notion_sync.notion import state
 from notion_sync.notion.assets import build_notion_asset
 from notion_sync.notion.checks import build_notion_checks, failure_check_result
 from notion_sync.notion.rate_limit import SqliteRateLimiter, bucket_key
-from notion_sync.notion.resource import NotionResource
 from notion_sync.salesforce.assets import build_salesforce_asset
-from notion_sync.salesforce.resource import SalesforceResource
 from notion_sync.sandbox.notion_server import NotionSandbox
-from notion_sync.staging import StagingResource
+from notion_sync_tests.sandbox_resources import sandbox_resources
 
 PARTITION = "2026-11-20"
 CONFIG = load_config(Path(__file__).resolve().parents[1] / "notion_sync.yaml")
@@ -28,23 +26,7 @@ CONFIG = load_config(Path(__file__).resolve().parents[1] / "notion_sync.yaml")
 def resources(notion_sandbox: NotionSandbox, salesforce_sandbox, tmp_path: Path, monkeypatch) -> dict:
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)  # would override the sandbox's CA file
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    sf = salesforce_sandbox.env()
-    return {
-        "salesforce": SalesforceResource(
-            instance_url=sf["SALESFORCE_INSTANCE_URL"],
-            session_id=sf["SALESFORCE_SESSION_ID"],
-            ca_bundle=sf["SALESFORCE_CA_BUNDLE"],
-        ),
-        "notion": NotionResource(
-            token=notion_sandbox.token,
-            base_url=notion_sandbox.url,
-            parent_page_id=notion_sandbox.parent_page_id,
-            time_scale=notion_sandbox.speed,
-            limiter_path=str(tmp_path / "limiter.sqlite"),
-            workers=4,
-        ),
-        "staging": StagingResource(path=str(tmp_path / "staging.duckdb")),
-    }
+    return sandbox_resources(salesforce_sandbox, notion_sandbox, tmp_path)
 
 
 def assets_for(*names: str) -> list:
