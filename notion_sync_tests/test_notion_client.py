@@ -398,6 +398,32 @@ def test_pipeline_yields_in_completion_order():
     assert order == [0.0, 0.1, 0.2]
 
 
+def test_pipeline_yields_the_successes_that_finished_with_a_failure_first():
+    """A consumer stopping at the first exception must still see every write that completed with it."""
+    finished = threading.Semaphore(0)
+
+    def work(i: int) -> int:
+        try:
+            if i == 0:
+                raise RuntimeError("crashed")
+            return i
+        finally:
+            finished.release()
+
+    def items():
+        yield from range(4)
+        for _ in range(4):  # the pipeline asks for a fifth item before it waits: all four are done then
+            finished.acquire(timeout=10)
+        time.sleep(0.05)
+
+    seen = []
+    for item, result in run_pipelined(items(), work, workers=4):
+        if isinstance(result, BaseException):
+            break
+        seen.append(item)
+    assert sorted(seen) == [1, 2, 3]
+
+
 def test_pipeline_keeps_a_bounded_number_in_flight():
     taken = 0
     running = 0

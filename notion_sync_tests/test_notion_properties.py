@@ -100,6 +100,16 @@ def test_text_split_counts_utf16_units_and_keeps_surrogate_pairs() -> None:
     assert "".join(contents) == "😀" * 1500
 
 
+@pytest.mark.parametrize(
+    "text", ["a" + "😀" * 1500, "ab" + "😀" * 2100 + "é" * 3, "x" * 4001, "😀" + "y" * 1999]
+)
+def test_text_split_never_cuts_a_surrogate_pair_whatever_the_alignment(text: str) -> None:
+    contents = [c["text"]["content"] for c in rich_text(text)]
+    assert "".join(contents) == text
+    units = [len(c.encode("utf-16-le")) // 2 for c in contents]
+    assert all(0 < u <= 2000 for u in units) and all(u >= 1999 for u in units[:-1])
+
+
 def test_multi_select_is_capped_cleaned_and_deduplicated() -> None:
     spec = PropertySpec("Regions__c", "Regions", "multi_select")
     raw = ";".join([f"R{i}" for i in range(150)] + ["R1", "a,b", "z" * 300, ""])

@@ -404,6 +404,29 @@ def test_lost_state_of_related_records_is_rebuilt_without_rewrites(env: Env) -> 
     assert_no_duplicates(env)
 
 
+def test_a_partition_bigger_than_a_read_chunk_is_synced_whole(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notion_sync.notion import sync
+
+    monkeypatch.setattr(sync, "READ_CHUNK", 7)
+    env.stage("Account", [account(n) for n in range(1, 4)])
+    env.sync("Account")
+    contacts = [contact(n, n % 5 or None) for n in range(1, 24)]  # 4 chunks; Accounts 1-3 exist, 4 not
+    env.stage("Contact", [*contacts, contact(99, 1, IsDeleted=True)])
+    report = env.sync("Contact")
+    assert report.records == 24
+    assert (report.totals["created"], report.totals["skipped"]) == (23, 1)
+    pages, accounts = env.pages("Contact"), env.pages("Account")
+    assert sorted(pages) == sorted(c["Id"] for c in contacts)
+    linked = {sf_id: page["properties"]["Account"]["relation"] for sf_id, page in pages.items()}
+    assert linked["003000000000000006"] == [{"id": accounts["001000000000000001"]["id"]}]
+    assert linked["003000000000000004"] == []  # Account 4 is not synced: pending
+    assert env.query("SELECT count(*) FROM pending_relations")[0][0] == 4  # Contacts 4, 9, 14, 19
+    assert env.sync("Contact").totals["unchanged"] == 23
+    assert_no_duplicates(env)
+
+
 def test_exception_mid_partition_then_rerun_completes(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     from notion_sync.notion import sync
 

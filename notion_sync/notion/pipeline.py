@@ -26,7 +26,8 @@ def run_pipelined(
 
     - At most ``max_in_flight`` (default ``2 x workers``) items are taken from `items` ahead of the
       results consumed, so memory stays flat however long the input is (it may be a generator).
-    - Results come in completion order, not input order.
+    - Results come in completion order, not input order; of items that finish together, the ones
+      that raised come last.
     - An exception raised by `work` is yielded in place of the result (one bad record does not stop
       the rest); test with ``isinstance(result, BaseException)``.
     - Closing the iterator early cancels the items not yet started and waits for the running ones.
@@ -50,7 +51,9 @@ def run_pipelined(
                 if not pending:
                     return
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
+                # Successes first: a consumer that stops at an exception still sees every write that
+                # finished with it (they would otherwise go unrecorded and need a lookup later).
+                for future in sorted(done, key=lambda f: f.exception() is not None):
                     item = pending.pop(future)
                     error = future.exception()
                     yield item, (error if error is not None else future.result())

@@ -122,17 +122,18 @@ def _fit(text: str, limit: int, marker: str = "") -> str:
 
 def _utf16_chunks(text: str, size: int) -> list[str]:
     """Split into pieces of at most ``size`` UTF-16 units without cutting a surrogate pair."""
+    if len(text) <= size and _utf16_len(text) <= size:  # the common case: one piece
+        return [text]
     if len(text) == _utf16_len(text):  # no astral characters: plain slicing is exact
         return [text[i : i + size] for i in range(0, len(text), size)]
-    chunks, current, units = [], [], 0
-    for char in text:
-        width = 2 if ord(char) > 0xFFFF else 1
-        if units + width > size:
-            chunks.append("".join(current))
-            current, units = [], 0
-        current.append(char)
-        units += width
-    chunks.append("".join(current))
+    units = text.encode("utf-16-le")
+    chunks, start = [], 0
+    while start < len(units):
+        end = min(start + 2 * size, len(units))
+        if end < len(units) and 0xD8 <= units[end - 1] <= 0xDB:  # would end on a high surrogate
+            end -= 2
+        chunks.append(units[start:end].decode("utf-16-le"))
+        start = end
     return chunks
 
 

@@ -38,6 +38,7 @@ from notion_sync.notion.properties import (
     found_hash,
     page_properties,
     property_specs,
+    property_value,
 )
 from notion_sync.notion.resource import NotionResource
 from notion_sync.notion.schema import ensure_data_source
@@ -45,6 +46,7 @@ from notion_sync.staging import PARTITION_COLUMN, quote_ident
 
 CREATE_ATTEMPTS = 3  # creates with an unknown outcome, each followed by a lookup, before giving up
 REBUILD_CHUNK = 100  # pages of a rebuild whose related records are looked up together
+READ_CHUNK = 5_000  # staged rows read and planned at a time
 
 
 class SyncIncomplete(RuntimeError):
@@ -96,33 +98,85 @@ class SyncReport:
 
 @dataclass
 class PartitionData:
+    """One chunk of a partition: staged rows (by Id), their sync_state and their parents' pages."""
+
     rows: list[dict[str, Any]]
     states: dict[str, state.PageState]
     parent_pages: dict[tuple[str, str], str]  # (parent object, sf id) -> page id
+
+
+@dataclass(frozen=True)
+class PartitionSurvey:
+    records: int  # staged rows in the partition
+    unmapped: int  # live records in it without a page in sync_state
     known_pages: int  # records of the object with a page in sync_state (any partition)
+    columns: tuple[str, ...]  # the staged columns the sync reads
+
+
+def _read_columns(conn: Any, obj: ObjectConfig, specs: Sequence[PropertySpec]) -> tuple[str, ...]:
+    """Id, IsDeleted and the synced fields: a partition is read without its dozens of other columns."""
+    staged = {
+        d[0] for d in conn.execute(f"SELECT * FROM {quote_ident(obj.staging_table)} LIMIT 0").description
+    }
+    wanted = dict.fromkeys(["Id", "IsDeleted", *(spec.field for spec in specs)])
+    return tuple(name for name in wanted if name in staged)
+
+
+def survey_partition(
+    connect: state.Connect, obj: ObjectConfig, specs: Sequence[PropertySpec], partition: str
+) -> PartitionSurvey:
+    """Counts that decide how the partition is synced, without reading its rows into memory."""
+    table = quote_ident(obj.staging_table)
+    with connect() as conn:
+        columns = _read_columns(conn, obj, specs)
+        live = "NOT coalesce(IsDeleted, false)" if "IsDeleted" in columns else "true"
+        records, unmapped = conn.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE {live} AND s.sf_id IS NULL) FROM {table} t "
+            f"LEFT JOIN sync_state s ON s.object = ? AND s.sf_id = t.Id WHERE t.{PARTITION_COLUMN} = ?::DATE",
+            [obj.name, partition],
+        ).fetchone()
+        known_pages = state.count_pages(conn, obj.name)
+    return PartitionSurvey(records, unmapped, known_pages, columns)
 
 
 def read_partition(
-    connect: state.Connect, obj: ObjectConfig, specs: Sequence[PropertySpec], partition: str
-) -> PartitionData:
-    """The partition's staged rows (ordered by Id), their sync_state, their parents' pages and the
-    object's count of known pages, in one connection."""
-    with connect() as conn:
-        cursor = conn.execute(
-            f"SELECT * FROM {quote_ident(obj.staging_table)} WHERE {PARTITION_COLUMN} = ?::DATE ORDER BY Id",
-            [partition],
-        )
-        columns = [d[0] for d in cursor.description]
-        rows = [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
-        states = state.page_states(conn, obj.name, [row["Id"] for row in rows])
-        parent_pages: dict[tuple[str, str], str] = {}
-        for spec in specs:
-            if spec.relation_to:
-                ids = sorted({row[spec.field] for row in rows if row.get(spec.field)})
-                for sf_id, page in state.page_states(conn, spec.relation_to, ids).items():
-                    parent_pages[(spec.relation_to, sf_id)] = page.page_id
-        known_pages = state.count_pages(conn, obj.name)
-    return PartitionData(rows, states, parent_pages, known_pages)
+    connect: state.Connect,
+    obj: ObjectConfig,
+    specs: Sequence[PropertySpec],
+    partition: str,
+    columns: Sequence[str],
+    chunk_rows: int,
+) -> Iterator[PartitionData]:
+    """The partition in chunks of ``chunk_rows`` rows by Id, each read in its own short connection
+    (the staging file stays free for other processes between chunks; memory stays flat)."""
+    select, table = ", ".join(quote_ident(c) for c in columns), quote_ident(obj.staging_table)
+    in_partition = f"{PARTITION_COLUMN} = ?::DATE AND Id > ?"
+    after = ""
+    while True:
+        with connect() as conn:
+            # The chunk's last Id first, from the Id column alone: sorting whole rows to keep 5,000
+            # peaked 60 MB higher on a 300,000-row partition, and grew with the partition.
+            last = conn.execute(
+                f"SELECT max(Id) FROM (SELECT Id FROM {table} WHERE {in_partition} ORDER BY Id "
+                f"LIMIT {int(chunk_rows)})",
+                [partition, after],
+            ).fetchone()[0]
+            if last is None:
+                return
+            cursor = conn.execute(
+                f"SELECT {select} FROM {table} WHERE {in_partition} AND Id <= ? ORDER BY Id",
+                [partition, after, last],
+            )
+            rows = [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
+            states = state.page_states(conn, obj.name, [row["Id"] for row in rows])
+            parent_pages: dict[tuple[str, str], str] = {}
+            for spec in specs:
+                if spec.relation_to:
+                    ids = sorted({row[spec.field] for row in rows if row.get(spec.field)})
+                    for sf_id, page in state.page_states(conn, spec.relation_to, ids).items():
+                        parent_pages[(spec.relation_to, sf_id)] = page.page_id
+        yield PartitionData(rows, states, parent_pages)
+        after = rows[-1]["Id"]
 
 
 def page_salesforce_id(page: dict[str, Any]) -> str:
@@ -251,11 +305,19 @@ def plan(
             idle.append((sf_id, "unchanged"))
             continue
         relation_pages, pending, resolved = _relations(specs, row, data.parent_pages)
+        payload = {
+            **hashed,
+            **{
+                spec.name: property_value(spec, relation_pages[spec.field])
+                for spec in specs
+                if spec.relation_to
+            },
+        }
         upserts.append(
             Upsert(
                 sf_id,
                 "update" if current else "create",
-                page_properties(specs, row, relation_pages),
+                payload,
                 digest,
                 page_id=current.page_id if current else None,
                 restore=bool(current and current.in_trash),
@@ -396,12 +458,32 @@ def fill_pending_relations(client: NotionClient, writer: state.StateWriter, work
     return filled
 
 
-def _should_rebuild(data: PartitionData, uncertain: bool) -> bool:
+def _should_rebuild(survey: PartitionSurvey, uncertain: bool) -> bool:
     """Rebuild when sync_state is empty, or when looking up each unmapped record would cost more
     requests than paging through the whole data source (an interrupted run of a big partition)."""
-    unmapped = sum(1 for row in data.rows if row["Id"] not in data.states and not row.get("IsDeleted"))
-    known = data.known_pages
+    unmapped, known = survey.unmapped, survey.known_pages
     return unmapped > 0 and (known == 0 or (uncertain and unmapped > known // 100 + 1))
+
+
+def _planned(
+    writer: state.StateWriter,
+    obj: ObjectConfig,
+    specs: Sequence[PropertySpec],
+    partition: str,
+    survey: PartitionSurvey,
+    progress: _Progress,
+    *,
+    verify_new: bool,
+) -> Iterator[Upsert]:
+    """The partition's writes, planned a chunk at a time as the pipeline asks for them; records that
+    need none are logged on the way."""
+    for chunk in read_partition(writer.connect, obj, specs, partition, survey.columns, READ_CHUNK):
+        upserts, idle = plan(specs, chunk, verify_new=verify_new)
+        for sf_id, action in idle:
+            writer.log(partition, sf_id, action, "skipped" if action == "skipped" else "success")
+            progress.count(sf_id, action)
+        writer.maybe_flush()
+        yield from upserts
 
 
 def _execute(
@@ -439,15 +521,12 @@ def sync_partition(
     progress, status, summary, filled, records = _Progress(), "failed", None, 0, 0
     try:
         uncertain = previous not in (None, "succeeded")  # a killed or failed run may have created pages
-        data = read_partition(writer.connect, obj, specs, partition)
-        if _should_rebuild(data, uncertain):
-            rebuild_state(client, writer, data_source_id, specs, trash_duplicates=data.known_pages == 0)
-            data, uncertain = read_partition(writer.connect, obj, specs, partition), False
-        records = len(data.rows)
-        upserts, idle = plan(specs, data, verify_new=uncertain)
-        for sf_id, action in idle:
-            writer.log(partition, sf_id, action, "skipped" if action == "skipped" else "success")
-            progress.count(sf_id, action)
+        survey = survey_partition(writer.connect, obj, specs, partition)
+        if _should_rebuild(survey, uncertain):
+            rebuild_state(client, writer, data_source_id, specs, trash_duplicates=survey.known_pages == 0)
+            uncertain = False
+        records = survey.records
+        upserts = _planned(writer, obj, specs, partition, survey, progress, verify_new=uncertain)
         _execute(client, writer, data_source_id, partition, upserts, workers, progress)
         filled = fill_pending_relations(client, writer, workers)
         status = "failed" if progress.transient else "succeeded"
