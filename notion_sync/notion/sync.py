@@ -215,6 +215,7 @@ def rebuild_state(
                 continue
             found.add(sf_id)
             writer.discover_state(sf_id, page["id"], found_hash(specs, page.get("properties", {}), parents))
+        writer.maybe_flush()  # a rebuild of a million pages must not hold them all before writing
     writer.flush()
     return len(found)
 
