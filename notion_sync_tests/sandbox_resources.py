@@ -12,12 +12,20 @@ from notion_sync.sandbox.salesforce_server import SalesforceSandbox
 from notion_sync.staging import StagingResource
 
 
+def salesforce_resource(sandbox: SalesforceSandbox, **overrides: Any) -> SalesforceResource:
+    """Session login to `sandbox`; `overrides` are resource fields (e.g. ``backoff_s=0.01``)."""
+    fields = {
+        "instance_url": sandbox.url,
+        "session_id": sandbox.session_id,
+        "ca_bundle": str(sandbox.ca_file),
+    }
+    return SalesforceResource(**{**fields, **overrides})
+
+
 def sandbox_resources(salesforce: SalesforceSandbox, notion: NotionSandbox, workdir: Path) -> dict[str, Any]:
     """`salesforce`, `notion` and `staging`; the limiter and DuckDB files go in `workdir`."""
     return {
-        "salesforce": SalesforceResource(
-            instance_url=salesforce.url, session_id=salesforce.session_id, ca_bundle=str(salesforce.ca_file)
-        ),
+        "salesforce": salesforce_resource(salesforce),
         "notion": NotionResource(
             token=notion.token,
             base_url=notion.url,

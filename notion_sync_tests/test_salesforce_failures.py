@@ -16,6 +16,7 @@ from notion_sync.salesforce import SalesforceResource, build_salesforce_asset
 from notion_sync.salesforce.extract import stage_partition
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
 from notion_sync.staging import StagingResource, connect
+from notion_sync_tests.sandbox_resources import salesforce_resource
 
 DAY = "2026-11-20"
 log = logging.getLogger(__name__)
@@ -26,15 +27,7 @@ def _object(name: str = "Account", **overrides) -> ObjectConfig:
 
 
 def _resource(sandbox: SalesforceSandbox, **overrides) -> SalesforceResource:
-    return SalesforceResource(
-        **{
-            "instance_url": sandbox.url,
-            "session_id": sandbox.session_id,
-            "ca_bundle": str(sandbox.ca_file),
-            "backoff_s": 0.01,
-            **overrides,
-        }
-    )
+    return salesforce_resource(sandbox, **{"backoff_s": 0.01, **overrides})
 
 
 def _materialize(obj: ObjectConfig, resource: SalesforceResource, db) -> ExecuteInProcessResult:

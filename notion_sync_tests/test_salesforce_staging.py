@@ -14,6 +14,7 @@ from notion_sync.salesforce.extract import DUCKDB_TYPES
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
 from notion_sync.sandbox.sf_data import make_id
 from notion_sync.staging import StagingResource, connect
+from notion_sync_tests.sandbox_resources import salesforce_resource
 
 DAY = "2026-11-20"  # the sandbox's last day; with days=1 every record is on it
 
@@ -32,15 +33,7 @@ def _object(name: str = "Account", **overrides) -> ObjectConfig:
 
 
 def _resource(sandbox: SalesforceSandbox, **overrides) -> SalesforceResource:
-    return SalesforceResource(
-        **{
-            "instance_url": sandbox.url,
-            "session_id": sandbox.session_id,
-            "ca_bundle": str(sandbox.ca_file),
-            "backoff_s": 0.01,
-            **overrides,
-        }
-    )
+    return salesforce_resource(sandbox, **{"backoff_s": 0.01, **overrides})
 
 
 def _materialize(
