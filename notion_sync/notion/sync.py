@@ -2,8 +2,9 @@
 
 For one object and one daily partition:
 
-1. read the partition's staged rows, their sync_state and their parents' pages (one short read);
-2. plan: unchanged content hash → nothing; changed → one PATCH; new → one POST; deleted in
+1. read the partition's staged rows, their sync_state and their parents' pages, 5,000 rows at a
+   time (a short read each, as the workers need more), so memory stays flat whatever its size;
+2. plan each chunk: unchanged content hash → nothing; changed → one PATCH; new → one POST; deleted in
    Salesforce → PATCH ``in_trash``; a parent without a page yet → the relation is left pending;
 3. run the requests through `run_pipelined` (the shared limiter sets the pace), recording every
    outcome in buffered, batched writes;
