@@ -424,6 +424,14 @@ def test_a_partition_bigger_than_a_read_chunk_is_synced_whole(
     assert linked["003000000000000004"] == []  # Account 4 is not synced: pending
     assert env.query("SELECT count(*) FROM pending_relations")[0][0] == 4  # Contacts 4, 9, 14, 19
     assert env.sync("Contact").totals["unchanged"] == 23
+    monkeypatch.setattr(sync, "READ_CHUNK", 3)  # the pending relations are read in two chunks too
+    env.stage("Account", [account(4)], partition="2026-11-21")
+    assert env.sync("Account", "2026-11-21").relations_filled == 4
+    account_4 = env.pages("Account")["001000000000000004"]["id"]
+    pages = env.pages("Contact")
+    for n in (4, 9, 14, 19):
+        assert pages[f"003{n:015d}"]["properties"]["Account"]["relation"] == [{"id": account_4}]
+    assert env.query("SELECT count(*) FROM pending_relations")[0][0] == 0
     assert_no_duplicates(env)
 
 

@@ -332,20 +332,25 @@ def save_field_types(
     )
 
 
-def ready_pending_relations(conn: duckdb.DuckDBPyConnection, object_name: str) -> list[tuple[str, ...]]:
-    """Pending relations of or to ``object_name`` whose both pages now exist.
+def ready_pending_relations(
+    conn: duckdb.DuckDBPyConnection, object_name: str, after: tuple[str, str, str], limit: int
+) -> list[tuple[str, ...]]:
+    """Up to ``limit`` pending relations of or to ``object_name`` whose both pages now exist, in key
+    order after ``after`` (``(object, sf_id, property)`` of the last one read; ``("", "", "")`` first).
 
     Rows are ``(object, sf_id, property, parent_object, parent_sf_id, child page, parent page)``.
     """
     return conn.execute(
-        """
+        f"""
         SELECT p.object, p.sf_id, p.property, p.parent_object, p.parent_sf_id, c.page_id, a.page_id
         FROM pending_relations p
         JOIN sync_state c ON c.object = p.object AND c.sf_id = p.sf_id
         JOIN sync_state a ON a.object = p.parent_object AND a.sf_id = p.parent_sf_id
-        WHERE p.object = ? OR p.parent_object = ?
+        WHERE (p.object = ? OR p.parent_object = ?) AND (p.object, p.sf_id, p.property) > (?, ?, ?)
+        ORDER BY p.object, p.sf_id, p.property
+        LIMIT {int(limit)}
         """,
-        [object_name, object_name],
+        [object_name, object_name, *after],
     ).fetchall()
 
 
@@ -490,7 +495,8 @@ class StateWriter:
         self._resolved.append((object_name, sf_id, prop))
 
     def maybe_flush(self) -> None:
-        buffered = len(self._states) + len(self._discovered) + len(self._logs) + len(self._usage)
+        buffers = (self._states, self._discovered, self._logs, self._usage, self._resolved)
+        buffered = sum(len(buffer) for buffer in buffers)
         if buffered >= self.flush_rows or time.monotonic() - self._flushed_at >= self.flush_seconds:
             self.flush()
 

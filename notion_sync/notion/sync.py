@@ -439,23 +439,35 @@ def _tracked(writer: state.StateWriter, call: Any) -> Any:
     return work
 
 
+def _ready_relations(writer: state.StateWriter) -> Iterator[tuple[str, ...]]:
+    """The pending relations of or to this object whose pages both exist now, read READ_CHUNK at a
+    time in key order (a backfill of children before their parents can leave a great many)."""
+    writer.flush()
+    after = ("", "", "")
+    while True:
+        with writer.connect() as conn:
+            ready = state.ready_pending_relations(conn, writer.object_name, after, READ_CHUNK)
+        if not ready:
+            return
+        yield from ready
+        after = ready[-1][:3]
+
+
 def fill_pending_relations(client: NotionClient, writer: state.StateWriter, workers: int) -> int:
     """Write the pending relations of or to this object whose pages both exist now; returns the count."""
-    writer.flush()
-    with writer.connect() as conn:
-        ready = state.ready_pending_relations(conn, writer.object_name)
 
     def relate(item: tuple[str, ...]) -> None:
         _, _, prop, _, _, child_page, parent_page = item
         client.update_page(child_page, properties={prop: {"relation": [{"id": parent_page}]}})
 
     filled = 0
-    for item, result in run_pipelined(ready, _tracked(writer, relate), workers):
+    for item, result in run_pipelined(_ready_relations(writer), _tracked(writer, relate), workers):
         if isinstance(result, BaseException):
             raise result
         if not isinstance(result[0], NotionApiError):  # a failed one stays pending for the next sync
             writer.resolve_pending(*item[:3])
             filled += 1
+        writer.maybe_flush()
     writer.flush()
     return filled
 
