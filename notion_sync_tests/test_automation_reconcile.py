@@ -75,6 +75,11 @@ def test_reconcile_trashes_orphans_and_requeues_missing(defs, notion_sandbox, ow
             if p["in_trash"]
         }
         assert purged in trashed
+        with defs.resources["staging"].connect(read_only=True) as conn:
+            states = conn.execute(
+                "SELECT sf_id, in_trash FROM sync_state WHERE sf_id IN (?, ?)", [purged, lost]
+            ).fetchall()
+        assert states == [(purged, True)]  # the lost page's state is forgotten: its next sync recreates it
 
         sensor = build_resync_sensor(CONFIG)
         success = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)

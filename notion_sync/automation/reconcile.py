@@ -84,12 +84,10 @@ def _forget(
     staging: StagingResource, object_name: str, trashed: Iterable[str], missing: Iterable[str]
 ) -> None:
     with staging.connect() as conn:
-        for sf_id in trashed:
-            conn.execute(
-                "UPDATE sync_state SET in_trash = true WHERE object = ? AND sf_id = ?", [object_name, sf_id]
-            )
-        for sf_id in missing:
-            conn.execute("DELETE FROM sync_state WHERE object = ? AND sf_id = ?", [object_name, sf_id])
+        conn.execute("BEGIN TRANSACTION")
+        state.mark_trashed(conn, object_name, list(trashed))
+        state.forget(conn, object_name, list(missing))
+        conn.execute("COMMIT")
 
 
 def _target(staging: StagingResource, object_name: str) -> tuple[tuple[str, str] | None, int]:

@@ -192,6 +192,25 @@ def records_of_pages(conn: duckdb.DuckDBPyConnection, page_ids: Sequence[str]) -
     return dict(rows)
 
 
+def mark_trashed(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]) -> None:
+    """Record that the pages of ``ids`` are in Notion's trash (one statement whatever their number)."""
+    frame = _id_frame(conn, ids)
+    conn.execute(
+        f"UPDATE sync_state SET in_trash = true WHERE object = ? AND sf_id IN (SELECT sf_id FROM {frame})",
+        [object_name],
+    )
+    conn.unregister(frame)
+
+
+def forget(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]) -> None:
+    """Drop the sync_state of ``ids``: their next sync creates (or looks up) their pages again."""
+    frame = _id_frame(conn, ids)
+    conn.execute(
+        f"DELETE FROM sync_state WHERE object = ? AND sf_id IN (SELECT sf_id FROM {frame})", [object_name]
+    )
+    conn.unregister(frame)
+
+
 def count_pages(conn: duckdb.DuckDBPyConnection, object_name: str) -> int:
     return conn.execute("SELECT count(*) FROM sync_state WHERE object = ?", [object_name]).fetchone()[0]
 
