@@ -277,6 +277,12 @@ def test_unchanged_costs_nothing_and_changes_cost_one_patch_each(env: Env) -> No
     report = env.sync("Account")
     assert report.totals["updated"] == 2 and report.totals["unchanged"] == 18
     assert env.page_requests() == {"PATCH /v1/pages/{id}": 2}
+    # sync_log holds what a run did; the unchanged records are counted in sync_batches only
+    assert env.query("SELECT action, count(*) FROM sync_log GROUP BY action ORDER BY action") == [
+        ("created", 20),
+        ("updated", 2),
+    ]
+    assert env.query("SELECT unchanged FROM sync_batches ORDER BY started_at") == [(0,), (20,), (18,)]
     assert (
         env.pages("Account")["001000000000000004"]["properties"]["Name"]["title"][0]["plain_text"]
         == "Renamed"

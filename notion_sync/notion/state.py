@@ -3,7 +3,8 @@
 | table | one row per |
 |---|---|
 | `sync_state` | synced record: its page, the hash of what was last written, whether it is in the trash |
-| `sync_log` | record attempt (created/updated/unchanged/archived/failed/skipped) |
+| `sync_log` | record a run acted on (created/updated/archived/failed/skipped); unchanged records are
+  only counted, in `sync_batches`, or every realtime re-sync of a day would log the whole day again |
 | `sync_batches` | run of one object partition: status and totals |
 | `api_usage` | HTTP call to Notion |
 | `notion_targets` | object: the database and data source its pages live in |

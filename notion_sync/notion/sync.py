@@ -490,11 +490,12 @@ def _planned(
     verify_new: bool,
 ) -> Iterator[Upsert]:
     """The partition's writes, planned a chunk at a time as the pipeline asks for them; records that
-    need none are logged on the way."""
+    need none are counted on the way (and logged when skipped)."""
     for chunk in read_partition(writer.connect, obj, specs, partition, survey.columns, READ_CHUNK):
         upserts, idle = plan(specs, chunk, verify_new=verify_new)
         for sf_id, action in idle:
-            writer.log(partition, sf_id, action, "skipped" if action == "skipped" else "success")
+            if action == "skipped":
+                writer.log(partition, sf_id, action, "skipped")
             progress.count(sf_id, action)
         writer.maybe_flush()
         yield from upserts
