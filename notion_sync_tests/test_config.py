@@ -107,8 +107,13 @@ def test_bad_values_are_named():
     data["objects"]["Account"]["batch_size"] = 0
     data["objects"]["Account"]["mode"] = "sometimes"
     data["objects"]["Account"]["fields"]["Bad Field"] = "X"
+    data["objects"]["Account"]["history_days"] = 0
     assert_config_error(
-        data, "objects.Account.batch_size", "objects.Account.mode", "'Bad Field' is not a Salesforce field"
+        data,
+        "objects.Account.batch_size",
+        "objects.Account.mode",
+        "'Bad Field' is not a Salesforce field",
+        "objects.Account.history_days",
     )
 
 

@@ -441,6 +441,26 @@ def test_a_partition_bigger_than_a_read_chunk_is_synced_whole(
     assert_no_duplicates(env)
 
 
+def test_history_older_than_history_days_is_pruned_after_a_sync(env: Env) -> None:
+    env.stage("Account", [account(1)])
+    env.sync("Account")
+    with env.connect() as conn:
+        for table in ("sync_log", "api_usage"):
+            for name, age in (("Account", 91), ("Account", 89), ("Contact", 91)):
+                conn.execute(
+                    f'INSERT INTO {table} (object, "at") VALUES (?, now() - ?::INTEGER * INTERVAL 1 DAY)',
+                    [name, age],
+                )
+    env.stage("Account", [account(1, Name="Renamed")])
+    env.sync("Account")
+    for table in ("sync_log", "api_usage"):
+        ages = env.query(
+            f"SELECT object, date_diff('day', \"at\", now()) FROM {table} WHERE run_id IS NULL ORDER BY ALL"
+        )
+        assert ages == [("Account", 89), ("Contact", 91)], table  # only Account's rows past 90 days go
+    assert env.query("SELECT count(*) FROM sync_log WHERE action = 'updated'") == [(1,)]
+
+
 def test_exception_mid_partition_then_rerun_completes(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     from notion_sync.notion import sync
 

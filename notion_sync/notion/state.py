@@ -212,6 +212,21 @@ def forget(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]
     conn.unregister(frame)
 
 
+def prune_history(conn: duckdb.DuckDBPyConnection, object_name: str, days: int) -> int:
+    """Delete the object's sync_log and api_usage rows older than ``days``; returns how many.
+
+    Cheap when there is nothing to delete: both tables grow in time order, so DuckDB skips every row
+    group newer than the cutoff by its min/max statistics.
+    """
+    cutoff = now() - timedelta(days=days)
+    deleted = 0
+    for table in ("sync_log", "api_usage"):
+        deleted += conn.execute(
+            f'DELETE FROM {table} WHERE object = ? AND "at" < ?', [object_name, cutoff]
+        ).fetchone()[0]
+    return deleted
+
+
 def count_pages(conn: duckdb.DuckDBPyConnection, object_name: str) -> int:
     return conn.execute("SELECT count(*) FROM sync_state WHERE object = ?", [object_name]).fetchone()[0]
 

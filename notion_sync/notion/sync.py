@@ -562,6 +562,7 @@ def sync_partition(
                 progress.last_id,
                 summary,
             )
+            state.prune_history(conn, obj.name, obj.history_days)
     if progress.transient:
         raise SyncIncomplete(
             f"{obj.name} {partition}: {progress.transient} record(s) failed transiently after retries "
