@@ -6,6 +6,7 @@ from dagster import (
     Definitions,
     build_run_status_sensor_context,
     instance_for_test,
+    materialize,
 )
 
 from notion_sync.automation.jobs import sync_job
@@ -41,6 +42,43 @@ def defs(tmp_path, notion_sandbox, own_salesforce_sandbox) -> Definitions:
         sensors=[build_resync_sensor(CONFIG)],
         resources=resources,
     )
+
+
+def _evaluated_checks(result) -> list[str]:
+    return [
+        e.event_specific_data.check_name
+        for e in result.all_events
+        if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+    ]
+
+
+def _query_requests(sandbox) -> int:
+    return sum(sandbox.stats()["requests_by_route"].get("POST /v1/data_sources/{id}/query", {}).values())
+
+
+def test_reconciliation_runs_only_in_its_job(defs, notion_sandbox):
+    """It reads every Id and page of the object: a partition's sync, or a materialization of
+    notion/<Object> with all its checks (the UI's default), must not run it."""
+    with instance_for_test() as instance:
+        synced = defs.resolve_job_def("sync_Account").execute_in_process(
+            instance=instance, partition_key=PARTITION
+        )
+        assert synced.success and "reconciled_with_salesforce" not in _evaluated_checks(synced)
+        queries = _query_requests(notion_sandbox)
+        adhoc = materialize(
+            [
+                build_salesforce_asset(ACCOUNT),
+                build_notion_asset(ACCOUNT, []),
+                build_reconcile_check(ACCOUNT),
+            ],
+            partition_key=PARTITION,
+            resources=defs.resources,
+            instance=instance,
+        )
+        assert adhoc.success and "reconciled_with_salesforce" not in _evaluated_checks(adhoc)
+        assert _query_requests(notion_sandbox) == queries  # not a page of the data source was read
+        reconciled = defs.resolve_job_def("reconcile_Account").execute_in_process(instance=instance)
+        assert _evaluated_checks(reconciled) == ["reconciled_with_salesforce"]
 
 
 def test_reconcile_trashes_orphans_and_requeues_missing(defs, notion_sandbox, own_salesforce_sandbox):

@@ -25,14 +25,16 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
+    AssetCheckSpec,
+    AssetKey,
     AssetSelection,
     DagsterEventType,
     MetadataValue,
     RunRequest,
     RunStatusSensorContext,
-    asset_check,
     define_asset_job,
     in_process_executor,
+    multi_asset_check,
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
@@ -110,69 +112,105 @@ def build_reconcile_check(obj: ObjectConfig) -> AssetChecksDefinition:
 
     It fails when it found differences (and has repaired them: orphans trashed, missing records
     queued); cached, so the job, the schedule and `Definitions` share one object.
+
+    It reads every Id and every page of the object, so it runs only in `reconcile_<Object>`. Dagster
+    runs an asset's checks with it by default (a materialization or backfill of `notion/<Object>`
+    from the UI): there it records no result, and says so in the log, rather than page through the
+    whole object once per partition.
     """
     if obj.name in _RECONCILE_CHECKS:
         return _RECONCILE_CHECKS[obj.name]
     notion_key = object_asset_keys(obj.name)[1]
 
-    @asset_check(
-        asset=notion_key,
-        name=CHECK_NAME,
-        blocking=False,
-        description=f"Salesforce {obj.name} Ids (queryAll) against the Notion pages: orphaned pages are "
-        "trashed, missing records queued again; fails when differences were found.",
+    @multi_asset_check(
+        specs=[
+            AssetCheckSpec(
+                CHECK_NAME,
+                asset=notion_key,
+                blocking=False,
+                description=f"Salesforce {obj.name} Ids (queryAll) against the Notion pages: orphaned pages "
+                "are trashed, missing records queued again; fails when differences were found. Runs in "
+                f"{reconcile_job_name(obj.name)} only.",
+            )
+        ],
+        can_subset=True,  # a run other than the reconcile job yields no result
+        name=f"reconcile_{obj.name}_check",
     )
     def _reconcile(
         context: AssetCheckExecutionContext,
         salesforce: SalesforceResource,
         notion: NotionResource,
         staging: StagingResource,
-    ) -> AssetCheckResult:
-        target, known_pages = _target(staging, obj.name)
-        if target is None:
-            context.log.info(f"{obj.name} was never synced to Notion: nothing to reconcile")
-            return AssetCheckResult(passed=True, metadata={"salesforce_records": 0, "never_synced": True})
-        notion_requests = max(1, math.ceil(known_pages / NOTION_PAGE_SIZE))
-        context.log.info(
-            f"reconciling {obj.name}: about {known_pages} pages = {notion_requests} Notion requests "
-            f"(~{notion_requests / notion.rate_limit_rps:.0f} s at {notion.rate_limit_rps:g} rps, shared "
-            f"with the syncs) plus one Salesforce queryAll page per {SALESFORCE_PAGE_SIZE} records"
-        )
-        live = _live_records(salesforce, obj.name)
-        with notion.get_client() as client:
-            pages = ((page_salesforce_id(page), page["id"]) for page in client.query_data_source(target[1]))
-            differences = compare(live, ((sf_id, page_id) for sf_id, page_id in pages if sf_id))
-            trashed = [
-                sf_id
-                for (sf_id, _), result in notion.run_pipelined(
-                    differences.orphaned.items(), lambda item: client.update_page(item[1], in_trash=True)
-                )
-                if not isinstance(result, BaseException)
-            ]
-        synced = context.instance.get_materialized_partitions(notion_key)
-        requeue = {sf_id: day for sf_id, day in differences.missing.items() if day in synced}
-        _forget(staging, obj.name, trashed, requeue)
-        resync = sorted(set(requeue.values()))
-        context.log.info(
-            f"{obj.name}: {len(trashed)}/{len(differences.orphaned)} orphaned pages trashed, {len(requeue)} "
-            f"synced records without a page; partitions to sync again: {resync or 'none'}"
-        )
-        return AssetCheckResult(
-            passed=not differences.orphaned and not requeue,
-            metadata={
-                "salesforce_records": len(live),
-                "orphaned_pages": len(differences.orphaned),
-                "trashed_pages": len(trashed),
-                "missing_pages": len(requeue),
-                "not_synced_yet": len(differences.missing) - len(requeue),
-                RESYNC_METADATA_KEY: MetadataValue.json(resync),
-                "orphaned_sample": MetadataValue.json(sorted(differences.orphaned)[:SAMPLE]),
-                "missing_sample": MetadataValue.json(sorted(requeue)[:SAMPLE]),
-            },
-        )
+    ) -> Iterator[AssetCheckResult]:
+        if context.run.job_name != reconcile_job_name(obj.name):
+            context.log.info(
+                f"{CHECK_NAME} runs in {reconcile_job_name(obj.name)} (weekly or on demand), not with a "
+                "partition's sync: no result recorded by this run"
+            )
+            return
+        yield _reconciliation(context, obj, notion_key, salesforce, notion, staging)
 
     _RECONCILE_CHECKS[obj.name] = _reconcile
     return _reconcile
+
+
+def _reconciliation(
+    context: AssetCheckExecutionContext,
+    obj: ObjectConfig,
+    notion_key: AssetKey,
+    salesforce: SalesforceResource,
+    notion: NotionResource,
+    staging: StagingResource,
+) -> AssetCheckResult:
+    target, known_pages = _target(staging, obj.name)
+    if target is None:
+        context.log.info(f"{obj.name} was never synced to Notion: nothing to reconcile")
+        return AssetCheckResult(
+            check_name=CHECK_NAME,
+            asset_key=notion_key,
+            passed=True,
+            metadata={"salesforce_records": 0, "never_synced": True},
+        )
+    notion_requests = max(1, math.ceil(known_pages / NOTION_PAGE_SIZE))
+    context.log.info(
+        f"reconciling {obj.name}: about {known_pages} pages = {notion_requests} Notion requests "
+        f"(~{notion_requests / notion.rate_limit_rps:.0f} s at {notion.rate_limit_rps:g} rps, shared "
+        f"with the syncs) plus one Salesforce queryAll page per {SALESFORCE_PAGE_SIZE} records"
+    )
+    live = _live_records(salesforce, obj.name)
+    with notion.get_client() as client:
+        pages = ((page_salesforce_id(page), page["id"]) for page in client.query_data_source(target[1]))
+        differences = compare(live, ((sf_id, page_id) for sf_id, page_id in pages if sf_id))
+        trashed = [
+            sf_id
+            for (sf_id, _), result in notion.run_pipelined(
+                differences.orphaned.items(), lambda item: client.update_page(item[1], in_trash=True)
+            )
+            if not isinstance(result, BaseException)
+        ]
+    synced = context.instance.get_materialized_partitions(notion_key)
+    requeue = {sf_id: day for sf_id, day in differences.missing.items() if day in synced}
+    _forget(staging, obj.name, trashed, requeue)
+    resync = sorted(set(requeue.values()))
+    context.log.info(
+        f"{obj.name}: {len(trashed)}/{len(differences.orphaned)} orphaned pages trashed, {len(requeue)} "
+        f"synced records without a page; partitions to sync again: {resync or 'none'}"
+    )
+    return AssetCheckResult(
+        check_name=CHECK_NAME,
+        asset_key=notion_key,
+        passed=not differences.orphaned and not requeue,
+        metadata={
+            "salesforce_records": len(live),
+            "orphaned_pages": len(differences.orphaned),
+            "trashed_pages": len(trashed),
+            "missing_pages": len(requeue),
+            "not_synced_yet": len(differences.missing) - len(requeue),
+            RESYNC_METADATA_KEY: MetadataValue.json(resync),
+            "orphaned_sample": MetadataValue.json(sorted(differences.orphaned)[:SAMPLE]),
+            "missing_sample": MetadataValue.json(sorted(requeue)[:SAMPLE]),
+        },
+    )
 
 
 def build_reconcile_job(obj: ObjectConfig) -> UnresolvedAssetJobDefinition:
