@@ -309,6 +309,13 @@ def test_unchanged_costs_nothing_and_changes_cost_one_patch_each(env: Env) -> No
             ),
             id="timeout-after-create",
         ),
+        pytest.param(
+            lambda s: (
+                s.set_query_lag(2.5),  # a new page shows up in queries 2.5 s after its creation
+                s.inject(status=502, count=5, method="POST", path_prefix="/v1/pages", apply_write=True),
+            ),
+            id="create-applied-then-502-query-lag",
+        ),
         pytest.param(lambda s: s.inject_timeout(count=2, seconds=0.5, method="PATCH"), id="timeout-update"),
     ],
 )

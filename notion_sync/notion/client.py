@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -33,6 +33,7 @@ from notion_sync.notion.errors import (
 )
 from notion_sync.notion.rate_limit import RateLimiter
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.notion.com"
@@ -399,6 +400,20 @@ def plain_text(rich_text: Iterable[dict[str, Any]] | None) -> str:
     )
 
 
+# Virtual seconds between further lookups after a create whose outcome is unknown: what it made
+# may take a moment to show up in search (documented as eventually consistent) and query results.
+SETTLE_S = (1.0, 2.0, 4.0)
+
+
+def find_settled(client: NotionClient, find: Callable[[], T | None]) -> T | None:
+    """``find()`` now and, while it finds nothing, again after each of `SETTLE_S`."""
+    for wait in (0.0, *SETTLE_S):
+        time.sleep(wait / client.time_scale)
+        if found := find():
+            return found
+    return None
+
+
 def _never_connected(exc: requests.RequestException) -> bool:
     """True when the request cannot have reached the server (refused / DNS / connect timeout)."""
     import urllib3.exceptions as u3
@@ -427,6 +442,7 @@ __all__ = [
     "PermanentNotionError",
     "TransientNotionError",
     "endpoint_of",
+    "find_settled",
     "parse_retry_after",
     "plain_text",
 ]

@@ -38,15 +38,13 @@ from typing import Any
 
 from notion_sync.config import ObjectConfig
 from notion_sync.notion import state
-from notion_sync.notion.client import NotionClient, plain_text
+from notion_sync.notion.client import NotionClient, find_settled, plain_text
 from notion_sync.notion.errors import AmbiguousWriteError
 from notion_sync.notion.properties import PropertySpec, database_properties
 
 log = logging.getLogger(__name__)
 
 Describe = Callable[[str], Mapping[str, Any]]  # object name -> Salesforce describe result
-# Virtual seconds to wait before each further search after an ambiguous create (search index lag).
-SEARCH_SETTLE_S = (1.0, 2.0, 4.0)
 # Real seconds: how long a run waits for another run creating the same database, the age at which
 # a claim is taken for a crashed run's, and how often a waiting run looks again.
 CLAIM_WAIT_S = 600.0
@@ -188,10 +186,8 @@ def _create_database(
     try:
         return client.create_database(parent_page_id, database_title(obj), dict(initial), description)
     except AmbiguousWriteError as error:
-        for wait in (0.0, *SEARCH_SETTLE_S):
-            time.sleep(wait / client.time_scale)
-            if existing := find_created_database(client, obj, parent_page_id):
-                return existing
+        if existing := find_settled(client, lambda: find_created_database(client, obj, parent_page_id)):
+            return existing
         raise AmbiguousWriteError(
             error.status,
             error.code,

@@ -29,7 +29,7 @@ from typing import Any
 
 from notion_sync.config import SALESFORCE_ID_PROPERTY, ObjectConfig
 from notion_sync.notion import state
-from notion_sync.notion.client import NotionClient, plain_text
+from notion_sync.notion.client import NotionClient, find_settled, plain_text
 from notion_sync.notion.errors import AmbiguousWriteError, NotionApiError, PermanentNotionError
 from notion_sync.notion.pipeline import run_pipelined
 from notion_sync.notion.properties import (
@@ -350,7 +350,7 @@ def _create(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
             return client.create_page(data_source_id, upsert.properties or {})["id"]
         except AmbiguousWriteError:
             attempts += 1
-            if page_id := _lookup(client, data_source_id, upsert.sf_id):
+            if page_id := find_settled(client, lambda: _lookup(client, data_source_id, upsert.sf_id)):
                 return page_id
             if attempts >= CREATE_ATTEMPTS:
                 raise

@@ -416,6 +416,10 @@ class NotionSandbox:
     def set_speed(self, speed: float) -> None:
         self._clock.set_speed(speed)
 
+    def set_query_lag(self, seconds: float) -> None:
+        """New pages appear in data source queries only ``seconds`` (virtual) after their creation."""
+        self.store.query_lag_s = seconds / self._clock.speed
+
     def config(self) -> dict[str, Any]:
         return {
             "rps": self._limiter.rps,

@@ -410,6 +410,9 @@ class Store:
         self.databases: dict[str, Database] = {}
         self.sources: dict[str, DataSource] = {}
         self._seq = 0
+        # Real seconds before a new page shows up in data source queries (an index lag, for tests of
+        # lookups right after a create; 0 = at once).
+        self.query_lag_s = 0.0
         root = self._new_page(None)
         root.values["title"] = (("text", "Sandbox root", None, None),)
         self.root_page_id = root.id
@@ -1092,6 +1095,9 @@ class Store:
                 raise body_invalid("body.sorts", "an array", sorts)
             cursor = body.get("start_cursor")
             candidates = self._candidates(source, flt)
+            if self.query_lag_s:
+                indexed = _now() - dt.timedelta(seconds=self.query_lag_s)
+                candidates = [p for p in candidates if p.created <= indexed]
             if sorts:
                 matched = [p for p in candidates if not p.in_trash and (predicate is None or predicate(p))]
                 matched.sort(key=functools.cmp_to_key(_sort_cmp(source, sorts)))
