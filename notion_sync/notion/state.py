@@ -144,13 +144,19 @@ def _insert(
     """Bulk insert through a registered DataFrame (one statement, whatever the row count)."""
     if not rows:
         return
-    frame = pd.DataFrame(list(rows), columns=columns).astype(object)
-    conn.register("_rows", frame)
+    names = ", ".join(f'"{c}"' for c in columns)
+    with _registered(conn, "_rows", pd.DataFrame(list(rows), columns=columns).astype(object)) as source:
+        conn.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM {source}")
+
+
+@contextmanager
+def _registered(conn: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> Iterator[str]:
+    """``frame`` as the table ``name`` for the statements run inside the block."""
+    conn.register(name, frame)
     try:
-        names = ", ".join(f'"{c}"' for c in columns)
-        conn.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM _rows")
+        yield name
     finally:
-        conn.unregister("_rows")
+        conn.unregister(name)
 
 
 # --- Reads ---------------------------------------------------------------------------------------
@@ -163,22 +169,23 @@ class PageState:
     in_trash: bool
 
 
-def _id_frame(conn: duckdb.DuckDBPyConnection, ids: Sequence[str], column: str = "sf_id") -> str:
-    conn.register("_ids", pd.DataFrame({column: pd.Series(list(ids), dtype=object)}))
-    return "_ids"
+def _id_frame(
+    conn: duckdb.DuckDBPyConnection, ids: Sequence[str], column: str = "sf_id"
+) -> AbstractContextManager[str]:
+    """``ids`` as a one-column table (named ``column``) for joins, registered while in use."""
+    return _registered(conn, "_ids", pd.DataFrame({column: pd.Series(list(ids), dtype=object)}))
 
 
 def page_states(
     conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]
 ) -> dict[str, PageState]:
     """sync_state of the records ``ids`` of ``object_name`` that have a page."""
-    frame = _id_frame(conn, ids)
-    rows = conn.execute(
-        f"SELECT s.sf_id, s.page_id, s.content_hash, s.in_trash FROM sync_state s JOIN {frame} USING (sf_id) "
-        "WHERE s.object = ?",
-        [object_name],
-    ).fetchall()
-    conn.unregister(frame)
+    with _id_frame(conn, ids) as frame:
+        rows = conn.execute(
+            f"SELECT s.sf_id, s.page_id, s.content_hash, s.in_trash FROM sync_state s JOIN {frame} "
+            "USING (sf_id) WHERE s.object = ?",
+            [object_name],
+        ).fetchall()
     return {
         sf_id: PageState(page_id, content_hash, in_trash) for sf_id, page_id, content_hash, in_trash in rows
     }
@@ -186,30 +193,30 @@ def page_states(
 
 def records_of_pages(conn: duckdb.DuckDBPyConnection, page_ids: Sequence[str]) -> dict[str, str]:
     """page id -> Salesforce Id, for the ``page_ids`` that sync_state knows (any object)."""
-    frame = _id_frame(conn, page_ids, "page_id")
-    query = f"SELECT s.page_id, s.sf_id FROM sync_state s JOIN {frame} USING (page_id)"
-    rows = conn.execute(query).fetchall()
-    conn.unregister(frame)
-    return dict(rows)
+    with _id_frame(conn, page_ids, "page_id") as frame:
+        return dict(
+            conn.execute(
+                f"SELECT s.page_id, s.sf_id FROM sync_state s JOIN {frame} USING (page_id)"
+            ).fetchall()
+        )
 
 
 def mark_trashed(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]) -> None:
     """Record that the pages of ``ids`` are in Notion's trash (one statement whatever their number)."""
-    frame = _id_frame(conn, ids)
-    conn.execute(
-        f"UPDATE sync_state SET in_trash = true WHERE object = ? AND sf_id IN (SELECT sf_id FROM {frame})",
-        [object_name],
-    )
-    conn.unregister(frame)
+    with _id_frame(conn, ids) as frame:
+        conn.execute(
+            "UPDATE sync_state SET in_trash = true "
+            f"WHERE object = ? AND sf_id IN (SELECT sf_id FROM {frame})",
+            [object_name],
+        )
 
 
 def forget(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]) -> None:
     """Drop the sync_state of ``ids``: their next sync creates (or looks up) their pages again."""
-    frame = _id_frame(conn, ids)
-    conn.execute(
-        f"DELETE FROM sync_state WHERE object = ? AND sf_id IN (SELECT sf_id FROM {frame})", [object_name]
-    )
-    conn.unregister(frame)
+    with _id_frame(conn, ids) as frame:
+        conn.execute(
+            f"DELETE FROM sync_state WHERE object = ? AND sf_id IN (SELECT sf_id FROM {frame})", [object_name]
+        )
 
 
 def prune_history(conn: duckdb.DuckDBPyConnection, object_name: str, days: int) -> int:
