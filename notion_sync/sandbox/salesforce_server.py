@@ -140,6 +140,10 @@ _RENDER_FORMAT = 1  # bump when the block file layout changes
 _SOURCES = (Path(__file__), Path(__file__).with_name("sf_data.py"))
 
 
+def _block_path(directory: Path, number: int) -> Path:
+    return directory / f"{number:07d}.bin"
+
+
 class RenderCache:
     """Base records already rendered (one CSV line or one REST JSON object each), in files on disk.
 
@@ -206,7 +210,7 @@ class RenderCache:
         directory = self.key_directory(obj, rendering)
         written = 0
         for number in sorted({i // RENDER_BLOCK for i in indexes}):
-            path = directory / f"{number:07d}.bin"
+            path = _block_path(directory, number)
             if not path.exists():
                 self._write(path, obj, number, render)
                 written += 1
@@ -220,7 +224,7 @@ class RenderCache:
             if name in self._loaded:
                 self._loaded.move_to_end(name)
                 return self._loaded[name]
-        path = directory / f"{number:07d}.bin"
+        path = _block_path(directory, number)
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
@@ -454,10 +458,15 @@ class SalesforceSandbox:
                     return fault
         return None
 
-    def _charge(self, endpoint: str) -> None:
-        """Count a request against the daily budget; refuse it once the budget is spent."""
+    def _count(self, endpoint: str) -> None:
+        """Count a request that the daily budget does not charge (a login)."""
         with self._lock:
             self._requests[endpoint] += 1
+
+    def _charge(self, endpoint: str) -> None:
+        """Count a request against the daily budget; refuse it once the budget is spent."""
+        self._count(endpoint)
+        with self._lock:
             if self.api_used >= self.api_max:
                 raise ApiError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
             self.api_used += 1
@@ -809,8 +818,8 @@ class _Handler(BaseHTTPRequestHandler):
                     [{"label": _release(v), "url": f"/services/data/v{v}", "version": v} for v in VERSIONS],
                     self._limit_headers(),
                 )
-            elif method == "POST" and _SOAP_PATH.match(path):
-                self._soap_login(_SOAP_PATH.match(path).group(1))
+            elif method == "POST" and (soap := _SOAP_PATH.match(path)):
+                self._soap_login(soap.group(1))
             elif path.startswith("/services/"):
                 self._api(method, path, params)
             else:
@@ -828,8 +837,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _soap_login(self, version: str) -> None:
         """The partner API's `login`: free (logins do not count against the API budget)."""
         sandbox = self.sandbox
-        with sandbox._lock:
-            sandbox._requests["login"] += 1
+        sandbox._count("login")
         length = int(self.headers.get("Content-Length") or 0)
         try:
             envelope = ElementTree.fromstring(self.rfile.read(length))
