@@ -45,11 +45,7 @@ def defs(tmp_path, notion_sandbox, own_salesforce_sandbox) -> Definitions:
 
 
 def _evaluated_checks(result) -> list[str]:
-    return [
-        e.event_specific_data.check_name
-        for e in result.all_events
-        if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
-    ]
+    return [evaluation.check_name for evaluation in result.get_asset_check_evaluations()]
 
 
 def _query_requests(sandbox) -> int:
@@ -97,11 +93,7 @@ def test_reconcile_trashes_orphans_and_requeues_missing(defs, notion_sandbox, ow
 
         result = defs.resolve_job_def("reconcile_Account").execute_in_process(instance=instance)
         assert result.success
-        (evaluation,) = [
-            e.event_specific_data
-            for e in result.all_events
-            if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
-        ]
+        (evaluation,) = result.get_asset_check_evaluations()
         assert evaluation.check_name == "reconciled_with_salesforce" and evaluation.passed is False
         metadata = {key: value.value for key, value in evaluation.metadata.items()}
         assert metadata["orphaned_pages"] == 1 and metadata["trashed_pages"] == 1
@@ -137,11 +129,7 @@ def test_reconcile_trashes_orphans_and_requeues_missing(defs, notion_sandbox, ow
             .success
         )
         again = defs.resolve_job_def("reconcile_Account").execute_in_process(instance=instance)
-        (clean,) = [
-            e.event_specific_data
-            for e in again.all_events
-            if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
-        ]
+        (clean,) = again.get_asset_check_evaluations()
         assert clean.passed is True and clean.metadata["orphaned_pages"].value == 0
     live = {page_salesforce_id(page) for page in notion_sandbox.pages(source_id)}
     assert lost in live and purged not in live
