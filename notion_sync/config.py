@@ -78,6 +78,13 @@ class ObjectConfig(_Strict):
         description="The change sensor reads again this far behind the newest change it saw, for "
         "transactions that commit late with an earlier SystemModstamp (Airbyte uses 600)",
     )
+    max_partitions_per_run: int = Field(
+        default=30,
+        ge=1,
+        le=366,
+        description="Days of a backfill one run extracts and syncs together (BackfillPolicy.multi_run): "
+        "one COUNT and one query or Bulk job per range instead of per day",
+    )
     owners: tuple[str, ...] = Field(
         default=(), description="Dagster asset owners: emails or 'team:name', shown in the UI"
     )

@@ -18,7 +18,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 
 import duckdb
@@ -311,6 +312,15 @@ class Spool:
     def count(self, table: str, where: str = "true") -> int:
         return self.conn.execute(f"SELECT count(*) FROM {quote_ident(table)} WHERE {where}").fetchone()[0]
 
+    def count_by_day(self, table: str, cursor: str, deleted: str | None) -> dict[date, tuple[int, int]]:
+        """UTC day of `cursor` -> (rows, rows with the boolean column `deleted` true)."""
+        flagged = f"count(*) FILTER (WHERE {quote_ident(deleted)})" if deleted else "0"
+        rows = self.conn.execute(
+            f"SELECT CAST({quote_ident(cursor)} AS DATE) AS day, count(*), {flagged} "
+            f"FROM {quote_ident(table)} GROUP BY day"
+        ).fetchall()
+        return {day: (total, gone) for day, total, gone in rows}
+
     def close(self) -> None:
         """Commit and release the file so the staging connection can attach it."""
         self.conn.execute("COMMIT")
@@ -357,16 +367,30 @@ def remove_abandoned_spools(near: str | Path) -> list[tuple[Path, int]]:
     return removed
 
 
+def day_filter(cursor: str, partition: date) -> str:
+    """SQL condition: `cursor` falls on the UTC day `partition` (a range on the column, so DuckDB skips
+    the row groups of other days by their min/max)."""
+    start = datetime.combine(partition, dtime(), UTC)
+    bounds = (f"'{moment.isoformat()}'::TIMESTAMPTZ" for moment in (start, start + timedelta(days=1)))
+    ts = quote_ident(cursor)
+    return f"{ts} >= {next(bounds)} AND {ts} < {next(bounds)}"
+
+
 def replace_partition(
     conn: duckdb.DuckDBPyConnection, table: str, spool_path: Path, partition: date, *, cursor: str
 ) -> int:
-    """Swap `partition`'s rows for the spool's in one transaction; returns the rows inserted.
+    """Swap `partition`'s rows for the spool's rows of that day in one transaction; returns the rows
+    inserted. A spool of several days (a backfill range) is swapped in a day at a time.
 
     An Id staged under another day is replaced only by a newer version (by `cursor`), so the table
     keeps one row per record, the latest, whichever order partitions are (re)run in.
     """
     _bound_memory(conn)
-    target, new, ts = quote_ident(table), f"spool.{SPOOL_TABLE}", quote_ident(cursor)
+    ts = quote_ident(cursor)
+    target, new = (
+        quote_ident(table),
+        f"(SELECT * FROM spool.{SPOOL_TABLE} WHERE {day_filter(cursor, partition)})",
+    )
     conn.execute(f"ATTACH '{spool_path}' AS spool (READ_ONLY)")
     try:
         conn.execute("BEGIN TRANSACTION")

@@ -1,13 +1,17 @@
-"""`notion/<Object>`: one daily partition of a staged Salesforce object upserted into Notion.
+"""`notion/<Object>`: daily partitions of a staged Salesforce object upserted into Notion (one day, or
+a backfill's range of days synced in one pass and reported day by day: `notion_sync.ranges`).
 
 No `from __future__ import annotations` here: Dagster reads the nested function's annotations.
 """
+
+from collections.abc import Iterator
 
 import duckdb
 from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetsDefinition,
     Backoff,
     Failure,
@@ -24,8 +28,9 @@ from notion_sync.config import ObjectConfig
 from notion_sync.notion.errors import PermanentNotionError
 from notion_sync.notion.resource import NotionResource
 from notion_sync.notion.schema import SchemaError, salesforce_field_types
-from notion_sync.notion.sync import SyncReport, run_sync
-from notion_sync.partitions import daily_partitions
+from notion_sync.notion.sync import SyncReport, sync_days
+from notion_sync.partitions import daily_partitions, in_ranges
+from notion_sync.ranges import materialize_days
 from notion_sync.salesforce.extract import describe_object
 from notion_sync.salesforce.resource import SalesforceResource
 from notion_sync.staging import StagingResource
@@ -95,28 +100,30 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
         notion: NotionResource,
         staging: StagingResource,
         salesforce: SalesforceResource,
-    ) -> MaterializeResult:
+    ) -> Iterator[AssetMaterialization | MaterializeResult]:
         priority = limiter_priority(context.run.tags)
-        try:
-            types = salesforce_field_types(
-                staging.connect, obj, lambda name: describe_object(salesforce.get_client().sf, name)
-            )
-            report = run_sync(
-                notion, staging.connect, obj, types, context.partition_key, context.run_id, priority=priority
-            )
-        except (SchemaError, PermanentNotionError) as error:
-            raise Failure(description=str(error), allow_retries=False) from error
-        except duckdb.CatalogException as error:
-            raise Failure(
-                description=f"{obj.staging_table} is not staged yet: materialize salesforce/{obj.name} "
-                f"for {context.partition_key} first ({error})",
-                allow_retries=False,
-            ) from error
-        context.log.info(
-            f"{obj.name} {context.partition_key}: {dict(report.totals)} in {report.duration_s:.1f}s, "
-            f"{report.requests} requests ({report.rate_limited} rate limited)"
-            + (", first in the Notion rate limiter (realtime lane)" if priority else "")
-        )
-        return MaterializeResult(metadata=_metadata(report, notion, priority))
 
-    return _notion_object
+        def sync(days: list[str]) -> Iterator[tuple[str, dict]]:
+            try:
+                types = salesforce_field_types(
+                    staging.connect, obj, lambda name: describe_object(salesforce.get_client().sf, name)
+                )
+                for report in sync_days(notion, staging.connect, obj, types, days, context.run_id, priority):
+                    context.log.info(
+                        f"{obj.name} {report.partition}: {dict(report.totals)} in {report.duration_s:.1f}s, "
+                        f"{report.requests} requests ({report.rate_limited} rate limited)"
+                        + (", first in the Notion rate limiter (realtime lane)" if priority else "")
+                    )
+                    yield report.partition, _metadata(report, notion, priority)
+            except (SchemaError, PermanentNotionError) as error:
+                raise Failure(description=str(error), allow_retries=False) from error
+            except duckdb.CatalogException as error:
+                raise Failure(
+                    description=f"{obj.staging_table} is not staged yet: materialize salesforce/{obj.name} "
+                    f"for {days[0]} first ({error})",
+                    allow_retries=False,
+                ) from error
+
+        yield from materialize_days(context, sync)
+
+    return in_ranges(_notion_object, obj)

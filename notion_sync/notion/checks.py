@@ -1,14 +1,18 @@
-"""Asset check of `notion/<Object>`: at most 1% of a partition's records failed in its latest run.
+"""Asset check of `notion/<Object>`: at most 1% of a partition's records failed in its latest run
+(one result per day, also in a backfill run of a range of days).
 
 No `from __future__ import annotations` here: Dagster reads the nested function's annotations.
 """
 
 import warnings
+from collections.abc import Iterator
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
+    Output,
     PreviewWarning,
     asset_check,
 )
@@ -16,6 +20,7 @@ from dagster import (
 from notion_sync.config import ObjectConfig
 from notion_sync.notion import state
 from notion_sync.partitions import daily_partitions
+from notion_sync.ranges import check_days
 from notion_sync.staging import StagingResource
 
 MAX_FAILURE_RATE = 0.01
@@ -42,7 +47,7 @@ def failure_check_result(batch: dict | None, max_failure_rate: float = MAX_FAILU
 
 
 def build_notion_checks(obj: ObjectConfig) -> list[AssetChecksDefinition]:
-    # Partitioned checks (preview in Dagster 1.13) run with the partition they verify.
+    # Partitioned checks (preview in Dagster 1.13) run with the partition(s) they verify.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PreviewWarning)
 
@@ -55,10 +60,13 @@ def build_notion_checks(obj: ObjectConfig) -> list[AssetChecksDefinition]:
                 "latest sync (sync_batches)."
             ),
         )
-        def _failure_rate(context: AssetCheckExecutionContext, staging: StagingResource) -> AssetCheckResult:
+        def _failure_rate(
+            context: AssetCheckExecutionContext, staging: StagingResource
+        ) -> Iterator[AssetCheckEvaluation | Output]:
             with staging.connect() as conn:
                 state.ensure_tables(conn)
-                batch = state.latest_batch(conn, obj.name, context.partition_key)
-            return failure_check_result(batch)
+                yield from check_days(
+                    context, lambda day: failure_check_result(state.latest_batch(conn, obj.name, day))
+                )
 
     return [_failure_rate]

@@ -1,6 +1,6 @@
 """The per-partition upsert engine: staged Salesforce rows → Notion pages, idempotently.
 
-For one object and one daily partition:
+For one object and one daily partition (a backfill range is its days in order, `sync_days`):
 
 1. read the partition's staged rows, their sync_state and their parents' pages, 5,000 rows at a
    time (a short read each, as the workers need more), so memory stays flat whatever its size;
@@ -595,6 +595,30 @@ def _summary(failures: Sequence[tuple[str, str, str]], limit: int = 5) -> str | 
     )
 
 
+def sync_days(
+    notion: NotionResource,
+    connect: state.Connect,
+    obj: ObjectConfig,
+    sf_types: dict[str, str],
+    partitions: Sequence[str],
+    run_id: str,
+    priority: bool = False,
+) -> Iterator[SyncReport]:
+    """Provision the data source once, then sync ``partitions`` in order with one NotionClient (one
+    pass through the shared rate limiter), yielding each day's report as it is done; a day that
+    raises stops the rest. ``priority``: the requests go first in the limiter
+    (see `NotionResource.get_client`)."""
+    specs = property_specs(obj, sf_types)
+    # batch_size: rows (sync state, log, API usage) buffered per DuckDB write; one happens every 2 s anyway.
+    writer = state.StateWriter(connect, run_id, obj.name, flush_rows=obj.batch_size)
+    with notion.get_client(on_call=writer.record_call, priority=priority) as client:
+        data_source_id = ensure_data_source(client, connect, obj, specs, notion.parent_page_id, run_id=run_id)
+        for partition in partitions:
+            yield sync_partition(
+                client, writer, obj, specs, data_source_id, partition, workers=notion.workers
+            )
+
+
 def run_sync(
     notion: NotionResource,
     connect: state.Connect,
@@ -604,11 +628,6 @@ def run_sync(
     run_id: str,
     priority: bool = False,
 ) -> SyncReport:
-    """Provision the data source and sync one partition with one NotionClient for the whole run
-    (``priority``: its requests go first in the shared rate limiter, see `NotionResource.get_client`)."""
-    specs = property_specs(obj, sf_types)
-    # batch_size: rows (sync state, log, API usage) buffered per DuckDB write; one happens every 2 s anyway.
-    writer = state.StateWriter(connect, run_id, obj.name, flush_rows=obj.batch_size)
-    with notion.get_client(on_call=writer.record_call, priority=priority) as client:
-        data_source_id = ensure_data_source(client, connect, obj, specs, notion.parent_page_id, run_id=run_id)
-        return sync_partition(client, writer, obj, specs, data_source_id, partition, workers=notion.workers)
+    """Provision the data source and sync one partition (`sync_days` of one day)."""
+    [report] = sync_days(notion, connect, obj, sf_types, [partition], run_id, priority)
+    return report

@@ -1,9 +1,10 @@
-"""Extract one daily window of a Salesforce object into `stg_<object>`, page by page.
+"""Extract daily windows of a Salesforce object into `stg_<object>`, page by page.
 
 REST `queryAll` (+ `nextRecordsUrl` pages) for small windows, Bulk API 2.0 `queryAll` (CSV pages by
 `Sforce-Locator`) above the object's `bulk_threshold`. Each page is written to disk and loaded into
 a spool DuckDB file by DuckDB's own JSON/CSV readers (no row-by-row Python); the spool is swapped
-into the staging file in one transaction at the end (see `notion_sync.staging`).
+into the staging file at the end, one transaction per day (see `notion_sync.staging`). A backfill
+range of days is read by one extraction (`stage_days`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from simple_salesforce.bulk2 import Operation
 from simple_salesforce.exceptions import SalesforceResourceNotFound
 
 from notion_sync.config import ObjectConfig
-from notion_sync.partitions import partition_window
+from notion_sync.partitions import partition_window, range_window
 from notion_sync.salesforce import soql
 from notion_sync.salesforce.resource import SalesforceClient
 from notion_sync.staging import (
@@ -96,7 +97,11 @@ class ExtractResult:
     api_remaining: int | None
     duration_s: float
     spool_s: float  # reading Salesforce into the spool
-    lock_s: float  # holding the staging file for the swap
+    lock_s: float  # holding the staging file for this day's swap
+    # Days read by the same extraction: estimated, method, pages, api_calls, spool_s and duration_s
+    # are the whole range's, rows, deleted and lock_s this day's.
+    days: int = 1
+    spooled: int = 0  # rows read by the extraction (all its days)
 
 
 def describe_object(sf: Salesforce, name: str) -> Mapping[str, Any]:
@@ -244,28 +249,36 @@ def _spool_bulk(
     return pages
 
 
-def stage_partition(
+def stage_days(
     client: SalesforceClient,
     staging: StagingResource,
     obj: ObjectConfig,
-    partition_key: str,
+    partition_keys: Sequence[str],
     *,
     log: logging.Logger,
     rest_batch_size: int = REST_BATCH_SIZE,
     bulk_page_records: int = BULK_PAGE_RECORDS,
     on_page: PageCallback | None = None,
-) -> ExtractResult:
-    """Replace partition `partition_key` of `stg_<object>` with what Salesforce holds for that day."""
+) -> Iterator[tuple[str, ExtractResult]]:
+    """Replace the consecutive daily partitions `partition_keys` of `stg_<object>` with what Salesforce
+    holds for them; yields ``(partition key, result)`` as each day is swapped in.
+
+    One describe, one COUNT() and one query or Bulk job read the whole range into one spool; then
+    each day is swapped into staging in its own short connection, so the staging file's write lock
+    is never held longer than for one day (the realtime lane's writes get in between days). A day
+    that fails stops the range: the days before it stay staged.
+    """
     began = time.monotonic()
     sf = client.sf
     describe = describe_object(sf, obj.name)
     check_configured_fields(obj, describe)
     columns = staging_columns(describe["fields"])
-    window = partition_window(partition_key)
+    window = range_window(partition_keys)
+    label = partition_keys[0] + (f"..{partition_keys[-1]}" if len(partition_keys) > 1 else "")
     estimated = count_window(sf, obj.name, *window)
     method = Method.REST if estimated <= obj.bulk_threshold else Method.BULK
     log.info(
-        f"{obj.name} {partition_key}: about {estimated} records (deleted included), {len(columns)} fields; "
+        f"{obj.name} {label}: about {estimated} records (deleted included), {len(columns)} fields; "
         f"reading them with {method.value} (bulk_threshold {obj.bulk_threshold})"
     )
     on_page = on_page or (lambda pages, rows: log.debug(f"{obj.name}: page {pages} spooled, {rows} rows"))
@@ -276,27 +289,50 @@ def stage_partition(
             pages = _spool_rest(sf, spool, obj.name, columns, window, rest_batch_size, on_page)
         else:
             pages = _spool_bulk(client, spool, obj.name, columns, window, bulk_page_records, on_page)
-        rows = spool.count(SPOOL_TABLE)
-        deleted = spool.count(SPOOL_TABLE, '"IsDeleted"') if "IsDeleted" in {c.name for c in columns} else 0
+        deleted_column = "IsDeleted" if "IsDeleted" in {c.name for c in columns} else None
+        by_day = spool.count_by_day(SPOOL_TABLE, soql.CURSOR_FIELD, deleted_column)
+        spooled = sum(rows for rows, _ in by_day.values())
         spool.close()
-        spooled = time.monotonic()
-        with staging.connect() as conn:
-            locked = time.monotonic()
-            added = ensure_table(conn, obj.staging_table, columns)
-            replace_partition(conn, obj.staging_table, spool.path, window[0].date(), cursor=soql.CURSOR_FIELD)
-            lock_s = time.monotonic() - locked
-    if added:
-        log.info(f"{obj.name}: new Salesforce fields added to {obj.staging_table}: {', '.join(added)}")
-    return ExtractResult(
-        rows=rows,
-        deleted=deleted,
-        estimated=estimated,
-        method=method,
-        pages=pages,
-        added_columns=added,
-        api_calls=client.budget.calls,
-        api_remaining=client.budget.remaining,
-        duration_s=time.monotonic() - began,
-        spool_s=spooled - began,
-        lock_s=lock_s,
-    )
+        spool_s = time.monotonic() - began
+        for key in partition_keys:
+            day = partition_window(key)[0].date()
+            with staging.connect() as conn:
+                locked = time.monotonic()
+                added = ensure_table(conn, obj.staging_table, columns)
+                replace_partition(conn, obj.staging_table, spool.path, day, cursor=soql.CURSOR_FIELD)
+                lock_s = time.monotonic() - locked
+            if added:
+                log.info(
+                    f"{obj.name}: new Salesforce fields added to {obj.staging_table}: {', '.join(added)}"
+                )
+            rows, deleted = by_day.get(day, (0, 0))
+            yield (
+                key,
+                ExtractResult(
+                    rows=rows,
+                    deleted=deleted,
+                    estimated=estimated,
+                    method=method,
+                    pages=pages,
+                    added_columns=added,
+                    api_calls=client.budget.calls,
+                    api_remaining=client.budget.remaining,
+                    duration_s=time.monotonic() - began,
+                    spool_s=spool_s,
+                    lock_s=lock_s,
+                    days=len(partition_keys),
+                    spooled=spooled,
+                ),
+            )
+
+
+def stage_partition(
+    client: SalesforceClient,
+    staging: StagingResource,
+    obj: ObjectConfig,
+    partition_key: str,
+    **options: Any,
+) -> ExtractResult:
+    """Replace partition `partition_key` of `stg_<object>` with what Salesforce holds for that day."""
+    [(_, result)] = stage_days(client, staging, obj, [partition_key], **options)
+    return result
