@@ -94,7 +94,6 @@ def login_method(creds: Credentials) -> Method:
         return Method.SESSION
     if creds.consumer_key and creds.private_key_file:
         _require(creds.username, "SALESFORCE_USERNAME", "the JWT bearer flow logs in as that user")
-        _check_private_key(creds.private_key_file)
         return Method.JWT
     if creds.consumer_key and creds.consumer_secret:
         if (creds.domain or "login") in ("login", "test"):
@@ -215,6 +214,9 @@ def shared_login(creds: Credentials, backoff: Backoff, ca_bundle: str | None) ->
     key = creds.key(ca_bundle)
     with _LOGINS_LOCK:
         if key not in _LOGINS:
+            if method is Method.JWT:
+                assert creds.private_key_file
+                _check_private_key(creds.private_key_file)  # parsing takes ~50 ms: once, not per client
             _LOGINS[key] = SharedLogin(method, lambda: _log_in(method, creds, backoff, ca_bundle))
         return _LOGINS[key]
 

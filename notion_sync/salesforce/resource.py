@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
@@ -83,9 +84,12 @@ class SalesforceResource(ConfigurableResource):
     backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles, plus jitter")
 
     @classmethod
-    def from_env(cls) -> SalesforceResource:
-        """Every `SALESFORCE_*` variable that is set, as an `EnvVar` (so secrets stay out of the UI)."""
-        return cls(**{field: EnvVar(var) for field, var in ENV_VARS.items() if os.environ.get(var)})
+    def from_env(cls, **settings: Any) -> SalesforceResource:
+        """Every `SALESFORCE_*` variable that is set, as an `EnvVar` (so secrets stay out of the UI),
+        and `settings` (e.g. ``max_retries``)."""
+        return cls(
+            **{field: EnvVar(var) for field, var in ENV_VARS.items() if os.environ.get(var)}, **settings
+        )
 
     def credentials(self) -> Credentials:
         return Credentials(
