@@ -25,12 +25,7 @@ from notion_sync.salesforce.extract import (
     SalesforceSchemaError,
     stage_partition,
 )
-from notion_sync.salesforce.resource import (
-    ApiBudgetExhausted,
-    SalesforceAuthError,
-    SalesforceConfigError,
-    SalesforceResource,
-)
+from notion_sync.salesforce.resource import ApiBudgetExhausted, SalesforceAuthError, SalesforceResource
 from notion_sync.staging import StagingResource
 
 # Transient failures that survived the in-call retries (a long 5xx spell, a dropped stream, a
@@ -39,7 +34,7 @@ EXTRACT_RETRY_POLICY = RetryPolicy(
     max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
 # Retrying these cannot succeed: fix the config or the credentials, or wait for the budget to refill.
-PERMANENT_ERRORS = (SalesforceAuthError, SalesforceConfigError, ApiBudgetExhausted, SalesforceSchemaError)
+PERMANENT_ERRORS = (SalesforceAuthError, ApiBudgetExhausted, SalesforceSchemaError)
 
 
 class ExtractConfig(Config):

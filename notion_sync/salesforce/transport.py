@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+from dagster import Failure
 from simple_salesforce import Salesforce
 
 if TYPE_CHECKING:
@@ -49,8 +50,15 @@ class SalesforceAuthError(RuntimeError):
     """Salesforce refused the credentials; retrying cannot help."""
 
 
-class SalesforceConfigError(ValueError):
-    """The Salesforce settings are missing, contradictory or point at nothing; nothing was called."""
+class SalesforceConfigError(Failure):
+    """The Salesforce settings are missing, contradictory or point at nothing; nothing was called.
+
+    A Dagster `Failure` that bypasses retry policies, wherever it is raised (an asset, a check): no
+    retry can fix a setting, and each one would only repeat the same message.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(description=message, allow_retries=False)
 
 
 class SalesforceUnavailable(RuntimeError):
