@@ -413,8 +413,8 @@ def _insert_newer(conn: duckdb.DuckDBPyConnection, target: str, source: str, ts:
     """Insert `source`'s rows as `partition`, replacing older versions of their Ids staged elsewhere."""
     conn.execute(f"DELETE FROM {target} t USING {source} n WHERE t.Id = n.Id AND t.{ts} <= n.{ts}")
     return conn.execute(
-        f"INSERT INTO {target} BY NAME SELECT n.*, ?::DATE AS {PARTITION_COLUMN}, now() AS {STAGED_AT_COLUMN} "
-        f"FROM {source} n ANTI JOIN {target} t USING (Id)",
+        f"INSERT INTO {target} BY NAME SELECT n.*, ?::DATE AS {PARTITION_COLUMN}, "
+        f"now() AS {STAGED_AT_COLUMN} FROM {source} n ANTI JOIN {target} t USING (Id)",
         [partition],
     ).fetchone()[0]
 
