@@ -338,7 +338,7 @@ class SalesforceSandbox:
     def start(self) -> SalesforceSandbox:
         files = tls.generate(self.workdir / "tls", ("127.0.0.1", "localhost", *LOGIN_HOSTS))
         self.ca_file = files.ca_file
-        self._server = _Server(("127.0.0.1", self.port), _Handler, files.server_context(), self)
+        self._server = _Server(("127.0.0.1", self.port), _Handler, files.server_context, self)
         self.port = self._server.server_address[1]
         self._proxy = ConnectProxy(("127.0.0.1", self.port)).start()
         self._thread = threading.Thread(
