@@ -541,6 +541,9 @@ class SalesforceData:
         self.counts = {name: records * _PER_ACCOUNT[name] for name in self.sobjects}
         self._overrides: dict[str, dict[int, dict[str, Any] | None]] = {n: {} for n in self.sobjects}
         self._created = dict.fromkeys(self.sobjects, 0)
+        # The delete log behind getDeleted: index -> epoch ms of its deletion, for admin deletes
+        # (base records generated deleted were deleted at their SystemModstamp).
+        self._delete_log: dict[str, dict[int, int]] = {n: {} for n in self.sobjects}
         self._lock = threading.Lock()
         self._last_write_ms = 0
         self._edges = {name: self._edge_stamps(name) for name in self.sobjects}
@@ -815,19 +818,39 @@ class SalesforceData:
             self._publish(obj, "UPDATE", record, changes)
             return record
 
-    def delete(self, obj: str, record_id: str, *, hard: bool = False) -> None:
-        """Soft delete (IsDeleted, visible to queryAll) or, with ``hard``, purge it from every query.
-
-        Purging a record already in the Recycle Bin publishes no second DELETE event."""
+    def delete(self, obj: str, record_id: str, *, hard: bool = False, modstamp: str | None = None) -> None:
+        """Soft delete (IsDeleted, visible to queryAll) or, with ``hard``, purge it from every query
+        (a hard delete, or a soft-deleted record emptied from the Recycle Bin). Either way the
+        deletion stays in the delete log that :meth:`deleted` (getDeleted) reads. ``modstamp``: when
+        the deletion was committed, if not now. Emptying a record from the Recycle Bin publishes no
+        second DELETE event."""
         with self._lock:
             index = self._index(obj, record_id)
-            record = self._current(obj, index)
-            if hard:
-                self._overrides[obj] = {**self._overrides[obj], index: None}
-                if not record["IsDeleted"]:
-                    self._publish(obj, "DELETE", record, {})
+            if not hard:
+                record = self._edit(obj, index, {"IsDeleted": True}, modstamp)
+                self._delete_log[obj][index] = parse_datetime(record["SystemModstamp"])
+                self._publish(obj, "DELETE", record, {})
                 return
-            self._publish(obj, "DELETE", self._edit(obj, index, {"IsDeleted": True}), {})
+            record = self._current(obj, index)
+            if not record["IsDeleted"]:
+                self._delete_log[obj][index] = parse_datetime(modstamp or self._now())
+                self._publish(obj, "DELETE", record, {})
+            self._overrides[obj] = {**self._overrides[obj], index: None}
+
+    def deleted(self, obj: str, start_ms: int, end_ms: int) -> list[tuple[str, int]]:
+        """(Id, deleted at) of the records deleted in ``[start_ms, end_ms)``, oldest first."""
+        self._resolve(obj)
+        log = dict(self._delete_log[obj])
+        first = _first(0, self.counts[obj], lambda i: self.stamp_ms(obj, i) >= start_ms)
+        last = _first(first, self.counts[obj], lambda i: self.stamp_ms(obj, i) >= end_ms)
+        for index in range(first, last):
+            if self.cheap_value(obj, index, "IsDeleted"):
+                log.setdefault(index, self.stamp_ms(obj, index))
+        prefix = self.sobjects[obj].key_prefix
+        return sorted(
+            ((make_id(prefix, index), ms) for index, ms in log.items() if start_ms <= ms < end_ms),
+            key=lambda pair: (pair[1], pair[0]),
+        )
 
     def undelete(self, obj: str, record_id: str) -> dict[str, Any]:
         """Restore a soft-deleted record from the Recycle Bin (its SystemModstamp becomes now)."""
@@ -839,6 +862,7 @@ class SalesforceData:
             now = self._now()
             record.update(IsDeleted=False, LastModifiedDate=now, SystemModstamp=now)
             record = self._store(obj, index, record)
+            self._delete_log[obj].pop(index, None)
             self._publish(obj, "UNDELETE", record, {})
             return record
 
