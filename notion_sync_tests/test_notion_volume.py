@@ -4,6 +4,7 @@ real cap: the client, the state rebuild and the weekly reconciliation find every
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from notion_sync.config import SALESFORCE_ID_PROPERTY
 from notion_sync.notion import state
 from notion_sync.notion.client import IncompleteResultsError, NotionClient
 from notion_sync.notion.properties import page_properties, property_specs, rich_text
+from notion_sync.notion.sync import rebuild_state
 from notion_sync.sandbox.notion_server import NotionSandbox
 from notion_sync.sandbox.notion_store import QUERY_RESULT_CAP
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
@@ -25,6 +27,7 @@ from notion_sync_tests.test_automation_reconcile import ACCOUNT
 from notion_sync_tests.test_notion_sync import CONFIG, TYPES, account, assert_no_duplicates, make_env
 
 PAGES = 25_000
+START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 SCHEMA = {"Name": {"title": {}}, SALESFORCE_ID_PROPERTY: {"rich_text": {}}}
 
 
@@ -146,3 +149,49 @@ def test_ambiguous_database_create_with_a_60s_search_lag_leaves_one_database(
     assert routes["POST /v1/databases"] == {"502": 1}
     titled = [s for s in notion_sandbox.stats()["pages_by_data_source"].values() if s["title"] == "Accounts"]
     assert titled == [{"title": "Accounts", "pages": 1, "trashed": 0}]
+
+
+def _copies_in_one_minute(env, records: int, copies: int) -> dict[str, list[str]]:
+    """Accounts 2.. ``records`` + 1 with ``copies`` pages each, all created in one minute (what old
+    creates with an unknown outcome left); returns the page ids per Salesforce Id."""
+    env.stage("Account", [account(1)])
+    env.sync("Account")  # the database
+    specs = property_specs(CONFIG.objects["Account"], TYPES["Account"])
+    rows = [page_properties(specs, account(n), {}) for n in range(2, records + 2) for _ in range(copies)]
+    ids = env.sandbox.seed_pages(env.data_source("Account"), rows, start=START, per_minute=len(rows))
+    pages: dict[str, list[str]] = {}
+    for index, page_id in enumerate(ids):
+        pages.setdefault(account(2 + index // copies)["Id"], []).append(page_id)
+    env.stage("Account", [account(n) for n in range(1, records + 2)])
+    return pages
+
+
+def test_duplicates_keep_the_lowest_page_id_not_the_first_read(
+    notion_sandbox: NotionSandbox, tmp_path: Path
+) -> None:
+    """Copies created in one minute: the survivor must not depend on the order Notion lists them in."""
+    env = make_env(notion_sandbox, tmp_path)
+    copies = _copies_in_one_minute(env, 20, 3)
+    with env.connect() as conn:
+        conn.execute("DELETE FROM sync_state")  # lost: the rebuild sees three pages per record
+    assert env.sync("Account").totals["unchanged"] == 21
+    assert_no_duplicates(env)
+    live = {sf_id: page["id"] for sf_id, page in env.pages("Account").items() if sf_id in copies}
+    assert live == {sf_id: min(ids) for sf_id, ids in copies.items()}
+    assert dict(env.query("SELECT sf_id, page_id FROM sync_state WHERE sf_id <> ?", account(1)["Id"])) == live
+
+
+def test_duplicates_keep_the_page_sync_state_holds(notion_sandbox: NotionSandbox, tmp_path: Path) -> None:
+    env = make_env(notion_sandbox, tmp_path)
+    copies = _copies_in_one_minute(env, 4, 2)
+    held = dict(sorted((sf_id, max(ids)) for sf_id, ids in copies.items())[:2])  # two records keep a state
+    with env.connect() as conn:
+        conn.execute("DELETE FROM sync_state")
+        rows = list(held.items())
+        conn.executemany("INSERT INTO sync_state VALUES ('Account', ?, ?, NULL, now(), false)", rows)
+    writer = state.StateWriter(env.connect, "run", "Account")
+    specs = property_specs(CONFIG.objects["Account"], TYPES["Account"])
+    with env.resource.get_client() as client:
+        assert rebuild_state(client, writer, env.data_source("Account"), specs, trash_duplicates=False) == 5
+    recorded = dict(env.query("SELECT sf_id, page_id FROM sync_state WHERE sf_id <> ?", account(1)["Id"]))
+    assert recorded == {sf_id: held.get(sf_id, min(ids)) for sf_id, ids in copies.items()}

@@ -1600,9 +1600,10 @@ def _sort_keys(source: DataSource, sorts: list) -> list[SortKey]:
 
 
 def _sorted(pages: Sequence[Page], keys: list[SortKey]) -> list[Page]:
-    """``pages`` ordered by ``keys``, empty values last in both directions. Ties go by page id, not by
-    creation: timestamps are per minute, and Notion keeps no order among pages of one minute."""
-    ordered = sorted(pages, key=operator.attrgetter("id"))
+    """``pages`` ordered by ``keys``, empty values last in both directions. Ties go in an arbitrary
+    (but stable) order, neither by creation nor by page id: timestamps are per minute, and Notion
+    keeps no order among the pages of one minute."""
+    ordered = sorted(pages, key=lambda page: page.id[::-1])
     for get, descending in reversed(keys):  # stable sorts, the last key first
         valued = [(get(page), page) for page in ordered]
         present = [item for item in valued if item[0] is not None]
