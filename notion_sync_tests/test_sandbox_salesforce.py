@@ -452,6 +452,25 @@ def test_admin_update_delete_create_seen_by_modstamp_queries(own_sandbox: Salesf
     assert own_sandbox.stats()["requests"] == {"query": 5, "queryAll": 2}
 
 
+def test_a_late_commit_gets_a_past_modstamp(own_sandbox: SalesforceSandbox) -> None:
+    """A long transaction commits with the SystemModstamp of its write, older than records read since."""
+    sf = client(own_sandbox)
+    admin = f"{own_sandbox.url}/_sandbox/records"
+    first, late = (r["Id"] for r in sf.query("SELECT Id FROM Account ORDER BY Id LIMIT 2")["records"])
+    read = own_sandbox.update("Account", first, {"Phone": "+1 555 0110"})["SystemModstamp"]
+    committed = requests.post(
+        f"{admin}/Account/{late}",
+        params={"modstamp": "2026-11-20T10:00:00.000+0000"},
+        json={"Phone": "+1 555 0111"},
+        verify=str(own_sandbox.ca_file),
+    ).json()
+    assert committed["SystemModstamp"] == "2026-11-20T10:00:00.000+0000" < read
+    after = sf.query(f"SELECT Id FROM Account WHERE SystemModstamp > {read}")["records"]
+    assert after == []  # invisible to a reader that only looks forward
+    window = "SystemModstamp >= 2026-11-20T10:00:00Z AND SystemModstamp < 2026-11-20T10:00:01Z"
+    assert late in {r["Id"] for r in sf.query(f"SELECT Id FROM Account WHERE {window}")["records"]}
+
+
 # ---------------------------------------------------------------------------------- generator
 
 

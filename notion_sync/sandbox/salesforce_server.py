@@ -16,7 +16,8 @@ Bulk 2.0 ``POST jobs/query``, ``GET jobs/query[/<id>]``, ``GET jobs/query/<id>/r
 ``PATCH`` (abort) and ``DELETE jobs/query/<id>``. Request URIs over 16,384 characters get 414.
 
 Admin (no session, free): ``GET|POST|DELETE /_sandbox/records/<Object>/<Id>`` (read, edit, soft delete;
-``?hard=true`` purges), ``POST /_sandbox/records/<Object>`` (create), ``POST|DELETE /_sandbox/faults``
+``POST ?modstamp=<past datetime>`` commits the edit late, ``DELETE ?hard=true`` purges),
+``POST /_sandbox/records/<Object>`` (create), ``POST|DELETE /_sandbox/faults``
 (``{"status": 503, "count": 2}``, ``{"drop": 1}``, ``{"delay": 5}``, optional ``"match": "/jobs/"``),
 ``POST /_sandbox/budget`` (``{"remaining": N}``), ``GET|DELETE /_sandbox/stats``,
 ``GET /_sandbox/edges/<Object>``, ``GET /_sandbox/info``.
@@ -332,7 +333,7 @@ class SalesforceSandbox:
     def start(self) -> SalesforceSandbox:
         files = tls.generate(self.workdir / "tls", ("127.0.0.1", "localhost", *LOGIN_HOSTS))
         self.ca_file = files.ca_file
-        self._server = _Server(("127.0.0.1", self.port), _Handler, files.server_context(), self)
+        self._server = _Server(("127.0.0.1", self.port), _Handler, files.server_context, self)
         self.port = self._server.server_address[1]
         self._proxy = ConnectProxy(("127.0.0.1", self.port)).start()
         self._thread = threading.Thread(
@@ -388,8 +389,11 @@ class SalesforceSandbox:
     def get(self, obj: str, record_id: str) -> dict[str, Any]:
         return self.data.get(obj, record_id)
 
-    def update(self, obj: str, record_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        return self.data.update(obj, record_id, fields)
+    def update(
+        self, obj: str, record_id: str, fields: dict[str, Any], *, modstamp: str | None = None
+    ) -> dict[str, Any]:
+        """An edit; ``modstamp`` (past) commits it late, with that SystemModstamp (see SalesforceData)."""
+        return self.data.update(obj, record_id, fields, modstamp=modstamp)
 
     def delete(self, obj: str, record_id: str, *, hard: bool = False) -> None:
         self.data.delete(obj, record_id, hard=hard)
@@ -1035,7 +1039,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route[:2] == ("GET", "records") and len(parts) == 3:
             return 200, sandbox.get(parts[1], parts[2])
         if route[:2] == ("POST", "records") and len(parts) == 3:
-            return 200, sandbox.update(parts[1], parts[2], self._body())
+            return 200, sandbox.update(parts[1], parts[2], self._body(), modstamp=params.get("modstamp"))
         if route[:2] == ("DELETE", "records") and len(parts) == 3:
             sandbox.delete(parts[1], parts[2], hard=params.get("hard") == "true")
             return 200, {"id": parts[2], "success": True, "errors": []}

@@ -790,12 +790,18 @@ class SalesforceData:
         self._overrides[obj] = {**self._overrides[obj], index: record}  # copy-on-write: see snapshot()
         return dict(record)
 
-    def update(self, obj: str, record_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Apply field changes like a user edit: LastModifiedDate and SystemModstamp become now."""
+    def update(
+        self, obj: str, record_id: str, changes: Mapping[str, Any], *, modstamp: str | None = None
+    ) -> dict[str, Any]:
+        """Apply field changes like a user edit: LastModifiedDate and SystemModstamp become now.
+
+        ``modstamp`` (a past datetime) commits the change late, as a long transaction does: its
+        SystemModstamp is when the transaction wrote the record, earlier than records read since.
+        """
         with self._lock:
             index = self._index(obj, record_id)
             self._check_fields(obj, changes)
-            return self._edit(obj, index, changes)
+            return self._edit(obj, index, changes, modstamp)
 
     def delete(self, obj: str, record_id: str, *, hard: bool = False) -> None:
         """Soft delete (IsDeleted, visible to queryAll) or, with ``hard``, purge it from every query."""
@@ -806,12 +812,15 @@ class SalesforceData:
                 return
             self._edit(obj, index, {"IsDeleted": True})
 
-    def _edit(self, obj: str, index: int, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Change a live record as a user would: LastModifiedDate and SystemModstamp become now."""
+    def _edit(
+        self, obj: str, index: int, changes: Mapping[str, Any], modstamp: str | None = None
+    ) -> dict[str, Any]:
+        """Change a live record as a user would: LastModifiedDate and SystemModstamp become now
+        (or ``modstamp``, for a late commit)."""
         record = self._current(obj, index)
         if record["IsDeleted"]:
             raise DataError("ENTITY_IS_DELETED", "entity is deleted")
-        now = self._now()
+        now = self._now() if modstamp is None else format_datetime(parse_datetime(modstamp))
         record.update(changes, LastModifiedDate=now, SystemModstamp=now)
         return self._store(obj, index, record)
 
