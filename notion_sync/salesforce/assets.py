@@ -107,6 +107,7 @@ def _metadata(obj: ObjectConfig, result: ExtractResult, days: list[str]) -> dict
         "dagster/row_count": result.rows,
         "rows": result.rows,
         "deleted_rows": result.deleted,
+        "purged_rows": result.purged,
         "estimated_rows": result.estimated,
         "method": result.method.value,
         "pages": result.pages,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
@@ -27,6 +27,7 @@ from simple_salesforce import Salesforce
 from simple_salesforce.bulk2 import Operation
 from simple_salesforce.exceptions import SalesforceResourceNotFound
 
+from notion_sync.automation.modstamps import parse_modstamp
 from notion_sync.config import ObjectConfig
 from notion_sync.partitions import partition_window, range_window
 from notion_sync.salesforce import soql
@@ -73,6 +74,9 @@ BULK_PAGE_RECORDS = 20_000
 # (`wait + e**n / 1000`): a small job is read 0.15 s sooner than at 0.2 s, for about one extra call.
 BULK_FIRST_POLL_S = 0.05
 
+# getDeleted refuses a start more than 30 days back (INVALID_REPLICATION_DATE); a margin for clock skew.
+DELETE_LOG_REACH = timedelta(days=30) - timedelta(minutes=5)
+
 PageCallback = Callable[[int, int], None]  # (pages so far, rows so far), after each page is spooled
 
 
@@ -89,6 +93,7 @@ class Method(StrEnum):
 class ExtractResult:
     rows: int
     deleted: int
+    purged: int  # staged records deleted on the day that queryAll no longer returns (getDeleted)
     estimated: int
     method: Method
     pages: int
@@ -99,7 +104,7 @@ class ExtractResult:
     spool_s: float  # reading Salesforce into the spool
     lock_s: float  # holding the staging file for this day's swap
     # Days read by the same extraction: estimated, method, pages, api_calls, spool_s and duration_s
-    # are the whole range's, rows, deleted and lock_s this day's.
+    # are the whole range's; rows, deleted, purged and lock_s this day's.
     days: int = 1
     spooled: int = 0  # rows read by the extraction (all its days)
 
@@ -143,6 +148,43 @@ def staging_columns(describe_fields: Sequence[Mapping[str, Any]]) -> list[Column
 def count_window(sf: Salesforce, object_name: str, start: datetime, end: datetime) -> int:
     """Records in the window, deleted ones included (queryAll), as the extraction will see them."""
     return sf.query(soql.count_query(object_name, start, end), include_deleted=True)["totalSize"]
+
+
+@dataclass(frozen=True)
+class DeletedWindow:
+    """What getDeleted answered: (Id, deletedDate) pairs and the end of the span it covered."""
+
+    records: list[tuple[str, str]]
+    covered: datetime  # latestDateCovered: where the next window should start
+
+
+def read_deleted(
+    sf: Salesforce, object_name: str, start: datetime, end: datetime, now: datetime | None = None
+) -> DeletedWindow | None:
+    """Records deleted in `[start, end)`, hard deletes and Recycle Bin purges included, from getDeleted
+    (`sobjects/<Object>/deleted`), clamped to what it serves: whole minutes, at most 30 days back, up
+    to now. None when a minute or less remains (Salesforce refuses such a window)."""
+    now = now or datetime.now(UTC)
+    start = _whole_minute(max(start, now - DELETE_LOG_REACH))
+    if _whole_minute(min(end, now)) - start <= timedelta(minutes=1):
+        return None
+    result = getattr(sf, object_name).deleted(start, min(end, now))
+    return DeletedWindow(
+        records=[(record["id"], record["deletedDate"]) for record in result["deletedRecords"]],
+        covered=parse_modstamp(result["latestDateCovered"]),
+    )
+
+
+def _deleted_in(
+    sf: Salesforce, object_name: str, window: tuple[datetime, datetime]
+) -> list[tuple[str, datetime]]:
+    """(Id, deletion time) of the records deleted within the partition's window (none past 30 days)."""
+    found = read_deleted(sf, object_name, *window)
+    return [(record_id, parse_modstamp(when)) for record_id, when in found.records] if found else []
+
+
+def _whole_minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
 
 
 def rest_pages(sf: Salesforce, query: str, batch_size: int = REST_BATCH_SIZE) -> Iterator[list[dict]]:
@@ -263,10 +305,10 @@ def stage_days(
     """Replace the consecutive daily partitions `partition_keys` of `stg_<object>` with what Salesforce
     holds for them; yields ``(partition key, result)`` as each day is swapped in.
 
-    One describe, one COUNT() and one query or Bulk job read the whole range into one spool; then
-    each day is swapped into staging in its own short connection, so the staging file's write lock
-    is never held longer than for one day (the realtime lane's writes get in between days). A day
-    that fails stops the range: the days before it stay staged.
+    One describe, one COUNT(), one query or Bulk job and one getDeleted read the whole range into one
+    spool; then each day is swapped into staging in its own short connection, so the staging file's
+    write lock is never held longer than for one day (the realtime lane's writes get in between
+    days). A day that fails stops the range: the days before it stay staged.
     """
     began = time.monotonic()
     sf = client.sf
@@ -289,28 +331,41 @@ def stage_days(
             pages = _spool_rest(sf, spool, obj.name, columns, window, rest_batch_size, on_page)
         else:
             pages = _spool_bulk(client, spool, obj.name, columns, window, bulk_page_records, on_page)
-        deleted_column = "IsDeleted" if "IsDeleted" in {c.name for c in columns} else None
-        by_day = spool.count_by_day(SPOOL_TABLE, soql.CURSOR_FIELD, deleted_column)
-        spooled = sum(rows for rows, _ in by_day.values())
+        flagged = "IsDeleted" in {c.name for c in columns}
+        by_day = spool.count_by_day(SPOOL_TABLE, soql.CURSOR_FIELD, "IsDeleted" if flagged else None)
         spool.close()
+        log_deleted = _deleted_in(sf, obj.name, window) if flagged else []
         spool_s = time.monotonic() - began
         for key in partition_keys:
-            day = partition_window(key)[0].date()
+            start, end = partition_window(key)
             with staging.connect() as conn:
                 locked = time.monotonic()
                 added = ensure_table(conn, obj.staging_table, columns)
-                replace_partition(conn, obj.staging_table, spool.path, day, cursor=soql.CURSOR_FIELD)
+                swap = replace_partition(
+                    conn,
+                    obj.staging_table,
+                    spool.path,
+                    start.date(),
+                    cursor=soql.CURSOR_FIELD,
+                    deleted=[(record_id, when) for record_id, when in log_deleted if start <= when < end],
+                )
                 lock_s = time.monotonic() - locked
             if added:
                 log.info(
                     f"{obj.name}: new Salesforce fields added to {obj.staging_table}: {', '.join(added)}"
                 )
-            rows, deleted = by_day.get(day, (0, 0))
+            if swap.tombstones:
+                log.info(
+                    f"{obj.name} {key}: {swap.tombstones} staged records were deleted for good (getDeleted; "
+                    "gone from queryAll): staged as deleted in this partition, their pages get trashed"
+                )
+            rows, deleted = by_day.get(start.date(), (0, 0))
             yield (
                 key,
                 ExtractResult(
                     rows=rows,
                     deleted=deleted,
+                    purged=swap.tombstones,
                     estimated=estimated,
                     method=method,
                     pages=pages,
@@ -321,7 +376,7 @@ def stage_days(
                     spool_s=spool_s,
                     lock_s=lock_s,
                     days=len(partition_keys),
-                    spooled=spooled,
+                    spooled=sum(total for total, _ in by_day.values()),
                 ),
             )
 
