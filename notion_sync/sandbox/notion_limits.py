@@ -123,6 +123,7 @@ class Fault:
     method: str | None = None
     apply_write: bool = False  # process the request for real, then answer with the fault anyway
     retry_after: int | None = None  # virtual seconds, for 429/529/503
+    after: int = 0  # matching requests let through before the fault starts (e.g. fail from day 17 on)
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method.upper() != method:
@@ -158,6 +159,9 @@ class FaultInjector:
         with self._lock:
             for fault in self._faults:
                 if fault.matches(method, path):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        return None
                     fault.count -= 1
                     if fault.count == 0:
                         self._faults.remove(fault)

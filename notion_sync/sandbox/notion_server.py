@@ -477,8 +477,10 @@ class NotionSandbox:
         method: str | None = None,
         apply_write: bool = False,
         retry_after: int | None = None,
+        after: int = 0,
     ) -> None:
-        """Answer the next ``count`` matching requests with ``status`` (after the rate limiter).
+        """Answer the next ``count`` matching requests with ``status`` (after the rate limiter), once
+        ``after`` matching requests have gone through.
 
         With ``apply_write`` a write is executed before the error is returned: the page exists
         although the client saw a 5xx (the duplicate trap). ``retry_after`` is in virtual seconds
@@ -492,6 +494,7 @@ class NotionSandbox:
                 method=method,
                 apply_write=apply_write,
                 retry_after=retry_after,
+                after=after,
             )
         )
 
