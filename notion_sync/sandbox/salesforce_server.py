@@ -313,12 +313,19 @@ class SalesforceSandbox:
         end: datetime = DEFAULT_END,
         invalid_emails: bool = True,
         custom_fields: int = 40,
+        long_text_fields: int = 0,
         bulk_processing_seconds: float = 0.05,
         render_cache: Path | None = None,
         logins_per_hour: int = sf_login.LOGINS_PER_HOUR,
     ) -> None:
         self.data = SalesforceData(
-            records, seed, days=days, end=end, invalid_emails=invalid_emails, custom_fields=custom_fields
+            records,
+            seed,
+            days=days,
+            end=end,
+            invalid_emails=invalid_emails,
+            custom_fields=custom_fields,
+            long_text_fields=long_text_fields,
         )
         self.render_cache = RenderCache(render_cache, self.data) if render_cache is not None else None
         self.port = port
