@@ -25,9 +25,15 @@ Admin (no session, free): ``GET|POST|DELETE /_sandbox/records/<Object>/<Id>`` (r
 (``{"status": 503, "count": 2}``, ``{"drop": 1}``, ``{"delay": 5}``, ``{"expire": 1}``, optional
 ``"match": "/jobs/"``), ``DELETE /_sandbox/sessions`` (expire them all), ``POST /_sandbox/logins``
 (``{"per_hour": N}``), ``POST /_sandbox/budget`` (``{"remaining": N}``), ``GET|DELETE /_sandbox/stats``,
-``GET /_sandbox/edges/<Object>``, ``GET /_sandbox/info``. In-process only: :meth:`~SalesforceSandbox.
-fail_bulk_jobs` (the next jobs end ``Failed`` or ``Aborted``) and ``bulk_unsupported`` (objects whose Bulk
-jobs are refused with ``INVALIDENTITY``).
+``GET /_sandbox/edges/<Object>``, ``GET /_sandbox/info``, ``POST /_sandbox/records/<Object>/<Id>/undelete``,
+``POST /_sandbox/clock`` (``{"advance": seconds}``: the org's clock moves on). In-process only:
+:meth:`~SalesforceSandbox.fail_bulk_jobs` (the next jobs end ``Failed`` or ``Aborted``) and
+``bulk_unsupported`` (objects whose Bulk jobs are refused with ``INVALIDENTITY``).
+
+Change Data Capture (:mod:`~notion_sync.sandbox.pubsub_server`): the Pub/Sub API on its own gRPC port
+(``SALESFORCE_PUBSUB_ENDPOINT``); ``GET|POST /_sandbox/cdc`` (``{"enabled": ["Account"],
+"allocation": N}``), ``POST /_sandbox/cdc/gap`` (``{"object", "ids", "change_type"}``) and
+``POST /_sandbox/cdc/overflow`` (``{"object"}``).
 """
 
 from __future__ import annotations
@@ -59,8 +65,10 @@ from xml.sax.saxutils import escape
 
 from cryptography import x509
 
+from notion_sync.salesforce.ids import org_id_of_session
 from notion_sync.sandbox import sf_login, soql, tls
 from notion_sync.sandbox.connect_proxy import ConnectProxy
+from notion_sync.sandbox.pubsub_server import EventBus, PubSubServer, PubSubService, describe
 from notion_sync.sandbox.sf_data import (
     DAY_MS,
     DEFAULT_END,
@@ -317,6 +325,7 @@ class SalesforceSandbox:
         bulk_processing_seconds: float = 0.05,
         render_cache: Path | None = None,
         logins_per_hour: int = sf_login.LOGINS_PER_HOUR,
+        cdc_objects: Sequence[str] = ("Account", "Contact"),
     ) -> None:
         self.data = SalesforceData(
             records,
@@ -327,6 +336,10 @@ class SalesforceSandbox:
             custom_fields=custom_fields,
             long_text_fields=long_text_fields,
         )
+        self._clock_offset = 0.0
+        self.data.clock = lambda: time.time() + self._clock_offset
+        self.bus = EventBus(self.data, cdc_objects)
+        self._pubsub: PubSubServer | None = None
         self.render_cache = RenderCache(render_cache, self.data) if render_cache is not None else None
         self.port = port
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
@@ -371,9 +384,14 @@ class SalesforceSandbox:
             target=self._server.serve_forever, args=(0.05,), name="sf-sandbox", daemon=True
         )
         self._thread.start()
+        service = PubSubService(self.bus, self.org_id, self._pubsub_authorized)
+        self._pubsub = PubSubServer(service, files.grpc_credentials).start()
         return self
 
     def stop(self) -> None:
+        if self._pubsub is not None:
+            self._pubsub.stop()
+            self._pubsub = None
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None
@@ -395,12 +413,31 @@ class SalesforceSandbox:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    @property
+    def org_id(self) -> str:
+        """The org's 18-character Id: a session id starts with the 15-character one."""
+        return org_id_of_session(self.session_id)
+
+    @property
+    def pubsub_endpoint(self) -> str:
+        """``host:port`` of the Pub/Sub API (gRPC over TLS, the same CA)."""
+        assert self._pubsub is not None, "start the sandbox first"
+        return self._pubsub.endpoint
+
+    def _pubsub_authorized(self, metadata: dict[str, str]) -> bool:
+        return (
+            self.sessions.valid(metadata.get("accesstoken", ""))
+            and metadata.get("instanceurl") == self.url
+            and metadata.get("tenantid") == self.org_id
+        )
+
     def env(self) -> dict[str, str]:
         """The CONTRACT.md variables that point a client at this sandbox."""
         return {
             "SALESFORCE_INSTANCE_URL": self.url,
             "SALESFORCE_SESSION_ID": self.session_id,
             "SALESFORCE_CA_BUNDLE": str(self.ca_file),
+            "SALESFORCE_PUBSUB_ENDPOINT": self.pubsub_endpoint,
         }
 
     def password_env(self, domain: str = "login") -> dict[str, str]:
@@ -470,6 +507,23 @@ class SalesforceSandbox:
 
     def create(self, obj: str, fields: dict[str, Any]) -> str:
         return self.data.create(obj, fields)
+
+    def undelete(self, obj: str, record_id: str) -> dict[str, Any]:
+        return self.data.undelete(obj, record_id)
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the org's clock forward (SystemModstamps of later edits, event retention)."""
+        self._clock_offset += seconds
+
+    def select_for_cdc(self, objects: Sequence[str]) -> None:
+        """The objects whose changes are published (Setup > Change Data Capture)."""
+        with self.bus.changed:
+            self.bus.enabled = set(objects)
+
+    def set_delivery_allocation(self, remaining: int | None) -> None:
+        """Events that may still be delivered in the 24 h window (None: no limit)."""
+        with self.bus.changed:
+            self.bus.allocation = None if remaining is None else self.bus.delivered + remaining
 
     def inject_fault(
         self,
@@ -1244,6 +1298,27 @@ class _Handler(BaseHTTPRequestHandler):
                 parts[1], parts[2], hard=params.get("hard") == "true", modstamp=params.get("modstamp")
             )
             return 200, {"id": parts[2], "success": True, "errors": []}
+        if route == ("POST", "records", 4) and parts[3] == "undelete":
+            return 200, sandbox.undelete(parts[1], parts[2])
+        if route == ("GET", "cdc", 1):
+            return 200, describe(sandbox.bus)
+        if route == ("POST", "cdc", 1):
+            body = self._body()
+            if "enabled" in body:
+                sandbox.select_for_cdc(body["enabled"])
+            if "allocation" in body:
+                sandbox.set_delivery_allocation(body["allocation"])
+            return 200, describe(sandbox.bus)
+        if route == ("POST", "cdc", 2) and parts[1] == "gap":
+            body = self._body()
+            sandbox.bus.publish_gap(body["object"], body["ids"], body.get("change_type", "GAP_UPDATE"))
+            return 200, describe(sandbox.bus)
+        if route == ("POST", "cdc", 2) and parts[1] == "overflow":
+            sandbox.bus.publish_overflow(self._body()["object"])
+            return 200, describe(sandbox.bus)
+        if route == ("POST", "clock", 1):
+            sandbox.advance_clock(float(self._body()["advance"]))
+            return 200, {"now": format_datetime(int(sandbox.data.clock() * 1000))}
         if route == ("POST", "records", 2):
             return 201, {"id": sandbox.create(parts[1], self._body()), "success": True, "errors": []}
         if route == ("POST", "faults", 1):
