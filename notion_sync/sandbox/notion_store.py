@@ -81,6 +81,14 @@ ANNOTATIONS = {
     "color": "default",
 }
 BOT_USER_ID = "7775f3a3-893f-43fa-b625-460c61094c78"
+# PATCH of a page in the trash (reported by integrations, e.g. dvanoni/notero).
+ARCHIVED_MESSAGE = "Can't edit block that is archived. You must unarchive the block before editing."
+# Notion documents a 403 for creates past the Free plan's block limit but we found no recorded body:
+# code restricted_resource (Notion's code for a forbidden operation) and a message of our own.
+BLOCK_LIMIT_MESSAGE = (
+    "This workspace has reached its block limit: the Free plan allows 1,000 blocks in a workspace with "
+    "more than one member. Upgrade the workspace's plan to create more."
+)
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 
@@ -413,6 +421,9 @@ class Store:
         # Real seconds before a new page shows up in data source queries (an index lag, for tests of
         # lookups right after a create; 0 = at once).
         self.query_lag_s = 0.0
+        # The Free plan's lifetime block limit of a workspace with several members (1,000; every page
+        # and database is a block); past it creates answer 403. None: a paid plan, no limit.
+        self.block_limit: int | None = None
         root = self._new_page(None)
         root.values["title"] = (("text", "Sandbox root", None, None),)
         self.root_page_id = root.id
@@ -425,6 +436,11 @@ class Store:
         if isinstance(parent, DataSource):
             parent.pages.append(page)
         return page
+
+    def _check_block_limit(self) -> None:
+        """Creates past the workspace's block limit (its grace period over) are refused."""
+        if self.block_limit is not None and len(self.pages) + len(self.databases) >= self.block_limit:
+            raise NotionError(403, "restricted_resource", BLOCK_LIMIT_MESSAGE)
 
     @staticmethod
     def _lookup(objects: dict[str, Any], object_id: Any, kind: str, path: str) -> Any:
@@ -693,6 +709,7 @@ class Store:
             if not isinstance(parent, dict) or "page_id" not in parent:
                 raise body_invalid("body.parent.page_id", "defined", _MISSING)
             parent_page = self._page(parent["page_id"], "body.parent.page_id")
+            self._check_block_limit()
             title = parse_rich_text(body.get("title", []), "body.title")
             db = Database(
                 new_id(),
@@ -857,6 +874,7 @@ class Store:
             else:
                 raise body_invalid("body.parent.data_source_id", "defined", _MISSING)
             values = self._parse_values(target, props)
+            self._check_block_limit()
             page = self._new_page(target)
             self._apply_values(page, values)
             page.icon, page.cover = body.get("icon"), body.get("cover")
@@ -870,10 +888,9 @@ class Store:
             props = body.get("properties")
             if props is not None and not isinstance(props, dict):
                 raise body_invalid("body.properties", "an object", props)
-            if page.in_trash and trash is not False and (props or "icon" in body or "cover" in body):
-                raise invalid(
-                    "Can't edit block that is archived. You must unarchive the block before editing."
-                )
+            # Editing a page in the trash, or trashing it again, is refused until it is restored.
+            if page.in_trash and trash is not False and (props or trash or "icon" in body or "cover" in body):
+                raise invalid(ARCHIVED_MESSAGE)
             target = page.parent if isinstance(page.parent, DataSource) else page.parent or "workspace"
             values = self._parse_values(target, props or {})
             self._apply_values(page, values)
@@ -1214,6 +1231,12 @@ class Store:
                 if dups:
                     out[s.id] = {"count": len(dups), "ids": dups}
             return out
+
+    def trash_page(self, page_id: str) -> None:
+        """Move a page to the trash as a person does in the app (no API request)."""
+        with self.lock:
+            page = self._page(page_id)
+            page.in_trash, page.edited = True, _now()
 
     def reset(self) -> None:
         """Drop every database, data source and page except the root page."""
