@@ -7,7 +7,9 @@ through a read-only connection so that a report never blocks a running sync for 
   current state: a resumed re-run counts already synced records as unchanged), the requests and
   429s of all its runs (`api_usage` joined by run), and its relations still pending;
 - API usage: `api_usage` overall and per object, plus a time series for the HTML charts;
-- failure patterns: failed record attempts of `sync_log` grouped by object, status and error code.
+- failure patterns: failed record attempts of `sync_log` grouped by object, status and error code;
+- skipped records: `sync_log` rows of skipped records grouped by object and reason;
+- 429s by the Notion limit they hit (`api_usage.rate_limit_reason`).
 
 Rates are measured in real time. Against the sandbox at speed K (``NOTION_TIME_SCALE``) the limit
 is ``NOTION_RATE_LIMIT_RPS * K`` real requests per second, which is what the charts draw.
@@ -25,6 +27,8 @@ from pathlib import Path
 import duckdb
 
 from notion_sync import staging
+from notion_sync.notion.errors import RATE_LIMIT_REASONS
+from notion_sync.notion.state import table_columns
 
 REQUIRED_TABLES = ("sync_batches", "sync_log", "api_usage", "pending_relations")
 TIMELINE_BUCKETS = 60
@@ -92,6 +96,14 @@ class FailurePattern:
 
 
 @dataclass(frozen=True)
+class SkipPattern:
+    object: str
+    reason: str  # sync_log.error_code of the skipped records
+    count: int
+    example: str  # one record's message
+
+
+@dataclass(frozen=True)
 class Bucket:
     """``width_s`` seconds of API calls starting at ``start``."""
 
@@ -113,6 +125,8 @@ class StatusReport:
     usage: list[Usage]  # "all" first, then one per object
     http_statuses: dict[int, int]
     failures: list[FailurePattern]
+    skipped: list[SkipPattern]
+    rate_limit_reasons: dict[str, int]  # 429s by additional_data.rate_limit_reason
     bucket_width_s: float
     timeline: list[Bucket]
 
@@ -231,6 +245,30 @@ def _failures(conn: duckdb.DuckDBPyConnection) -> list[FailurePattern]:
     return [FailurePattern(*row[:4], (row[4] or "")[:160]) for row in rows]
 
 
+def _skipped(conn: duckdb.DuckDBPyConnection) -> list[SkipPattern]:
+    rows = conn.execute(
+        f"""
+        SELECT object, coalesce(error_code, 'unspecified'), count(*), any_value(error_message)
+        FROM sync_log WHERE action = 'skipped' AND {_WINDOW}
+        GROUP BY ALL ORDER BY count(*) DESC, 1, 2
+        """
+    ).fetchall()
+    return [SkipPattern(*row[:3], (row[3] or "")[:160]) for row in rows]
+
+
+def _rate_limit_reasons(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """429s by reason; a staging file from before the column has none recorded."""
+    if "rate_limit_reason" not in table_columns(conn, "api_usage"):
+        return {}
+    rows = conn.execute(
+        f"""
+        SELECT coalesce(rate_limit_reason, 'unspecified'), count(*) FROM api_usage
+        WHERE {_LIMITED} AND {_WINDOW} GROUP BY ALL ORDER BY count(*) DESC, 1
+        """
+    ).fetchall()
+    return dict(rows)
+
+
 def _timeline(conn: duckdb.DuckDBPyConnection) -> tuple[float, list[Bucket]]:
     first, last = conn.execute(f'SELECT min("at"), max("at") FROM api_usage WHERE {_WINDOW}').fetchone()
     if first is None:
@@ -284,6 +322,7 @@ def load_report(
             conn.execute("SET VARIABLE object = ?::VARCHAR", [object_name])
             partitions, usage = _partitions(conn), _usage(conn)
             statuses, failures = _http_statuses(conn), _failures(conn)
+            skipped, reasons = _skipped(conn), _rate_limit_reasons(conn)
             width, timeline = _timeline(conn)
     except staging.StagingLockedError as error:
         raise StatusUnavailable(str(error)) from error
@@ -297,6 +336,8 @@ def load_report(
         usage=usage,
         http_statuses=statuses,
         failures=failures,
+        skipped=skipped,
+        rate_limit_reasons=reasons,
         bucket_width_s=width,
         timeline=timeline,
     )
@@ -357,6 +398,7 @@ PARTITION_HEADERS = [
 ]
 USAGE_HEADERS = ["scope", "requests", "req/min", "peak/min", "429s", "429 share", "p50 ms", "p95 ms"]
 FAILURE_HEADERS = ["object", "status", "error code", "records", "example"]
+SKIPPED_HEADERS = ["object", "reason", "records", "example"]
 
 
 def usage_rows(report: StatusReport) -> list[list[object]]:
@@ -377,6 +419,21 @@ def usage_rows(report: StatusReport) -> list[list[object]]:
 
 def failure_rows(report: StatusReport) -> list[list[object]]:
     return [[f.object, f.status, f.error_code, f.count, f.example[:70]] for f in report.failures]
+
+
+def skipped_rows(report: StatusReport) -> list[list[object]]:
+    return [[s.object, s.reason, s.count, s.example[:90]] for s in report.skipped]
+
+
+def rate_limit_text(report: StatusReport) -> str:
+    """ "429s by limit: 3 connection (public_api_request_rate_limit), …" or "none"."""
+    return (
+        ", ".join(
+            f"{count} {RATE_LIMIT_REASONS.get(reason, 'other')} ({reason})"
+            for reason, count in report.rate_limit_reasons.items()
+        )
+        or "none"
+    )
 
 
 def heading(report: StatusReport) -> str:
@@ -400,8 +457,13 @@ def render_text(report: StatusReport) -> str:
         "HTTP statuses: "
         + (", ".join(f"{status}: {count}" for status, count in report.http_statuses.items()) or "none"),
         "",
+        "429s by the Notion limit they hit: " + rate_limit_text(report),
+        "",
         "Failure patterns (failed record attempts by error code)",
         table(FAILURE_HEADERS, failure_rows(report)) if report.failures else "  none",
+        "",
+        "Skipped records (by reason)",
+        table(SKIPPED_HEADERS, skipped_rows(report)) if report.skipped else "  none",
     ]
     return "\n".join(parts) + "\n"
 

@@ -12,11 +12,14 @@ from html import escape
 from notion_sync.status import (
     FAILURE_HEADERS,
     PARTITION_HEADERS,
+    SKIPPED_HEADERS,
     USAGE_HEADERS,
     StatusReport,
     failure_rows,
     heading,
     partition_rows,
+    rate_limit_text,
+    skipped_rows,
     usage_rows,
 )
 
@@ -189,11 +192,14 @@ def render_html(report: StatusReport) -> str:
             "<h2>API usage</h2>",
             _html_table(USAGE_HEADERS, usage_rows(report)),
             f"<p>HTTP statuses: {escape(statuses)}</p>",
+            f"<p>429s by the Notion limit they hit: {escape(rate_limit_text(report))}</p>",
             *_charts(report),
             "<h2>Partitions</h2>",
             _html_table(PARTITION_HEADERS, partition_rows(report)),
             "<h2>Failure patterns</h2>",
             _html_table(FAILURE_HEADERS, failure_rows(report)),
+            "<h2>Skipped records</h2>",
+            _html_table(SKIPPED_HEADERS, skipped_rows(report)),
             "</body></html>",
         ]
     )

@@ -385,6 +385,11 @@ TRASHED_SKIPPED = Skipped(
 )
 
 
+DELETED_UNSYNCED = Skipped(
+    "deleted_before_sync", "deleted in Salesforce before it was ever synced: no page to move to the trash"
+)
+
+
 def _in_trash(error: PermanentNotionError) -> bool:
     """Notion's answer to editing (or trashing again) a page that is in the trash: a 400, not a 404."""
     return error.status == 400 and "is archived" in error.message
@@ -556,7 +561,14 @@ def _planned(
         upserts, idle = plan(specs, chunk, verify_new=verify_new)
         for sf_id, action in idle:
             if action == "skipped":
-                writer.log(partition, sf_id, action, "skipped")
+                writer.log(
+                    partition,
+                    sf_id,
+                    action,
+                    "skipped",
+                    error_code=DELETED_UNSYNCED.code,
+                    error_message=DELETED_UNSYNCED.reason,
+                )
             progress.count(sf_id, action)
         writer.maybe_flush()
         yield from upserts
