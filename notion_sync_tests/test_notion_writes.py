@@ -307,3 +307,32 @@ def test_api_usage_of_an_older_file_gets_the_reason_column(env: Env) -> None:
     env.stage("Account", [account(1, Name="again")])
     env.sync("Account")
     assert load_report(env.db).rate_limit_reasons == {"unspecified": 1, "public_api_request_rate_limit": 1}
+
+
+def test_wrong_token_fails_the_asset_once_without_retries(
+    notion_sandbox: NotionSandbox, salesforce_sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagster import DagsterEventType, instance_for_test, materialize
+    from test_notion_assets import assets_for
+
+    from notion_sync_tests.sandbox_resources import sandbox_resources
+
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)  # would override the sandbox's CA file
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    resources = sandbox_resources(salesforce_sandbox, notion_sandbox, tmp_path)
+    resources["notion"] = NotionResource(
+        **{**resources["notion"].model_dump(), "token": "ntn_wrong"}  # a copy keeps the old config
+    )
+    with instance_for_test() as instance:
+        result = materialize(
+            assets_for("Account"),
+            partition_key=PARTITION,
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not result.success
+        [failure] = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+        assert "NOTION_TOKEN" in failure.step_failure_data.user_failure_data.description
+        assert not [e for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    assert notion_sandbox.stats()["requests_by_status"] == {"401": 1}
