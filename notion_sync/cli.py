@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,45 +17,71 @@ from pathlib import Path
 from dagster import DagsterInstance
 
 from notion_sync.instance import InstanceCheckError, check_instance, init_instance
+from notion_sync.processes import Stopped, run_tree, stop_on_signals
 from notion_sync.sandbox.notion_server import NotionSandbox
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
 from notion_sync.status import run_status
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT / "data"
+ENV_FILE_NAME = "sandbox.env"
 
 
 def _start_sandboxes(stack: ExitStack, args: argparse.Namespace) -> dict[str, str]:
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="notion-sync-sandbox-"))
-    salesforce = stack.enter_context(
-        SalesforceSandbox(
-            records=args.records, seed=args.seed, port=args.salesforce_port, workdir=workdir, end=args.end
+    """Start both servers; their CA and certificate go to a folder under the data folder removed on exit."""
+    if args.workdir:
+        workdir = Path(args.workdir)
+    else:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sandbox-", dir=args.data_dir)))
+    try:
+        salesforce = stack.enter_context(
+            SalesforceSandbox(
+                records=args.records, seed=args.seed, port=args.salesforce_port, workdir=workdir, end=args.end
+            )
         )
-    )
-    notion = stack.enter_context(
-        NotionSandbox(port=args.notion_port, speed=args.speed, latency_ms=args.latency_ms)
-    )
+        notion = stack.enter_context(
+            NotionSandbox(port=args.notion_port, speed=args.speed, latency_ms=args.latency_ms)
+        )
+    except OSError as error:
+        raise SystemExit(
+            f"error: cannot start the sandbox servers on ports {args.salesforce_port} and {args.notion_port} "
+            f"({error}): is another demo or sandbox running? Stop it, or pass --salesforce-port and "
+            "--notion-port"
+        ) from error
     return {**salesforce.env(), **notion.env()}
 
 
-def _print_exports(env: dict[str, str]) -> None:
+def _write_env_file(data_dir: Path, env: dict[str, str], command: str) -> Path:
+    """``data_dir/sandbox.env``: the variables as ``export`` lines, for a new shell to load."""
+    path = data_dir / ENV_FILE_NAME
+    lines = [
+        f"# written by `notion-sync {command}` (pid {os.getpid()}); its sandbox servers run while it runs.",
+        f"# Load it in a new shell with:  . {path}",
+        *(f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())),
+    ]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _print_exports(env: dict[str, str], env_file: Path) -> None:
+    print(f"# these variables are also in {env_file}: in another shell, load them with `. {env_file}`")
     for name, value in sorted(env.items()):
-        print(f"export {name}={value}")
+        print(f"export {name}={shlex.quote(value)}")
     sys.stdout.flush()
 
 
 def _wait_forever() -> None:
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+    while True:
+        time.sleep(3600)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         env = _start_sandboxes(stack, args)
-        print("# sandbox Salesforce and Notion servers are running; paste these lines into your shell:")
-        _print_exports(env)
+        print("# sandbox Salesforce and Notion servers are running")
+        _print_exports(env, _write_env_file(args.data_dir, env, "sandbox"))
         print("# Ctrl-C stops them.", flush=True)
         _wait_forever()
     return 0
@@ -83,47 +109,50 @@ def cmd_init_instance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_state(data_dir: Path) -> tuple[Path, Path]:
+    """The demo's Dagster home and staging file: its own under ``data_dir``, started afresh every time
+    (the sandbox Notion starts empty, so records mapped to an earlier demo's databases would be stale),
+    unless DAGSTER_HOME or NOTION_SYNC_DUCKDB point elsewhere (then they are used, and kept)."""
+    own_home, own_duckdb = data_dir / "dagster_home", data_dir / "demo.duckdb"
+    home = Path(os.environ.get("DAGSTER_HOME") or own_home)
+    duckdb_file = Path(os.environ.get("NOTION_SYNC_DUCKDB") or own_duckdb)
+    removed = []
+    if home.resolve() == own_home.resolve() and home.exists():
+        shutil.rmtree(home)
+        removed.append(str(home))
+    if duckdb_file.resolve() == own_duckdb.resolve():
+        for path in (duckdb_file, duckdb_file.with_name(duckdb_file.name + ".wal")):
+            if path.exists():
+                path.unlink()
+                removed.append(str(path))
+    if removed:
+        print(f"# starting afresh: removed the previous demo's {' and '.join(removed)}", flush=True)
+    return home, duckdb_file
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    home = Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / ".dagster_home")
-    _prepare_dagster_home(home)
-    _init_instance(home)
     with ExitStack() as stack:
-        env = {
-            **os.environ,
-            **_start_sandboxes(stack, args),
-            "DAGSTER_HOME": str(home),
-            "NOTION_SYNC_DUCKDB": os.environ.get("NOTION_SYNC_DUCKDB", str(REPO_ROOT / "data/demo.duckdb")),
-        }
-        _print_exports({k: env[k] for k in env if k.startswith(("SALESFORCE_", "NOTION_", "DAGSTER_HOME"))})
+        sandbox_env = _start_sandboxes(stack, args)  # first: fails at once while another demo runs
+        home, duckdb_file = _demo_state(args.data_dir)
+        _prepare_dagster_home(home)
+        _init_instance(home)
+        exports = {**sandbox_env, "DAGSTER_HOME": str(home), "NOTION_SYNC_DUCKDB": str(duckdb_file)}
+        _print_exports(exports, _write_env_file(args.data_dir, exports, "demo"))
+        env = {**os.environ, **exports}
         dagster_cmd = str(Path(sys.executable).parent / "dagster")  # the one installed beside this Python
-        print("# syncing the sample data (one partition) before the UI starts ...", flush=True)
-        subprocess.run(
-            [
-                dagster_cmd,
-                "asset",
-                "materialize",
-                "-m",
-                "notion_sync.definitions",
-                "--select",
-                "*",
-                "--partition",
-                args.partition or time.strftime("%Y-%m-%d", time.gmtime()),
-            ],
-            env=env,
-            cwd=REPO_ROOT,
-            check=False,
+        partition = args.partition or time.strftime("%Y-%m-%d", time.gmtime())
+        print(f"# syncing the sample data (partition {partition}) before the UI starts ...", flush=True)
+        materialize = [dagster_cmd, "asset", "materialize", "-m", "notion_sync.definitions", "--select", "*"]
+        code = run_tree([*materialize, "--partition", partition], env=env, cwd=REPO_ROOT)
+        print(
+            "# sample sync succeeded"
+            if code == 0
+            else f"# the sample sync failed (exit code {code}): its log is above; the UI starts anyway",
+            flush=True,
         )
-        print(f"# Dagster UI: http://127.0.0.1:{args.port}", flush=True)
-        ui = subprocess.Popen(
-            [dagster_cmd, "dev", "-m", "notion_sync.definitions", "-h", "127.0.0.1", "-p", str(args.port)],
-            env=env,
-            cwd=REPO_ROOT,
-        )
-        try:
-            return ui.wait()
-        except KeyboardInterrupt:
-            ui.terminate()
-            return ui.wait()
+        print(f"# Dagster UI: http://127.0.0.1:{args.port} (Ctrl-C or SIGTERM stops everything)", flush=True)
+        ui = ["dev", "-m", "notion_sync.definitions", "-h", "127.0.0.1", "-p", str(args.port)]
+        return run_tree([dagster_cmd, *ui], env=env, cwd=REPO_ROOT)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -137,7 +166,15 @@ def _add_sandbox_args(parser: argparse.ArgumentParser, records: int) -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0, help="Notion sandbox latency per request")
     parser.add_argument("--salesforce-port", type=int, default=8443)
     parser.add_argument("--notion-port", type=int, default=8444)
-    parser.add_argument("--workdir", help="where the sandbox writes its CA and certificates")
+    parser.add_argument(
+        "--workdir", help="where the sandbox writes its CA and certificate (default: a folder in --data-dir)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DATA_DIR,
+        help=f"where {ENV_FILE_NAME}, the certificates and the demo's state go (default: data/)",
+    )
     parser.add_argument(
         "--end",
         type=_utc_datetime,
@@ -183,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with stop_on_signals():
+            return args.func(args)
+    except Stopped as stop:
+        print(f"# {args.command} stopped ({stop}): servers and processes shut down", flush=True)
+        return 0
     except InstanceCheckError as error:  # `init-instance` and `demo` check the instance first
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -76,6 +76,13 @@ class ObjectConfig(_Strict):
         default=90, ge=1, description="sync_log and api_usage rows of the object kept this many days"
     )
     mode: Literal["realtime", "batch", "scheduled"] = "batch"
+    lookback_seconds: int = Field(
+        default=600,
+        ge=0,
+        le=86_400,
+        description="The change sensor reads again this far behind the newest change it saw, for "
+        "transactions that commit late with an earlier SystemModstamp (Airbyte uses 600)",
+    )
     owners: tuple[str, ...] = Field(
         default=(), description="Dagster asset owners: emails or 'team:name', shown in the UI"
     )

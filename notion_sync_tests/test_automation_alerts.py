@@ -18,6 +18,7 @@ from dagster import (
     job,
     op,
 )
+from dagster_shared.record import copy
 
 from notion_sync.automation.alerts import (
     RunHealth,
@@ -28,7 +29,9 @@ from notion_sync.automation.alerts import (
     send_alert,
 )
 from notion_sync.config import AlertConfig, load_config
+from notion_sync.definitions import build_definitions
 from notion_sync.salesforce.resource import SalesforceResource
+from notion_sync_tests.sandbox_resources import salesforce_resource, sandbox_resources
 
 
 class Webhook:
@@ -163,4 +166,42 @@ def test_run_failure_sensor_posts_the_failed_run(webhook):
         ).for_run_failure()
         sensor(context)
     (body,) = webhook.bodies
-    assert f"run {result.run_id} of flaky_job failed" in body["text"]
+    cause = "RuntimeError: Notion answered 429 rate_limited"  # the error's first line, not "Steps failed"
+    assert body["text"] == f"notion-sync: run {result.run_id} of flaky_job failed: {cause}"
+
+
+def test_every_failed_run_alerts_with_its_cause(webhook, tmp_path, notion_sandbox, own_salesforce_sandbox):
+    """A sync run launched from a shell (no code location origin) fails on an expired Salesforce
+    session; the daemon's tick (its context names the repository) alerts with the error's first line."""
+    config = load_config()
+    config = config.model_copy(update={"alerts": AlertConfig(webhook_url=webhook.url)})
+    resources = sandbox_resources(own_salesforce_sandbox, notion_sandbox, tmp_path)
+    resources["salesforce"] = salesforce_resource(own_salesforce_sandbox, session_id="expired")
+    defs = copy(build_definitions(config), resources=resources)
+    repo = defs.get_repository_def()
+    sensor = defs.resolve_sensor_def("notion_sync_run_failure_alert")
+
+    def tick(instance, cursor):
+        context = build_sensor_context(
+            instance=instance,
+            cursor=cursor,
+            sensor_name=sensor.name,
+            repository_name=repo.name,
+            repository_def=repo,
+        )
+        return sensor.evaluate_tick(context).cursor
+
+    with instance_for_test() as instance:
+        cursor = tick(instance, None)
+        failed = defs.resolve_job_def("sync_Account").execute_in_process(
+            instance=instance, partition_key="2026-11-20", raise_on_error=False
+        )
+        assert not failed.success
+        tick(instance, cursor)
+    (body,) = webhook.bodies
+    text = body["text"]
+    assert text.startswith(
+        f"notion-sync: run {failed.run_id} of sync_Account (partition 2026-11-20) failed: "
+    )
+    assert "Steps failed" not in text and "401" in text
+    assert "expired" not in text  # the session id is a credential

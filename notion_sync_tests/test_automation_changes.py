@@ -1,16 +1,28 @@
 """The change sensor against the real Salesforce sandbox over HTTPS."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
-from dagster import DagsterRunStatus, Definitions, asset, build_sensor_context, instance_for_test
+from dagster import (
+    DagsterRunStatus,
+    Definitions,
+    RunRequest,
+    asset,
+    build_sensor_context,
+    instance_for_test,
+)
 
-from notion_sync.automation.changes import build_change_sensor
+from notion_sync.automation.changes import ChangeCursor, build_change_sensor
 from notion_sync.automation.jobs import sync_job
 from notion_sync.automation.modstamps import touched_days
 from notion_sync.config import load_config
+from notion_sync.notion.assets import build_notion_asset
+from notion_sync.notion.sync import page_salesforce_id
 from notion_sync.partitions import daily_partitions
+from notion_sync.salesforce.assets import build_salesforce_asset
 from notion_sync.salesforce.resource import SalesforceResource
+from notion_sync_tests.sandbox_resources import sandbox_resources
 
 CONFIG = load_config()
 ACCOUNT = CONFIG.objects["Account"]
@@ -51,11 +63,21 @@ def test_touched_days_span_oldest_to_newest():
 class Ticker:
     """The Account change sensor on a temporary instance, evaluated one tick at a time."""
 
-    def __init__(self, instance, salesforce: SalesforceResource) -> None:
+    def __init__(self, instance, salesforce: SalesforceResource, resources: dict | None = None) -> None:
+        """`resources`: the real assets on the sandboxes, so that launched runs can be executed."""
         self.instance = instance
         self.salesforce = salesforce
         self.sensor = build_change_sensor(ACCOUNT, CONFIG.realtime)
-        self.defs = definitions(self.sensor)
+        self.defs = (
+            Definitions(
+                assets=[build_salesforce_asset(ACCOUNT), build_notion_asset(ACCOUNT, [])],
+                jobs=[sync_job(ACCOUNT)],
+                sensors=[self.sensor],
+                resources=resources,
+            )
+            if resources
+            else definitions(self.sensor)
+        )
 
     def __call__(self, cursor: str | None):
         resources = {"salesforce": self.salesforce}
@@ -64,8 +86,18 @@ class Ticker:
         )
         return self.sensor.evaluate_tick(context)
 
-    def some_account_id(self) -> str:
-        return self.salesforce.get_client().sf.query("SELECT Id FROM Account LIMIT 1")["records"][0]["Id"]
+    def launch(self, result) -> None:
+        """Run what a tick requested, as the daemon would."""
+        job = self.defs.resolve_job_def("sync_Account")
+        for request in result.run_requests:
+            run = job.execute_in_process(
+                instance=self.instance, partition_key=request.partition_key, tags=request.tags
+            )
+            assert run.success
+
+    def some_account_id(self, offset: int = 0) -> str:
+        query = f"SELECT Id FROM Account ORDER BY Id LIMIT 1 OFFSET {offset}"
+        return self.salesforce.get_client().sf.query(query)["records"][0]["Id"]
 
 
 @pytest.fixture
@@ -78,11 +110,17 @@ def test_launches_only_when_something_changed(own_salesforce_sandbox, tick):
     assert tick.sensor.minimum_interval_seconds == 15 and tick.sensor.job_name == "sync_Account"
     first = tick(None)
     assert not first.run_requests and first.cursor  # starts at the newest modstamp, launches nothing
+    quiet = tick(first.cursor)  # its first getDeleted call
+    assert (
+        not quiet.run_requests
+        and ChangeCursor.parse(quiet.cursor).seen == ChangeCursor.parse(first.cursor).seen
+    )
     before = own_salesforce_sandbox.stats()["requests"]
-    quiet = tick(first.cursor)
-    assert not quiet.run_requests and quiet.cursor == first.cursor
+    assert not tick(quiet.cursor).run_requests
     after = own_salesforce_sandbox.stats()["requests"]
-    assert sum(after.values()) - sum(before.values()) == 1  # one cheap query per quiet tick
+    assert after["queryAll"] - before["queryAll"] == 1  # one cheap query per quiet tick,
+    assert after.get("getDeleted", 0) - before.get("getDeleted", 0) <= 1  # and getDeleted once a minute
+    assert sum(after.values()) - sum(before.values()) <= 2
 
     record_id = tick.some_account_id()
     own_salesforce_sandbox.update("Account", record_id, {"Phone": "+1 555 0100"})
@@ -91,7 +129,7 @@ def test_launches_only_when_something_changed(own_salesforce_sandbox, tick):
     (request,) = changed.run_requests
     assert request.partition_key == today
     assert request.tags["notion_sync/lane"] == "realtime" and request.tags["dagster/priority"] == "10"
-    assert changed.cursor > first.cursor
+    assert ChangeCursor.parse(changed.cursor).newest > ChangeCursor.parse(first.cursor).newest
 
     assert not tick(changed.cursor).run_requests
     own_salesforce_sandbox.delete("Account", record_id)  # deletions count (queryAll)
@@ -113,3 +151,77 @@ def test_waits_while_the_partition_is_being_materialized(own_salesforce_sandbox,
     assert not waiting.run_requests and waiting.cursor == start
     tick.instance.report_run_failed(running)
     assert [r.partition_key for r in tick(start).run_requests] == [today]
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+def test_a_late_commit_within_the_lookback_is_launched_once(own_salesforce_sandbox, tick):
+    start = tick(None).cursor
+    read_first, committed_late = tick.some_account_id(0), tick.some_account_id(1)
+    own_salesforce_sandbox.update("Account", read_first, {"Phone": "+1 555 0102"})
+    changed = tick(start)
+    (first,) = changed.run_requests
+    # A transaction that wrote a minute ago commits now: its SystemModstamp is older than the change
+    # the sensor has already read.
+    late_stamp = _stamp(datetime.now(UTC) - timedelta(minutes=1))
+    own_salesforce_sandbox.update("Account", committed_late, {"Phone": "+1 555 0103"}, modstamp=late_stamp)
+    late = tick(changed.cursor)
+    assert [r.partition_key for r in late.run_requests] == [late_stamp[:10]]
+    assert late.run_requests[0].run_key != first.run_key
+    assert not tick(late.cursor).run_requests  # the same change is not launched twice
+    own_salesforce_sandbox.update("Account", committed_late, {"Phone": "+1 555 0104"})
+    assert len(tick(late.cursor).run_requests) == 1  # a later change of the same record is new
+
+
+def test_a_late_commit_reaches_staging_and_notion(tmp_path, notion_sandbox, own_salesforce_sandbox):
+    resources = sandbox_resources(own_salesforce_sandbox, notion_sandbox, tmp_path)
+    with instance_for_test() as instance:
+        tick = Ticker(instance, resources["salesforce"], resources)
+        launch = tick.launch
+        cursor = tick(None).cursor
+        read_first, committed_late = tick.some_account_id(0), tick.some_account_id(1)
+        own_salesforce_sandbox.update("Account", read_first, {"Phone": "+1 555 0105"})
+        changed = tick(cursor)
+        launch(changed)
+        late_stamp = _stamp(datetime.now(UTC) - timedelta(minutes=1))
+        own_salesforce_sandbox.update(
+            "Account", committed_late, {"Phone": "+1 555 0106"}, modstamp=late_stamp
+        )
+        late = tick(changed.cursor)
+        assert len(late.run_requests) == 1
+        launch(late)
+        assert not tick(late.cursor).run_requests
+    with resources["staging"].connect(read_only=True) as conn:
+        staged = conn.execute("SELECT Phone FROM stg_account WHERE Id = ?", [committed_late]).fetchall()
+    assert staged == [("+1 555 0106",)]
+    (source_id,) = notion_sandbox.stats()["pages_by_data_source"]
+    pages = {page_salesforce_id(page): page for page in notion_sandbox.pages(source_id)}
+    assert pages[committed_late]["properties"]["Phone"]["phone_number"] == "+1 555 0106"
+
+
+def test_a_hard_deleted_record_is_trashed_by_the_next_incremental_pass(
+    tmp_path, notion_sandbox, own_salesforce_sandbox
+):
+    """Purged records are invisible to queryAll: getDeleted finds them, not the weekly reconcile."""
+    resources = sandbox_resources(own_salesforce_sandbox, notion_sandbox, tmp_path)
+    with instance_for_test() as instance:
+        tick = Ticker(instance, resources["salesforce"], resources)
+        tick.launch(SimpleNamespace(run_requests=[RunRequest(partition_key="2026-11-20")]))
+        (source_id,) = notion_sandbox.stats()["pages_by_data_source"]
+        purged = sorted(page_salesforce_id(page) for page in notion_sandbox.pages(source_id))[0]
+        cursor = tick(None).cursor
+        purged_at = _stamp(datetime.now(UTC) - timedelta(minutes=2))
+        own_salesforce_sandbox.delete("Account", purged, hard=True, modstamp=purged_at)
+        deleted = tick(cursor)
+        assert [r.partition_key for r in deleted.run_requests] == [purged_at[:10]]
+        tick.launch(deleted)
+        assert not tick(deleted.cursor).run_requests  # launched once
+    with resources["staging"].connect(read_only=True) as conn:
+        staged = conn.execute(
+            "SELECT IsDeleted, _partition::VARCHAR FROM stg_account WHERE Id = ?", [purged]
+        ).fetchall()
+    assert staged == [(True, purged_at[:10])]
+    pages = {page_salesforce_id(p): p for p in notion_sandbox.pages(source_id, include_trashed=True)}
+    assert pages[purged]["in_trash"] is True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -31,8 +31,8 @@ def test_sandbox_command_prints_working_exports(tmp_path):
             "0",
             "--notion-port",
             "0",
-            "--workdir",
-            str(tmp_path),
+            "--data-dir",
+            str(tmp_path / "data"),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -45,7 +45,7 @@ def test_sandbox_command_prints_working_exports(tmp_path):
                 break
             if line.startswith("export "):
                 name, _, value = line.removeprefix("export ").strip().partition("=")
-                env[name] = value
+                env[name] = shlex.split(value)[0]
         assert {
             "SALESFORCE_INSTANCE_URL",
             "SALESFORCE_SESSION_ID",
@@ -70,9 +70,16 @@ def test_sandbox_command_prints_working_exports(tmp_path):
             f"{env['SALESFORCE_INSTANCE_URL']}/services/data/", verify=env["SALESFORCE_CA_BUNDLE"], timeout=10
         )
         assert versions.status_code == 200 and versions.json()[0]["version"]
+        loaded = subprocess.run(
+            ["sh", "-c", f". {tmp_path / 'data/sandbox.env'} && env"], env={}, capture_output=True, text=True
+        ).stdout.splitlines()
+        assert {f"{name}={value}" for name, value in env.items()} <= set(loaded)
+        assert Path(env["SALESFORCE_CA_BUNDLE"]).is_relative_to(tmp_path / "data")
+        assert not list((tmp_path / "data").rglob("*key*"))  # the server key lives in memory only
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
+    assert not list((tmp_path / "data").glob("sandbox-*"))  # the certificate folder is removed on exit
 
 
 def test_init_instance_sets_the_pool_limits(tmp_path, monkeypatch):

@@ -108,13 +108,23 @@ def test_bad_values_are_named():
     data["objects"]["Account"]["mode"] = "sometimes"
     data["objects"]["Account"]["fields"]["Bad Field"] = "X"
     data["objects"]["Account"]["history_days"] = 0
+    data["objects"]["Account"]["lookback_seconds"] = -1
     assert_config_error(
         data,
         "objects.Account.batch_size",
         "objects.Account.mode",
         "'Bad Field' is not a Salesforce field",
         "objects.Account.history_days",
+        "objects.Account.lookback_seconds",
     )
+
+
+def test_lookback_defaults_to_airbytes_600_seconds_and_is_set_per_object():
+    data = example()
+    data["objects"]["Contact"]["lookback_seconds"] = 120
+    config = parse_config(data)
+    assert config.objects["Account"].lookback_seconds == 600
+    assert config.objects["Contact"].lookback_seconds == 120
 
 
 def test_empty_objects_rejected():

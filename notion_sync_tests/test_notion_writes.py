@@ -115,7 +115,7 @@ def test_trashed_page_is_left_and_skipped_by_config_with_its_reason(env: Env) ->
     assert (action, status, code) == ("skipped", "skipped", "page_in_trash")
     assert "trashed_pages: skip" in message
     report = load_report(env.db)  # `notion-sync status` shows the reason
-    assert [(p.object, p.reason, p.count) for p in report.skipped] == [("Account", "page_in_trash", 1)]
+    assert [(p.object, p.error_code, p.count) for p in report.skips] == [("Account", "page_in_trash", 1)]
     assert "page_in_trash" in render_text(report) and "trashed_pages: skip" in render_text(report)
 
 

@@ -8,7 +8,7 @@ How an object's `mode` maps to automation (the Apex sync modes):
 - ``batch``: no automation of its own; partitions are materialized by backfills (UI, GraphQL or
   ``dagster asset materialize``), which run in the low-priority ``backfill`` lane.
 - ``scheduled``: a schedule (`schedule_<Object>`, :mod:`.schedules`) on the object's cron
-  materializes the latest partition.
+  materializes every partition touched since its last successful tick (yesterday too after midnight).
 
 Whatever the mode, the retry sensor `notion_sync_retry` (:mod:`.sensors`, rules in
 :mod:`.retry_policy`) re-launches failed partitions, the alert sensors (:mod:`.alerts`) report

@@ -31,7 +31,7 @@ from dagster import (
     sensor,
 )
 
-from notion_sync.automation.failures import is_rate_limited
+from notion_sync.automation.failures import first_error_line, is_rate_limited
 from notion_sync.automation.names import object_asset_keys
 from notion_sync.config import AlertConfig, SyncConfig
 from notion_sync.salesforce.resource import SalesforceResource
@@ -62,20 +62,27 @@ def send_alert(text: str, webhook_url: str | None, log: logging.Logger | None = 
 
 
 def build_run_failure_alert_sensor(alerts: AlertConfig) -> SensorDefinition:
+    """Every failed run, however launched: Dagster matches a run to this code location by the origin
+    the daemon or the UI gave it, and a run launched from a shell (`dagster asset materialize`,
+    `execute_in_process`) has none, so the sensor watches every code location of the instance."""
+
     @run_failure_sensor(
         name="notion_sync_run_failure_alert",
-        description="Reports every failed run of this code location to the log and the alert webhook.",
-        monitor_all_code_locations=False,
+        description="Reports every failed run (daemon, UI or command line) to the log and the alert "
+        "webhook, with the first line of its error.",
+        monitor_all_code_locations=True,
         default_status=DefaultSensorStatus.RUNNING,
     )
     def notion_sync_run_failure_alert(context: RunFailureSensorContext) -> None:
         run = context.dagster_run
         partition = run.tags.get("dagster/partition")
-        message = context.failure_event.message or "run failed"
+        cause = (
+            first_error_line(context.instance, run.run_id) or context.failure_event.message or "run failed"
+        )
         send_alert(
             f"run {run.run_id} of {run.job_name}"
             + (f" (partition {partition})" if partition else "")
-            + f" failed: {message.splitlines()[0][:300]}",
+            + f" failed: {cause[:300]}",
             alerts.webhook_url,
             context.log,
         )

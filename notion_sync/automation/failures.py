@@ -27,6 +27,8 @@ from notion_sync.partitions import daily_partitions
 
 RATE_LIMIT_PATTERN = re.compile(r"rate_limited|\b429\b|REQUEST_LIMIT_EXCEEDED", re.IGNORECASE)
 LANES = ("realtime", "scheduled", "backfill")
+DAGSTER_WRAPPER = "dagster._core.errors."  # "Error occurred while executing op ...", cause: the real error
+QUALIFIED_NAME = re.compile(r"^(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*): ")
 
 
 def _error_messages(error: SerializableErrorInfo | None) -> Iterator[str]:
@@ -54,6 +56,28 @@ def failure_texts(instance: DagsterInstance, run_id: str) -> list[str]:
             texts += _error_messages(event.job_failure_data.error)
         texts.append(entry.user_message or "")
     return texts
+
+
+def first_error_line(instance: DagsterInstance, run_id: str) -> str | None:
+    """The first line of the error that failed a run: the first failed step's error (Dagster's
+    wrapper skipped, `Failure: ` and module paths dropped), else the run failure's own error."""
+    for entry in instance.all_logs(
+        run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}
+    ):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        step = event.event_type == DagsterEventType.STEP_FAILURE
+        error = event.step_failure_data.error if step else event.job_failure_data.error
+        while (
+            error is not None and error.message.startswith(DAGSTER_WRAPPER) and (error.cause or error.context)
+        ):
+            error = error.cause or error.context
+        if error is not None and error.message.strip():
+            return QUALIFIED_NAME.sub(r"\1: ", error.message.strip().splitlines()[0]).removeprefix(
+                "Failure: "
+            )
+    return None
 
 
 def is_rate_limited(instance: DagsterInstance, record: RunRecord) -> bool:

@@ -6,9 +6,19 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 
+def parse_modstamp(modstamp: str) -> datetime:
+    """A Salesforce datetime (`2026-11-20T13:45:00.000+0000`, always UTC) as an aware datetime."""
+    return datetime.strptime(modstamp[:23], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
+
+
+def format_modstamp(moment: datetime) -> str:
+    """The Salesforce form of a UTC datetime, which sorts as text in time order."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
+
+
 def modstamp_day(modstamp: str) -> date:
     """The UTC day of a Salesforce datetime (`2026-11-20T13:45:00.000+0000`)."""
-    return datetime.strptime(modstamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).date()
+    return parse_modstamp(modstamp).date()
 
 
 def touched_days(oldest: str, newest: str) -> list[str]:

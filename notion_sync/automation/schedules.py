@@ -1,20 +1,79 @@
-"""One schedule per object whose `schedule.enabled` is true: the latest partition on its cron; and
-one weekly reconciliation schedule per object.
+"""One schedule per object whose `schedule.enabled` is true, and one weekly reconciliation schedule
+per object.
 
-The latest partition is the current UTC day (the partitions have `end_offset=1`), so a run at
-00:05 picks up the new day; changes in the last minutes of the previous day are covered by the
-change sensor (mode realtime) or by the next backfill of that day.
+`schedule_<Object>` syncs, on the object's cron, every daily partition touched since its last
+successful tick, one run per partition in the ``scheduled`` lane:
+
+- Each run it requests carries the tick's time in the tag `notion_sync/scheduled_at`. The last
+  successful tick is the newest such time whose runs all succeeded (for each of its partitions the
+  newest run with that tag, so a re-execution that healed a crashed run counts). Dagster's run
+  records are the memory: schedules have no cursor, and a tick whose runs failed or are still
+  running does not count, so the next tick covers its days again.
+- The partitions run from the day of (last successful tick - 10 minutes) to the tick's own day
+  (UTC, like the partitions). After midnight that includes yesterday, so a change at 23:30 UTC under
+  an hourly cron is extracted by the 00:00 tick; the 10 minutes cover a transaction that commits
+  after a tick with an earlier `SystemModstamp`. Without any successful tick yet (a new schedule),
+  only the tick's own day: history is the backfills' job.
+- The run key is `schedule:<Object>:<tick time>:<partition>`: evaluating the same tick twice does
+  not launch a partition twice. Failed runs are re-launched by the retry sensor as for any lane.
 """
 
 from __future__ import annotations
 
-from dagster import DefaultScheduleStatus, RunRequest, ScheduleDefinition, ScheduleEvaluationContext, schedule
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+
+from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
+    DefaultScheduleStatus,
+    RunRequest,
+    RunsFilter,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SkipReason,
+    schedule,
+)
+from dagster._core.storage.dagster_run import RunRecord
 
 from notion_sync.automation.jobs import sync_job
-from notion_sync.automation.lanes import lane_tags
+from notion_sync.automation.lanes import LANE_TAG, lane_tags
+from notion_sync.automation.names import sync_job_name
 from notion_sync.automation.reconcile import build_reconcile_job
 from notion_sync.config import ObjectConfig, ScheduleConfig, SyncConfig
 from notion_sync.partitions import daily_partitions
+
+SCHEDULED_AT_TAG = "notion_sync/scheduled_at"
+PARTITION_TAG = "dagster/partition"
+LATE_COMMIT_LOOKBACK = timedelta(minutes=10)
+RECENT_RUNS = 500  # scheduled runs read to find the last successful tick (days of hourly ticks)
+
+
+def last_successful_tick(records: Iterable[RunRecord]) -> datetime | None:
+    """The newest `scheduled_at` whose partitions' newest runs all succeeded; records newest first."""
+    newest: dict[tuple[str, str], DagsterRunStatus] = {}
+    for record in records:
+        tags = record.dagster_run.tags
+        if SCHEDULED_AT_TAG in tags:
+            newest.setdefault(
+                (tags[SCHEDULED_AT_TAG], tags.get(PARTITION_TAG, "")), record.dagster_run.status
+            )
+    failed = {tick for (tick, _), status in newest.items() if status != DagsterRunStatus.SUCCESS}
+    succeeded = {tick for tick, _ in newest} - failed
+    return max((datetime.fromisoformat(tick) for tick in succeeded), default=None)
+
+
+def scheduled_runs(instance: DagsterInstance, obj: ObjectConfig) -> list[RunRecord]:
+    """The object's most recent scheduled-lane sync runs, newest first."""
+    runs_filter = RunsFilter(job_name=sync_job_name(obj.name), tags={LANE_TAG: "scheduled"})
+    return list(instance.get_run_records(runs_filter, limit=RECENT_RUNS))
+
+
+def days_to_sync(since: datetime | None, tick: datetime) -> list[str]:
+    """UTC days from that of `since` minus the late-commit lookback to the tick's day."""
+    last = tick.astimezone(UTC).date()
+    first = min(last, (since - LATE_COMMIT_LOOKBACK).astimezone(UTC).date()) if since else last
+    return [date.fromordinal(day).isoformat() for day in range(first.toordinal(), last.toordinal() + 1)]
 
 
 def build_object_schedule(obj: ObjectConfig) -> ScheduleDefinition:
@@ -27,12 +86,22 @@ def build_object_schedule(obj: ObjectConfig) -> ScheduleDefinition:
         cron_schedule=obj.schedule.cron,
         execution_timezone=obj.schedule.timezone,
         default_status=DefaultScheduleStatus.RUNNING,  # `enabled: true` in the config means running
-        description=f"Syncs the latest partition of {obj.name} on '{obj.schedule.cron}' "
-        f"({obj.schedule.timezone}).",
+        description=f"Syncs every partition of {obj.name} touched since its last successful tick, on "
+        f"'{obj.schedule.cron}' ({obj.schedule.timezone}).",
     )
-    def _scheduled(context: ScheduleEvaluationContext) -> RunRequest:
-        partition_key = partitions_def.get_last_partition_key(current_time=context.scheduled_execution_time)
-        return RunRequest(partition_key=partition_key, tags=lane_tags("scheduled"))
+    def _scheduled(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
+        tick = context.scheduled_execution_time
+        since = last_successful_tick(scheduled_runs(context.instance, obj))
+        days = [day for day in days_to_sync(since, tick) if partitions_def.has_partition_key(day)]
+        if not days:
+            return SkipReason(f"{tick.isoformat()} is before the first partition ({obj.start_date})")
+        tags = {**lane_tags("scheduled"), SCHEDULED_AT_TAG: tick.astimezone(UTC).isoformat()}
+        return [
+            RunRequest(
+                run_key=f"schedule:{obj.name}:{tags[SCHEDULED_AT_TAG]}:{day}", partition_key=day, tags=tags
+            )
+            for day in days
+        ]
 
     return _scheduled
 

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 from dagster import (
     DagsterRunStatus,
@@ -28,7 +27,8 @@ from notion_sync.automation.alerts import build_health_sensor, build_run_failure
 from notion_sync.automation.changes import build_change_sensor
 from notion_sync.automation.failures import find_failed_partitions
 from notion_sync.automation.jobs import sync_job
-from notion_sync.automation.reconcile import build_reconcile_job, resync_requests
+from notion_sync.automation.names import reconcile_job_name
+from notion_sync.automation.reconcile import resync_requests
 from notion_sync.automation.retry_policy import RetryState, plan_retries
 from notion_sync.config import SyncConfig
 
@@ -60,18 +60,26 @@ def build_retry_sensor(config: SyncConfig) -> SensorDefinition:
 
 
 def build_resync_sensor(config: SyncConfig) -> SensorDefinition:
+    """Watches every code location, as the failure alert does, so that a reconciliation launched from
+    a shell (a run without the daemon's code location origin) is followed up too; runs of other jobs
+    are passed over."""
     objects = config.objects.values()
+    reconcile_jobs = {reconcile_job_name(obj.name) for obj in objects}
 
     @run_status_sensor(
         name="reconcile_resync",
         run_status=DagsterRunStatus.SUCCESS,
-        monitored_jobs=[build_reconcile_job(obj) for obj in objects],
+        monitor_all_code_locations=True,
         request_jobs=[sync_job(obj) for obj in objects],
         default_status=DefaultSensorStatus.RUNNING,
         description="Syncs again the partitions whose records a reconciliation found missing in Notion.",
     )
-    def reconcile_resync(context: RunStatusSensorContext) -> Iterator[RunRequest]:
-        yield from resync_requests(context)
+    def reconcile_resync(context: RunStatusSensorContext) -> list[RunRequest] | None:
+        # None, not an empty list, for runs with nothing to sync again: Dagster ends a tick at the
+        # first run for which the sensor returned something, and every successful run is seen here.
+        if context.dagster_run.job_name not in reconcile_jobs:
+            return None
+        return list(resync_requests(context)) or None
 
     return reconcile_resync
 

@@ -615,6 +615,15 @@ def start_batch(conn: duckdb.DuckDBPyConnection, run_id: str, object_name: str, 
     return previous["status"] if previous else None
 
 
+def record_failed_batch(
+    conn: duckdb.DuckDBPyConnection, run_id: str, object_name: str, partition: str, error_summary: str
+) -> None:
+    """A run that failed before its first record (e.g. a 401 while checking the database): a failed
+    batch, so the partition shows as failed with its error instead of not at all."""
+    start_batch(conn, run_id, object_name, partition)
+    finish_batch(conn, run_id, object_name, partition, "failed", {}, None, error_summary)
+
+
 def finish_batch(
     conn: duckdb.DuckDBPyConnection,
     run_id: str,

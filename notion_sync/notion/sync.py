@@ -55,6 +55,11 @@ from notion_sync.staging import PARTITION_COLUMN, quote_ident
 CREATE_ATTEMPTS = 3  # creates with an unknown outcome, each followed by a lookup, before giving up
 REBUILD_CHUNK = 100  # pages of a rebuild whose related records are looked up together
 READ_CHUNK = 5_000  # staged rows read and planned at a time
+# Why a record is skipped (sync_log's error_code and error_message; `notion-sync status` shows it).
+SKIP_REASON = {
+    "error_code": "deleted_before_sync",
+    "error_message": "deleted in Salesforce before its first sync: there is no Notion page to trash",
+}
 
 
 class SyncIncomplete(RuntimeError):
@@ -381,12 +386,7 @@ class Skipped:
 
 TRASHED_SKIPPED = Skipped(
     "page_in_trash",
-    "its Notion page was moved to the trash in Notion; left there (notion.trashed_pages: skip)",
-)
-
-
-DELETED_UNSYNCED = Skipped(
-    "deleted_before_sync", "deleted in Salesforce before it was ever synced: no page to move to the trash"
+    "page in Notion's trash, left there (notion.trashed_pages: skip)",
 )
 
 
@@ -561,14 +561,7 @@ def _planned(
         upserts, idle = plan(specs, chunk, verify_new=verify_new)
         for sf_id, action in idle:
             if action == "skipped":
-                writer.log(
-                    partition,
-                    sf_id,
-                    action,
-                    "skipped",
-                    error_code=DELETED_UNSYNCED.code,
-                    error_message=DELETED_UNSYNCED.reason,
-                )
+                writer.log(partition, sf_id, action, "skipped", **SKIP_REASON)
             progress.count(sf_id, action)
         writer.maybe_flush()
         yield from upserts
@@ -623,7 +616,7 @@ def sync_partition(
         status = "failed" if progress.transient else "succeeded"
         summary = _summary(progress.failures)
     except BaseException as error:
-        summary = f"{type(error).__name__}: {error}"[:2000]
+        summary = error_summary(error)
         raise
     finally:
         writer.flush()
@@ -665,6 +658,11 @@ def sync_partition(
     )
 
 
+def error_summary(error: BaseException) -> str:
+    """A run's error as `sync_batches.error_summary` keeps it."""
+    return f"{type(error).__name__}: {error}"[:2000]
+
+
 def _summary(failures: Sequence[tuple[str, str, str]], limit: int = 5) -> str | None:
     """The most common failure codes with an example record each."""
     if not failures:
@@ -692,5 +690,13 @@ def run_sync(
     # batch_size: rows (sync state, log, API usage) buffered per DuckDB write; one happens every 2 s anyway.
     writer = state.StateWriter(connect, run_id, obj.name, flush_rows=obj.batch_size)
     with notion.get_client(on_call=writer.record_call, priority=priority) as client:
-        data_source_id = ensure_data_source(client, connect, obj, specs, notion.parent_page_id, run_id=run_id)
+        try:
+            data_source_id = ensure_data_source(
+                client, connect, obj, specs, notion.parent_page_id, run_id=run_id
+            )
+        except BaseException as error:
+            writer.flush()  # the calls that failed, in api_usage
+            with connect() as conn:
+                state.record_failed_batch(conn, run_id, obj.name, partition, error_summary(error))
+            raise
         return sync_partition(client, writer, obj, specs, data_source_id, partition, workers=notion.workers)

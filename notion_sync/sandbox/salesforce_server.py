@@ -12,11 +12,13 @@ API (``/services/data/vNN.0``, 31.0-63.0; each call costs 1 of the daily budget)
 ``GET /services/data/`` versions · ``GET query?q=`` / ``queryAll?q=`` (2,000 a page, or
 ``Sforce-Query-Options: batchSize=200..2000``) and their ``nextRecordsUrl`` · ``GET limits`` ·
 ``GET sobjects``, ``sobjects/<Object>``, ``sobjects/<Object>/describe``, ``sobjects/<Object>/<Id>`` ·
+``GET sobjects/<Object>/deleted/?start=&end=`` (getDeleted: the last 30 days, whole minutes) ·
 Bulk 2.0 ``POST jobs/query``, ``GET jobs/query[/<id>]``, ``GET jobs/query/<id>/results?maxRecords=&locator=``,
 ``PATCH`` (abort) and ``DELETE jobs/query/<id>``. Request URIs over 16,384 characters get 414.
 
 Admin (no session, free): ``GET|POST|DELETE /_sandbox/records/<Object>/<Id>`` (read, edit, soft delete;
-``?hard=true`` purges), ``POST /_sandbox/records/<Object>`` (create), ``POST|DELETE /_sandbox/faults``
+``?modstamp=<past datetime>`` commits the edit or delete late, ``DELETE ?hard=true`` purges),
+``POST /_sandbox/records/<Object>`` (create), ``POST|DELETE /_sandbox/faults``
 (``{"status": 503, "count": 2}``, ``{"drop": 1}``, ``{"delay": 5}``, optional ``"match": "/jobs/"``),
 ``POST /_sandbox/budget`` (``{"remaining": N}``), ``GET|DELETE /_sandbox/stats``,
 ``GET /_sandbox/edges/<Object>``, ``GET /_sandbox/info``.
@@ -52,6 +54,7 @@ from xml.sax.saxutils import escape
 from notion_sync.sandbox import soql, tls
 from notion_sync.sandbox.connect_proxy import ConnectProxy
 from notion_sync.sandbox.sf_data import (
+    DAY_MS,
     DEFAULT_END,
     DataError,
     LazyRecord,
@@ -62,6 +65,7 @@ from notion_sync.sandbox.sf_data import (
     format_datetime,
     full_record,
     make_id,
+    parse_datetime,
     parse_id,
 )
 
@@ -71,6 +75,8 @@ REST_PAGE = 2_000
 BULK_PAGE = 50_000
 CSV_CHUNK = 500  # records per chunk of a streamed Bulk results page
 LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com", "*.my.salesforce.com")
+REPLICATION_DAYS = 30  # getDeleted refuses a start further back (INVALID_REPLICATION_DATE)
+MINUTE_MS = 60_000
 DELIMITERS = {"COMMA": ",", "TAB": "\t", "PIPE": "|", "SEMICOLON": ";", "CARET": "^", "BACKQUOTE": "`"}
 
 
@@ -332,7 +338,7 @@ class SalesforceSandbox:
     def start(self) -> SalesforceSandbox:
         files = tls.generate(self.workdir / "tls", ("127.0.0.1", "localhost", *LOGIN_HOSTS))
         self.ca_file = files.ca_file
-        self._server = _Server(("127.0.0.1", self.port), _Handler, files.server_context(), self)
+        self._server = _Server(("127.0.0.1", self.port), _Handler, files.server_context, self)
         self.port = self._server.server_address[1]
         self._proxy = ConnectProxy(("127.0.0.1", self.port)).start()
         self._thread = threading.Thread(
@@ -388,11 +394,14 @@ class SalesforceSandbox:
     def get(self, obj: str, record_id: str) -> dict[str, Any]:
         return self.data.get(obj, record_id)
 
-    def update(self, obj: str, record_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        return self.data.update(obj, record_id, fields)
+    def update(
+        self, obj: str, record_id: str, fields: dict[str, Any], *, modstamp: str | None = None
+    ) -> dict[str, Any]:
+        """An edit; ``modstamp`` (past) commits it late, with that SystemModstamp (see SalesforceData)."""
+        return self.data.update(obj, record_id, fields, modstamp=modstamp)
 
-    def delete(self, obj: str, record_id: str, *, hard: bool = False) -> None:
-        self.data.delete(obj, record_id, hard=hard)
+    def delete(self, obj: str, record_id: str, *, hard: bool = False, modstamp: str | None = None) -> None:
+        self.data.delete(obj, record_id, hard=hard, modstamp=modstamp)
 
     def create(self, obj: str, fields: dict[str, Any]) -> str:
         return self.data.create(obj, fields)
@@ -586,6 +595,39 @@ class SalesforceSandbox:
         if results is None:
             raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
         return self.query_page(locator, results, offset, batch, version, endpoint, results.sobject)
+
+    # ------------------------------------------------------------------------- getDeleted
+
+    def get_deleted(self, obj: str, start: str | None, end: str | None) -> dict[str, Any]:
+        """``GET sobjects/<Object>/deleted/?start=&end=``: the delete log, whole minutes (seconds are
+        ignored), ``start`` at most 30 days back and more than a minute before ``end``."""
+        if not start or not end:
+            raise ApiError(400, "MISSING_ARGUMENT", "Both start and end must be specified")
+        try:
+            start_ms, end_ms = (parse_datetime(value) // MINUTE_MS * MINUTE_MS for value in (start, end))
+        except ValueError as exc:
+            raise ApiError(400, "INVALID_REPLICATION_DATE", f"Invalid date: {exc}") from exc
+        now_ms = int(self.data.clock() * 1000)
+        if start_ms < now_ms - REPLICATION_DAYS * DAY_MS:
+            raise ApiError(
+                400, "INVALID_REPLICATION_DATE", f"startDate cannot be more than {REPLICATION_DAYS} days ago"
+            )
+        if end_ms - start_ms <= MINUTE_MS:
+            raise ApiError(
+                400,
+                "INVALID_REPLICATION_DATE",
+                "startDate must chronologically precede endDate by more than one minute",
+            )
+        covered = min(end_ms, now_ms // MINUTE_MS * MINUTE_MS)
+        earliest = (now_ms - REPLICATION_DAYS * DAY_MS) // MINUTE_MS * MINUTE_MS
+        return {
+            "deletedRecords": [
+                {"id": record_id, "deletedDate": format_datetime(ms)}
+                for record_id, ms in self.data.deleted(obj, start_ms, covered)
+            ],
+            "earliestDateAvailable": format_datetime(earliest),
+            "latestDateCovered": format_datetime(covered),
+        }
 
     # ---------------------------------------------------------------------------- Bulk 2.0
 
@@ -898,7 +940,7 @@ class _Handler(BaseHTTPRequestHandler):
             sandbox._charge("limits")
             payload = self._limits()
         elif head == "sobjects":
-            payload = self._sobjects(parts[1:], version)
+            payload = self._sobjects(parts[1:], version, params)
         elif rest == "/":
             sandbox._charge("resources")
             payload = {
@@ -930,7 +972,7 @@ class _Handler(BaseHTTPRequestHandler):
             "DailyBulkV2QueryFileStorageMB": {"Max": 976_562, "Remaining": 976_562},
         }
 
-    def _sobjects(self, parts: list[str], version: str) -> Any:
+    def _sobjects(self, parts: list[str], version: str, params: dict[str, str]) -> Any:
         data = self.sandbox.data
         if not parts:
             self.sandbox._charge("describeGlobal")
@@ -945,6 +987,11 @@ class _Handler(BaseHTTPRequestHandler):
             if sobject is None:
                 raise _not_found()
             return describe_sobject(sobject, version)
+        if len(parts) == 2 and parts[1] == "deleted":
+            self.sandbox._charge("getDeleted")
+            if sobject is None:
+                raise _not_found()
+            return self.sandbox.get_deleted(sobject.name, params.get("start"), params.get("end"))
         self.sandbox._charge("sobject")
         if sobject is None:
             raise _not_found()
@@ -1035,9 +1082,11 @@ class _Handler(BaseHTTPRequestHandler):
         if route[:2] == ("GET", "records") and len(parts) == 3:
             return 200, sandbox.get(parts[1], parts[2])
         if route[:2] == ("POST", "records") and len(parts) == 3:
-            return 200, sandbox.update(parts[1], parts[2], self._body())
+            return 200, sandbox.update(parts[1], parts[2], self._body(), modstamp=params.get("modstamp"))
         if route[:2] == ("DELETE", "records") and len(parts) == 3:
-            sandbox.delete(parts[1], parts[2], hard=params.get("hard") == "true")
+            sandbox.delete(
+                parts[1], parts[2], hard=params.get("hard") == "true", modstamp=params.get("modstamp")
+            )
             return 200, {"id": parts[2], "success": True, "errors": []}
         if route == ("POST", "records", 2):
             return 201, {"id": sandbox.create(parts[1], self._body()), "success": True, "errors": []}

@@ -532,6 +532,9 @@ class SalesforceData:
         self.counts = {name: records * _PER_ACCOUNT[name] for name in self.sobjects}
         self._overrides: dict[str, dict[int, dict[str, Any] | None]] = {n: {} for n in self.sobjects}
         self._created = dict.fromkeys(self.sobjects, 0)
+        # The delete log behind getDeleted: index -> epoch ms of its deletion, for admin deletes
+        # (base records generated deleted were deleted at their SystemModstamp).
+        self._delete_log: dict[str, dict[int, int]] = {n: {} for n in self.sobjects}
         self._lock = threading.Lock()
         self._last_write_ms = 0
         self._edges = {name: self._edge_stamps(name) for name in self.sobjects}
@@ -790,28 +793,58 @@ class SalesforceData:
         self._overrides[obj] = {**self._overrides[obj], index: record}  # copy-on-write: see snapshot()
         return dict(record)
 
-    def update(self, obj: str, record_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Apply field changes like a user edit: LastModifiedDate and SystemModstamp become now."""
+    def update(
+        self, obj: str, record_id: str, changes: Mapping[str, Any], *, modstamp: str | None = None
+    ) -> dict[str, Any]:
+        """Apply field changes like a user edit: LastModifiedDate and SystemModstamp become now.
+
+        ``modstamp`` (a past datetime) commits the change late, as a long transaction does: its
+        SystemModstamp is when the transaction wrote the record, earlier than records read since.
+        """
         with self._lock:
             index = self._index(obj, record_id)
             self._check_fields(obj, changes)
-            return self._edit(obj, index, changes)
+            return self._edit(obj, index, changes, modstamp)
 
-    def delete(self, obj: str, record_id: str, *, hard: bool = False) -> None:
-        """Soft delete (IsDeleted, visible to queryAll) or, with ``hard``, purge it from every query."""
+    def delete(self, obj: str, record_id: str, *, hard: bool = False, modstamp: str | None = None) -> None:
+        """Soft delete (IsDeleted, visible to queryAll) or, with ``hard``, purge it from every query
+        (a hard delete, or a soft-deleted record emptied from the Recycle Bin). Either way the
+        deletion stays in the delete log that :meth:`deleted` (getDeleted) reads. ``modstamp``: when
+        the deletion was committed, if not now."""
         with self._lock:
             index = self._index(obj, record_id)
-            if hard:
-                self._overrides[obj] = {**self._overrides[obj], index: None}
+            if not hard:
+                record = self._edit(obj, index, {"IsDeleted": True}, modstamp)
+                self._delete_log[obj][index] = parse_datetime(record["SystemModstamp"])
                 return
-            self._edit(obj, index, {"IsDeleted": True})
+            if not self._current(obj, index)["IsDeleted"]:
+                self._delete_log[obj][index] = parse_datetime(modstamp or self._now())
+            self._overrides[obj] = {**self._overrides[obj], index: None}
 
-    def _edit(self, obj: str, index: int, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Change a live record as a user would: LastModifiedDate and SystemModstamp become now."""
+    def deleted(self, obj: str, start_ms: int, end_ms: int) -> list[tuple[str, int]]:
+        """(Id, deleted at) of the records deleted in ``[start_ms, end_ms)``, oldest first."""
+        self._resolve(obj)
+        log = dict(self._delete_log[obj])
+        first = _first(0, self.counts[obj], lambda i: self.stamp_ms(obj, i) >= start_ms)
+        last = _first(first, self.counts[obj], lambda i: self.stamp_ms(obj, i) >= end_ms)
+        for index in range(first, last):
+            if self.cheap_value(obj, index, "IsDeleted"):
+                log.setdefault(index, self.stamp_ms(obj, index))
+        prefix = self.sobjects[obj].key_prefix
+        return sorted(
+            ((make_id(prefix, index), ms) for index, ms in log.items() if start_ms <= ms < end_ms),
+            key=lambda pair: (pair[1], pair[0]),
+        )
+
+    def _edit(
+        self, obj: str, index: int, changes: Mapping[str, Any], modstamp: str | None = None
+    ) -> dict[str, Any]:
+        """Change a live record as a user would: LastModifiedDate and SystemModstamp become now
+        (or ``modstamp``, for a late commit)."""
         record = self._current(obj, index)
         if record["IsDeleted"]:
             raise DataError("ENTITY_IS_DELETED", "entity is deleted")
-        now = self._now()
+        now = self._now() if modstamp is None else format_datetime(parse_datetime(modstamp))
         record.update(changes, LastModifiedDate=now, SystemModstamp=now)
         return self._store(obj, index, record)
 

@@ -2,7 +2,9 @@
 
 simple-salesforce only speaks HTTPS, so the sandbox serves TLS with a server certificate signed by
 a CA generated on start. Clients trust the CA file (``SALESFORCE_CA_BUNDLE`` / ``session.verify``).
-EC P-256 keys keep generation instantaneous.
+EC P-256 keys keep generation instantaneous. Only public files stay on disk: the CA's key is never
+written, the server's is written (mode 0600) only for `ssl` to load it and removed at once, so a
+sandbox killed without clean-up leaves no private key behind.
 """
 
 from __future__ import annotations
@@ -23,12 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 class TlsFiles:
     ca_file: Path
     cert_file: Path
-    key_file: Path
-
-    def server_context(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert_file, self.key_file)
-        return context
+    server_context: ssl.SSLContext  # holds the server's private key in memory only
 
 
 def _name(common_name: str) -> x509.Name:
@@ -46,8 +43,22 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+def _load_server_context(cert_file: Path, key: ec.EllipticCurvePrivateKey) -> ssl.SSLContext:
+    """A server context holding ``key``; `ssl` loads keys from files only, so the file lives for a moment."""
+    key_file = cert_file.with_name("server-key.pem")
+    key_file.touch(mode=0o600)
+    try:
+        key_file.chmod(0o600)  # also when a killed process left the file behind
+        key_file.write_bytes(_pem_key(key))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+    finally:
+        key_file.unlink()
+    return context
+
+
 def generate(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
-    """Write ``ca.pem``, ``server.pem`` and ``server-key.pem`` into ``directory``."""
+    """Write ``ca.pem`` and ``server.pem`` into ``directory``; the keys stay in memory."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     validity = (now - dt.timedelta(days=1), now + dt.timedelta(days=365))
@@ -105,9 +116,7 @@ def generate(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"
         .sign(ca_key, hashes.SHA256())
     )
 
-    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
-    files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key_file.write_bytes(_pem_key(key))
-    files.key_file.chmod(0o600)
-    return files
+    ca_file, cert_file = directory / "ca.pem", directory / "server.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return TlsFiles(ca_file, cert_file, _load_server_context(cert_file, key))
