@@ -213,6 +213,19 @@ def page_states(
     }
 
 
+def written_since(
+    conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str], since: datetime
+) -> set[str]:
+    """The records of ``ids`` whose sync_state row was written at or after ``since``."""
+    with _id_frame(conn, ids) as frame:
+        rows = conn.execute(
+            f"SELECT s.sf_id FROM sync_state s JOIN {frame} USING (sf_id) "
+            "WHERE s.object = ? AND s.updated_at >= ?",
+            [object_name, since],
+        ).fetchall()
+    return {sf_id for (sf_id,) in rows}
+
+
 def records_of_pages(conn: duckdb.DuckDBPyConnection, page_ids: Sequence[str]) -> dict[str, str]:
     """page id -> Salesforce Id, for the ``page_ids`` that sync_state knows (any object)."""
     with _id_frame(conn, page_ids, "page_id") as frame:
