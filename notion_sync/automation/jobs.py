@@ -13,7 +13,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from notion_sync.automation.lanes import lane_tags
 from notion_sync.automation.names import object_asset_keys, sync_job_name
-from notion_sync.automation.reconcile import build_reconcile_check, build_reconcile_job
+from notion_sync.automation.reconcile import build_reconcile_job
 from notion_sync.config import ObjectConfig, SyncConfig
 from notion_sync.partitions import daily_partitions
 
@@ -26,9 +26,7 @@ def sync_job(obj: ObjectConfig) -> UnresolvedAssetJobDefinition:
     if key not in _SYNC_JOBS:
         _SYNC_JOBS[key] = define_asset_job(
             sync_job_name(obj.name),
-            # Without the reconciliation check: it does its work only in reconcile_<Object>.
-            selection=AssetSelection.assets(*object_asset_keys(obj.name))
-            - AssetSelection.checks(build_reconcile_check(obj)),
+            selection=AssetSelection.assets(*object_asset_keys(obj.name)),
             partitions_def=daily_partitions(obj),
             # Launches from the UI launchpad or a job backfill are backfill-lane; sensors and
             # schedules override both tags with their own lane.
