@@ -18,10 +18,11 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 from dagster import ConfigurableResource
 
 DEFAULT_DUCKDB_PATH = "data/staging.duckdb"
@@ -391,14 +392,35 @@ def was_staged(conn: duckdb.DuckDBPyConnection, table: str, partition: date) -> 
     return False
 
 
+@dataclass(frozen=True)
+class Swap:
+    inserted: int  # rows of the spool inserted
+    tombstones: int  # staged records moved into the partition as deleted (`deleted` of replace_partition)
+
+
+TOMBSTONES = "_tombstones"
+
+
 def replace_partition(
-    conn: duckdb.DuckDBPyConnection, table: str, spool_path: Path, partition: date, *, cursor: str
-) -> int:
-    """Swap `partition`'s rows for the spool's in one transaction, and record it in
-    `staged_partitions`; returns the rows inserted.
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    spool_path: Path,
+    partition: date,
+    *,
+    cursor: str,
+    deleted: Sequence[tuple[str, datetime]] = (),
+) -> Swap:
+    """Swap `partition`'s rows for the spool's in one transaction, and record the day in
+    `staged_partitions`.
 
     An Id staged under another day is replaced only by a newer version (by `cursor`), so the table
     keeps one row per record, the latest, whichever order partitions are (re)run in.
+
+    `deleted`: (Id, deletion time) of records deleted on this partition's day (Salesforce's
+    getDeleted). A live staged row of such an Id that the spool lacks (hard-deleted or purged from
+    the Recycle Bin: queryAll no longer returns it) moves into this partition as a tombstone, with
+    `IsDeleted` and the deletion time as `cursor`, so the partition's sync trashes its page as for
+    any delete.
     """
     _bound_memory(conn)
     _ensure_staged_partitions(conn)
@@ -407,13 +429,11 @@ def replace_partition(
     try:
         conn.execute("BEGIN TRANSACTION")
         try:
+            tombstones = _collect_tombstones(conn, target, new, ts, partition, deleted)  # before the day goes
             conn.execute(f"DELETE FROM {target} WHERE {PARTITION_COLUMN} = ?", [partition])
-            conn.execute(f"DELETE FROM {target} t USING {new} n WHERE t.Id = n.Id AND t.{ts} <= n.{ts}")
-            inserted = conn.execute(
-                f"INSERT INTO {target} BY NAME SELECT n.*, ?::DATE AS {PARTITION_COLUMN}, "
-                f"now() AS {STAGED_AT_COLUMN} FROM {new} n ANTI JOIN {target} t USING (Id)",
-                [partition],
-            ).fetchone()[0]
+            inserted = _insert_newer(conn, target, new, ts, partition)
+            if tombstones:
+                _insert_newer(conn, target, TOMBSTONES, ts, partition)
             conn.execute(
                 f"INSERT OR REPLACE INTO {STAGED_PARTITIONS} VALUES (?, ?, ?, now())",
                 [table, partition, partition_rows(conn, table, partition)],
@@ -422,9 +442,50 @@ def replace_partition(
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        finally:
+            conn.execute(f"DROP TABLE IF EXISTS {TOMBSTONES}")
     finally:
         conn.execute("DETACH spool")
-    return inserted
+    return Swap(inserted, tombstones)
+
+
+def _insert_newer(conn: duckdb.DuckDBPyConnection, target: str, source: str, ts: str, partition: date) -> int:
+    """Insert `source`'s rows as `partition`, replacing older versions of their Ids staged elsewhere."""
+    conn.execute(f"DELETE FROM {target} t USING {source} n WHERE t.Id = n.Id AND t.{ts} <= n.{ts}")
+    return conn.execute(
+        f"INSERT INTO {target} BY NAME SELECT n.*, ?::DATE AS {PARTITION_COLUMN}, "
+        f"now() AS {STAGED_AT_COLUMN} FROM {source} n ANTI JOIN {target} t USING (Id)",
+        [partition],
+    ).fetchone()[0]
+
+
+def _collect_tombstones(
+    conn: duckdb.DuckDBPyConnection,
+    target: str,
+    spool: str,
+    ts: str,
+    partition: date,
+    deleted: Sequence[tuple[str, datetime]],
+) -> int:
+    """Copy the staged rows of deleted records the spool lacks into TOMBSTONES, marked deleted: live
+    rows, and this partition's tombstones of an earlier run (its rows are about to be replaced)."""
+    if not deleted:
+        return 0
+    frame = pd.DataFrame(
+        {"Id": [record_id for record_id, _ in deleted], "deleted": [when for _, when in deleted]}
+    ).astype({"Id": object, "deleted": "datetime64[us, UTC]"})
+    conn.register("_deleted", frame)
+    try:
+        return conn.execute(
+            f"CREATE TEMP TABLE {TOMBSTONES} AS SELECT t.* EXCLUDE ({PARTITION_COLUMN}, {STAGED_AT_COLUMN}) "
+            f"REPLACE (true AS IsDeleted, d.deleted AS {ts}) "
+            f"FROM {target} t JOIN _deleted d ON t.Id = d.Id "
+            f"WHERE (NOT t.IsDeleted OR t.{PARTITION_COLUMN} = ?) AND t.{ts} <= d.deleted "
+            f"AND t.Id NOT IN (SELECT Id FROM {spool})",
+            [partition],
+        ).fetchone()[0]
+    finally:
+        conn.unregister("_deleted")
 
 
 def partition_rows(conn: duckdb.DuckDBPyConnection, table: str, partition: date) -> int:

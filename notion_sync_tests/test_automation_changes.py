@@ -1,9 +1,17 @@
 """The change sensor against the real Salesforce sandbox over HTTPS."""
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
-from dagster import DagsterRunStatus, Definitions, asset, build_sensor_context, instance_for_test
+from dagster import (
+    DagsterRunStatus,
+    Definitions,
+    RunRequest,
+    asset,
+    build_sensor_context,
+    instance_for_test,
+)
 
 from notion_sync.automation.changes import ChangeCursor, build_change_sensor
 from notion_sync.automation.jobs import sync_job
@@ -78,6 +86,15 @@ class Ticker:
         )
         return self.sensor.evaluate_tick(context)
 
+    def launch(self, result) -> None:
+        """Run what a tick requested, as the daemon would."""
+        job = self.defs.resolve_job_def("sync_Account")
+        for request in result.run_requests:
+            run = job.execute_in_process(
+                instance=self.instance, partition_key=request.partition_key, tags=request.tags
+            )
+            assert run.success
+
     def some_account_id(self, offset: int = 0) -> str:
         query = f"SELECT Id FROM Account ORDER BY Id LIMIT 1 OFFSET {offset}"
         return self.salesforce.get_client().sf.query(query)["records"][0]["Id"]
@@ -93,11 +110,17 @@ def test_launches_only_when_something_changed(own_salesforce_sandbox, tick):
     assert tick.sensor.minimum_interval_seconds == 15 and tick.sensor.job_name == "sync_Account"
     first = tick(None)
     assert not first.run_requests and first.cursor  # starts at the newest modstamp, launches nothing
+    quiet = tick(first.cursor)  # its first getDeleted call
+    assert (
+        not quiet.run_requests
+        and ChangeCursor.parse(quiet.cursor).seen == ChangeCursor.parse(first.cursor).seen
+    )
     before = own_salesforce_sandbox.stats()["requests"]
-    quiet = tick(first.cursor)
-    assert not quiet.run_requests and quiet.cursor == first.cursor
+    assert not tick(quiet.cursor).run_requests
     after = own_salesforce_sandbox.stats()["requests"]
-    assert sum(after.values()) - sum(before.values()) == 1  # one cheap query per quiet tick
+    assert after["queryAll"] - before["queryAll"] == 1  # one cheap query per quiet tick,
+    assert after.get("getDeleted", 0) - before.get("getDeleted", 0) <= 1  # and getDeleted once a minute
+    assert sum(after.values()) - sum(before.values()) <= 2
 
     record_id = tick.some_account_id()
     own_salesforce_sandbox.update("Account", record_id, {"Phone": "+1 555 0100"})
@@ -156,15 +179,7 @@ def test_a_late_commit_reaches_staging_and_notion(tmp_path, notion_sandbox, own_
     resources = sandbox_resources(own_salesforce_sandbox, notion_sandbox, tmp_path)
     with instance_for_test() as instance:
         tick = Ticker(instance, resources["salesforce"], resources)
-        job = tick.defs.resolve_job_def("sync_Account")
-
-        def launch(result) -> None:
-            for request in result.run_requests:
-                run = job.execute_in_process(
-                    instance=instance, partition_key=request.partition_key, tags=request.tags
-                )
-                assert run.success
-
+        launch = tick.launch
         cursor = tick(None).cursor
         read_first, committed_late = tick.some_account_id(0), tick.some_account_id(1)
         own_salesforce_sandbox.update("Account", read_first, {"Phone": "+1 555 0105"})
@@ -184,3 +199,29 @@ def test_a_late_commit_reaches_staging_and_notion(tmp_path, notion_sandbox, own_
     (source_id,) = notion_sandbox.stats()["pages_by_data_source"]
     pages = {page_salesforce_id(page): page for page in notion_sandbox.pages(source_id)}
     assert pages[committed_late]["properties"]["Phone"]["phone_number"] == "+1 555 0106"
+
+
+def test_a_hard_deleted_record_is_trashed_by_the_next_incremental_pass(
+    tmp_path, notion_sandbox, own_salesforce_sandbox
+):
+    """Purged records are invisible to queryAll: getDeleted finds them, not the weekly reconcile."""
+    resources = sandbox_resources(own_salesforce_sandbox, notion_sandbox, tmp_path)
+    with instance_for_test() as instance:
+        tick = Ticker(instance, resources["salesforce"], resources)
+        tick.launch(SimpleNamespace(run_requests=[RunRequest(partition_key="2026-11-20")]))
+        (source_id,) = notion_sandbox.stats()["pages_by_data_source"]
+        purged = sorted(page_salesforce_id(page) for page in notion_sandbox.pages(source_id))[0]
+        cursor = tick(None).cursor
+        purged_at = _stamp(datetime.now(UTC) - timedelta(minutes=2))
+        own_salesforce_sandbox.delete("Account", purged, hard=True, modstamp=purged_at)
+        deleted = tick(cursor)
+        assert [r.partition_key for r in deleted.run_requests] == [purged_at[:10]]
+        tick.launch(deleted)
+        assert not tick(deleted.cursor).run_requests  # launched once
+    with resources["staging"].connect(read_only=True) as conn:
+        staged = conn.execute(
+            "SELECT IsDeleted, _partition::VARCHAR FROM stg_account WHERE Id = ?", [purged]
+        ).fetchall()
+    assert staged == [(True, purged_at[:10])]
+    pages = {page_salesforce_id(p): p for p in notion_sandbox.pages(source_id, include_trashed=True)}
+    assert pages[purged]["in_trash"] is True

@@ -7,6 +7,7 @@ import io
 import re
 import tracemalloc
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -469,6 +470,43 @@ def test_a_late_commit_gets_a_past_modstamp(own_sandbox: SalesforceSandbox) -> N
     assert after == []  # invisible to a reader that only looks forward
     window = "SystemModstamp >= 2026-11-20T10:00:00Z AND SystemModstamp < 2026-11-20T10:00:01Z"
     assert late in {r["Id"] for r in sf.query(f"SELECT Id FROM Account WHERE {window}")["records"]}
+
+
+def test_get_deleted_lists_hard_and_soft_deletes_of_the_last_30_days(own_sandbox: SalesforceSandbox) -> None:
+    sf = client(own_sandbox)
+    now = datetime.now(UTC)
+    ago = (now - timedelta(minutes=3)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    purged, binned = (
+        r["Id"] for r in sf.query("SELECT Id FROM Account WHERE IsDeleted = false LIMIT 2")["records"]
+    )
+    own_sandbox.delete("Account", purged, hard=True, modstamp=ago)
+    own_sandbox.delete("Account", binned)  # just now: not covered until its minute is over
+    assert (
+        sf.query(f"SELECT COUNT() FROM Account WHERE Id = '{purged}'", include_deleted=True)["totalSize"] == 0
+    )
+
+    result = sf.Account.deleted(now - timedelta(minutes=10), now)
+    assert set(result) == {"deletedRecords", "earliestDateAvailable", "latestDateCovered"}
+    assert result["deletedRecords"] == [{"id": purged, "deletedDate": ago}]
+    assert result["latestDateCovered"] == now.strftime("%Y-%m-%dT%H:%M:00.000+0000")
+
+    start = now - timedelta(days=29)
+    base = sf.Account.deleted(start, now)["deletedRecords"]  # with the generated soft deletes
+    since = start.strftime("%Y-%m-%dT%H:%M:00Z")
+    soft = sf.query(
+        f"SELECT Id, SystemModstamp FROM Account WHERE IsDeleted = true AND SystemModstamp >= {since}",
+        include_deleted=True,
+    )
+    expected = {(r["Id"], r["SystemModstamp"]) for r in soft["records"] if r["Id"] != binned}
+    assert expected  # generated deletes are in the log too
+    assert {(r["id"], r["deletedDate"]) for r in base} == expected | {(purged, ago)}
+
+    with pytest.raises(SalesforceMalformedRequest) as too_old:
+        sf.Account.deleted(now - timedelta(days=31), now)
+    assert too_old.value.content[0]["errorCode"] == "INVALID_REPLICATION_DATE"
+    assert "30 days" in too_old.value.content[0]["message"]
+    with pytest.raises(SalesforceMalformedRequest, match="more than one minute"):
+        sf.Account.deleted(now - timedelta(seconds=30), now)
 
 
 # ---------------------------------------------------------------------------------- generator

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
@@ -36,8 +36,8 @@ COLUMNS = [
 DAY = date(2026, 11, 20)
 
 
-def _stage(db: Path, rows: list[dict], partition: date = DAY) -> int:
-    """Spool `rows` as one JSON page and swap them in as `partition`."""
+def _stage(db: Path, rows: list[dict], partition: date = DAY, deleted: tuple = ()) -> int:
+    """Spool `rows` as one JSON page and swap them in as `partition` (`deleted`: getDeleted pairs)."""
     with Spool.create(db) as spool:
         spool.create_table(SPOOL_TABLE, COLUMNS)
         page = spool.directory / "page.json"
@@ -46,7 +46,10 @@ def _stage(db: Path, rows: list[dict], partition: date = DAY) -> int:
         spool.close()
         with connect(db) as conn:
             ensure_table(conn, "stg_account", COLUMNS)
-            return replace_partition(conn, "stg_account", spool.path, partition, cursor="SystemModstamp")
+            swap = replace_partition(
+                conn, "stg_account", spool.path, partition, cursor="SystemModstamp", deleted=deleted
+            )
+            return swap.inserted + swap.tombstones
 
 
 def _row(record_id: str, stamp: str, name: str = "Acme", deleted: bool = False) -> dict:
@@ -151,6 +154,30 @@ def test_a_record_keeps_only_its_newest_version_across_partitions(tmp_path):
     with connect(db, read_only=True) as conn:
         assert duplicate_ids(conn, "stg_account") == []
         assert partition_rows(conn, "stg_account", DAY) == 0
+
+
+def test_a_hard_deleted_record_moves_into_the_day_of_its_deletion_as_deleted(tmp_path):
+    db = tmp_path / "s.duckdb"
+    _stage(db, [_row("001A", "2026-11-20T10:00:00.000+0000"), _row("001B", "2026-11-20T11:00:00.000+0000")])
+    purged = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+    # 001A is gone from queryAll; getDeleted lists it for 2026-11-21, and the day's spool lacks it.
+    assert (
+        _stage(db, [_row("001C", "2026-11-21T08:00:00.000+0000")], date(2026, 11, 21), (("001A", purged),))
+        == 2
+    )
+    expected = [
+        ("001A", "Acme", True, date(2026, 11, 21)),
+        ("001B", "Acme", False, DAY),
+        ("001C", "Acme", False, date(2026, 11, 21)),
+    ]
+    assert _table(db) == expected
+    # A re-run of either day keeps it: the tombstone is rebuilt from itself, day 20 no longer has it.
+    _stage(db, [_row("001C", "2026-11-21T08:00:00.000+0000")], date(2026, 11, 21), (("001A", purged),))
+    _stage(db, [_row("001B", "2026-11-20T11:00:00.000+0000")])
+    assert _table(db) == expected
+    with connect(db, read_only=True) as conn:
+        stamp = conn.execute("SELECT SystemModstamp FROM stg_account WHERE Id = '001A'").fetchone()[0]
+    assert stamp == purged
 
 
 def test_a_failed_swap_leaves_the_previous_rows(tmp_path):

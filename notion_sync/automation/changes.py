@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     DefaultSensorStatus,
@@ -47,10 +48,12 @@ from notion_sync.automation.lanes import lane_tags
 from notion_sync.automation.modstamps import format_modstamp, modstamp_day, parse_modstamp, touched_days
 from notion_sync.config import ObjectConfig, RealtimeConfig
 from notion_sync.partitions import daily_partitions
+from notion_sync.salesforce.extract import read_deleted
 from notion_sync.salesforce.resource import SalesforceResource
 from notion_sync.salesforce.soql import soql_datetime
 
 MODSTAMP = "SystemModstamp"
+clock = time.time  # when getDeleted is asked up to; tests may replace it
 WINDOW_LIMIT = 2_000  # one REST page of (Id, SystemModstamp) pairs
 
 
@@ -64,16 +67,18 @@ class ChangeCursor:
 
     newest: str
     seen: dict[str, str] | None = field(default_factory=dict)
+    deletes_covered: str | None = None  # getDeleted's latestDateCovered of the last call
 
     @classmethod
     def parse(cls, text: str) -> ChangeCursor:
         if not text.startswith("{"):
             return cls(newest=text, seen=None)
         data = json.loads(text)
-        return cls(newest=data["newest"], seen=data["seen"])
+        return cls(newest=data["newest"], seen=data["seen"], deletes_covered=data.get("deletes_covered"))
 
     def dump(self) -> str:
-        return json.dumps({"newest": self.newest, "seen": self.seen}, sort_keys=True)
+        data = {"newest": self.newest, "seen": self.seen, "deletes_covered": self.deletes_covered}
+        return json.dumps(data, sort_keys=True)
 
     def is_new(self, record_id: str, stamp: str) -> bool:
         if self.seen is None:
@@ -100,7 +105,30 @@ def _list_window(sf: Salesforce, object_name: str, floor: datetime | None) -> li
     return [(record["Id"], record[MODSTAMP]) for record in records]
 
 
-def _next_cursor(previous: ChangeCursor | None, listed: list[tuple[str, str]], lookback: int) -> ChangeCursor:
+def _read_deletes(
+    sf: Salesforce, object_name: str, previous: ChangeCursor, floor: datetime
+) -> tuple[list[tuple[str, str]], str | None]:
+    """(Id, deletedDate) from getDeleted since the last call, and the new `deletes_covered`.
+
+    Hard deletes and Recycle Bin purges never show in queryAll. getDeleted counts whole minutes,
+    so it is asked at most once a minute; each call starts a minute before the last one's
+    latestDateCovered (Salesforce wants more than a minute), the overlap being deduplicated by
+    the seen pairs like any change read again.
+    """
+    now = datetime.fromtimestamp(clock(), UTC)
+    covered = parse_modstamp(previous.deletes_covered) if previous.deletes_covered else None
+    if covered is not None and now - covered < timedelta(minutes=1):
+        return [], previous.deletes_covered
+    start = covered - timedelta(minutes=1) if covered else floor
+    found = read_deleted(sf, object_name, start, now, now)
+    if found is None:
+        return [], previous.deletes_covered
+    return found.records, format_modstamp(found.covered)
+
+
+def _next_cursor(
+    previous: ChangeCursor | None, listed: list[tuple[str, str]], lookback: int, deletes_covered: str | None
+) -> ChangeCursor:
     """The newest modstamp and the pairs within its lookback window, at most WINDOW_LIMIT of them."""
     newest = max([stamp for _, stamp in listed] + ([previous.newest] if previous else []))
     floor = format_modstamp(_floor(newest, lookback))
@@ -108,15 +136,20 @@ def _next_cursor(previous: ChangeCursor | None, listed: list[tuple[str, str]], l
     seen.update(listed)
     kept = sorted(((stamp, record_id) for record_id, stamp in seen.items() if stamp > floor), reverse=True)
     kept = kept[:WINDOW_LIMIT]
-    return ChangeCursor(newest=newest, seen={record_id: stamp for stamp, record_id in kept})
+    seen = {record_id: stamp for stamp, record_id in kept}
+    return ChangeCursor(newest=newest, seen=seen, deletes_covered=deletes_covered)
 
 
-def _changed_days(previous: ChangeCursor, listed: list[tuple[str, str]]) -> tuple[list[str], str]:
+def _changed_days(
+    previous: ChangeCursor, window: list[tuple[str, str]], deletes: list[tuple[str, str]]
+) -> tuple[list[str], str]:
     """The days touched by unseen pairs, and a digest of those pairs (for the run keys)."""
-    unseen = sorted((stamp, record_id) for record_id, stamp in listed if previous.is_new(record_id, stamp))
+    unseen = sorted(
+        (stamp, record_id) for record_id, stamp in window + deletes if previous.is_new(record_id, stamp)
+    )
     days = {modstamp_day(stamp).isoformat() for stamp, _ in unseen}
-    oldest_listed = listed[-1][1] if listed else previous.newest
-    if len(listed) >= WINDOW_LIMIT and oldest_listed > previous.newest:
+    oldest_listed = window[-1][1] if window else previous.newest
+    if len(window) >= WINDOW_LIMIT and oldest_listed > previous.newest:
         days.update(touched_days(previous.newest, oldest_listed))  # unlisted changes since the cursor
     digest = hashlib.sha1(repr(unseen).encode()).hexdigest()[:12]
     return sorted(days), digest
@@ -141,25 +174,27 @@ def build_change_sensor(obj: ObjectConfig, realtime: RealtimeConfig) -> SensorDe
         previous = ChangeCursor.parse(context.cursor) if context.cursor else None
         sf = salesforce.get_client().sf
         floor = _floor(previous.newest, obj.lookback_seconds) if previous else None
-        listed = _list_window(sf, obj.name, floor)
+        window = _list_window(sf, obj.name, floor)
         if previous is None:
-            if not listed:
+            if not window:
                 return SkipReason(f"no {obj.name} records yet")
-            cursor = _next_cursor(None, listed, obj.lookback_seconds)
+            cursor = _next_cursor(None, window, obj.lookback_seconds, None)
             return SensorResult(
                 cursor=cursor.dump(), skip_reason=f"started at {obj.name} modstamp {cursor.newest}"
             )
-        changed, digest = _changed_days(previous, listed)
-        days = [key for key in changed if partitions_def.has_partition_key(key)]
+        assert floor is not None
+        deletes, covered = _read_deletes(sf, obj.name, previous, floor)
+        cursor = _next_cursor(previous, window + deletes, obj.lookback_seconds, covered)
+        changed, digest = _changed_days(previous, window, deletes)
         if not changed:
             return SensorResult(
-                cursor=_next_cursor(previous, listed, obj.lookback_seconds).dump(),
+                cursor=cursor.dump(),
                 skip_reason=f"no {obj.name} changes since {floor} (lookback {obj.lookback_seconds} s)",
             )
+        days = [key for key in changed if partitions_def.has_partition_key(key)]
         busy = partitions_by_status(context.instance, obj, days).get(AssetPartitionStatus.IN_PROGRESS)
         if busy:
             return SkipReason(f"{obj.name} changed on {days}; waiting for partitions {sorted(busy)}")
-        cursor = _next_cursor(previous, listed, obj.lookback_seconds)
         return SensorResult(
             run_requests=[
                 RunRequest(

@@ -91,6 +91,7 @@ def build_salesforce_asset(obj: ObjectConfig) -> AssetsDefinition:
                 "dagster/row_count": result.rows,
                 "rows": result.rows,
                 "deleted_rows": result.deleted,
+                "purged_rows": result.purged,
                 "estimated_rows": result.estimated,
                 "method": result.method.value,
                 "pages": result.pages,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
@@ -26,6 +26,7 @@ from simple_salesforce import Salesforce
 from simple_salesforce.bulk2 import Operation
 from simple_salesforce.exceptions import SalesforceResourceNotFound
 
+from notion_sync.automation.modstamps import parse_modstamp
 from notion_sync.config import ObjectConfig
 from notion_sync.partitions import partition_window
 from notion_sync.salesforce import soql
@@ -72,6 +73,9 @@ BULK_PAGE_RECORDS = 20_000
 # (`wait + e**n / 1000`): a small job is read 0.15 s sooner than at 0.2 s, for about one extra call.
 BULK_FIRST_POLL_S = 0.05
 
+# getDeleted refuses a start more than 30 days back (INVALID_REPLICATION_DATE); a margin for clock skew.
+DELETE_LOG_REACH = timedelta(days=30) - timedelta(minutes=5)
+
 PageCallback = Callable[[int, int], None]  # (pages so far, rows so far), after each page is spooled
 
 
@@ -88,6 +92,7 @@ class Method(StrEnum):
 class ExtractResult:
     rows: int
     deleted: int
+    purged: int  # staged records deleted on the day that queryAll no longer returns (getDeleted)
     estimated: int
     method: Method
     pages: int
@@ -138,6 +143,43 @@ def staging_columns(describe_fields: Sequence[Mapping[str, Any]]) -> list[Column
 def count_window(sf: Salesforce, object_name: str, start: datetime, end: datetime) -> int:
     """Records in the window, deleted ones included (queryAll), as the extraction will see them."""
     return sf.query(soql.count_query(object_name, start, end), include_deleted=True)["totalSize"]
+
+
+@dataclass(frozen=True)
+class DeletedWindow:
+    """What getDeleted answered: (Id, deletedDate) pairs and the end of the span it covered."""
+
+    records: list[tuple[str, str]]
+    covered: datetime  # latestDateCovered: where the next window should start
+
+
+def read_deleted(
+    sf: Salesforce, object_name: str, start: datetime, end: datetime, now: datetime | None = None
+) -> DeletedWindow | None:
+    """Records deleted in `[start, end)`, hard deletes and Recycle Bin purges included, from getDeleted
+    (`sobjects/<Object>/deleted`), clamped to what it serves: whole minutes, at most 30 days back, up
+    to now. None when a minute or less remains (Salesforce refuses such a window)."""
+    now = now or datetime.now(UTC)
+    start = _whole_minute(max(start, now - DELETE_LOG_REACH))
+    if _whole_minute(min(end, now)) - start <= timedelta(minutes=1):
+        return None
+    result = getattr(sf, object_name).deleted(start, min(end, now))
+    return DeletedWindow(
+        records=[(record["id"], record["deletedDate"]) for record in result["deletedRecords"]],
+        covered=parse_modstamp(result["latestDateCovered"]),
+    )
+
+
+def _deleted_in(
+    sf: Salesforce, object_name: str, window: tuple[datetime, datetime]
+) -> list[tuple[str, datetime]]:
+    """(Id, deletion time) of the records deleted within the partition's window (none past 30 days)."""
+    found = read_deleted(sf, object_name, *window)
+    return [(record_id, parse_modstamp(when)) for record_id, when in found.records] if found else []
+
+
+def _whole_minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
 
 
 def rest_pages(sf: Salesforce, query: str, batch_size: int = REST_BATCH_SIZE) -> Iterator[list[dict]]:
@@ -277,19 +319,34 @@ def stage_partition(
         else:
             pages = _spool_bulk(client, spool, obj.name, columns, window, bulk_page_records, on_page)
         rows = spool.count(SPOOL_TABLE)
-        deleted = spool.count(SPOOL_TABLE, '"IsDeleted"') if "IsDeleted" in {c.name for c in columns} else 0
+        flagged = "IsDeleted" in {c.name for c in columns}
+        deleted = spool.count(SPOOL_TABLE, '"IsDeleted"') if flagged else 0
         spool.close()
+        log_deleted = _deleted_in(sf, obj.name, window) if flagged else []
         spooled = time.monotonic()
         with staging.connect() as conn:
             locked = time.monotonic()
             added = ensure_table(conn, obj.staging_table, columns)
-            replace_partition(conn, obj.staging_table, spool.path, window[0].date(), cursor=soql.CURSOR_FIELD)
+            swap = replace_partition(
+                conn,
+                obj.staging_table,
+                spool.path,
+                window[0].date(),
+                cursor=soql.CURSOR_FIELD,
+                deleted=log_deleted,
+            )
             lock_s = time.monotonic() - locked
     if added:
         log.info(f"{obj.name}: new Salesforce fields added to {obj.staging_table}: {', '.join(added)}")
+    if swap.tombstones:
+        log.info(
+            f"{obj.name} {partition_key}: {swap.tombstones} staged records were deleted for good "
+            "(getDeleted; gone from queryAll): staged as deleted in this partition, their pages get trashed"
+        )
     return ExtractResult(
         rows=rows,
         deleted=deleted,
+        purged=swap.tombstones,
         estimated=estimated,
         method=method,
         pages=pages,
