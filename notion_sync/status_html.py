@@ -35,6 +35,7 @@ from notion_sync.status import (
     heading,
     partition_rows,
     pattern_rows,
+    rate_limit_text,
     reconciliation_rows,
     usage_rows,
 )
@@ -207,6 +208,7 @@ def render_html(report: StatusReport) -> str:
             f"<p>{escape(USAGE_NOTE)}</p>",
             _html_table(USAGE_HEADERS, usage_rows(report)),
             f"<p>HTTP statuses: {escape(statuses)}</p>",
+            f"<p>429s by the Notion limit they hit: {escape(rate_limit_text(report))}</p>",
             *_charts(report),
             "<h2>Partitions</h2>",
             f"<p>{escape(PARTITIONS_TITLE)}</p>",
