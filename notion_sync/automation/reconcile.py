@@ -33,6 +33,7 @@ from dagster import (
     AssetSelection,
     DagsterEventType,
     MetadataValue,
+    Output,
     RunRequest,
     RunStatusSensorContext,
     define_asset_job,
@@ -43,7 +44,12 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from notion_sync.automation.lanes import lane_tags
 from notion_sync.automation.modstamps import modstamp_day
-from notion_sync.automation.names import object_asset_keys, reconcile_job_name, sync_job_name
+from notion_sync.automation.names import (
+    RESYNC_METADATA_KEY,
+    object_asset_keys,
+    reconcile_job_name,
+    sync_job_name,
+)
 from notion_sync.config import ObjectConfig
 from notion_sync.notion import state
 from notion_sync.notion.drift import DriftCheck
@@ -54,7 +60,6 @@ from notion_sync.staging import StagingResource
 
 NOTION_PAGE_SIZE = 100
 SALESFORCE_PAGE_SIZE = 2_000
-RESYNC_METADATA_KEY = "resync_partitions"
 SAMPLE = 20
 
 
@@ -156,12 +161,16 @@ def build_reconcile_check(obj: ObjectConfig) -> AssetChecksDefinition:
         salesforce: SalesforceResource,
         notion: NotionResource,
         staging: StagingResource,
-    ) -> Iterator[AssetCheckResult]:
+    ) -> Iterator[AssetCheckResult | Output]:
         if context.run.job_name != reconcile_job_name(obj.name):
             context.log.info(
                 f"{CHECK_NAME} runs in {reconcile_job_name(obj.name)} (weekly or on demand), not with a "
                 "partition's sync: no result recorded by this run"
             )
+            # Empty outputs, not evaluations: yielding nothing makes Dagster log that the op "did not
+            # yield or return expected outputs", which reads as a fault.
+            for output in context.op_execution_context.op_def.output_defs:
+                yield Output(None, output_name=output.name)
             return
         yield _reconciliation(context, obj, notion_key, salesforce, notion, staging)
 
@@ -259,11 +268,16 @@ def build_reconcile_job(obj: ObjectConfig) -> UnresolvedAssetJobDefinition:
     return _RECONCILE_JOBS[obj.name]
 
 
+_RESYNC_EVENTS = {DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.ASSET_MATERIALIZATION}
+
+
 def resync_requests(context: RunStatusSensorContext) -> Iterator[RunRequest]:
-    """The partitions a successful reconciliation run asked to sync again."""
+    """The partitions a successful run asked to sync again: a reconciliation found records without
+    a page, or a sync replaced the object's gone database (`notion_sync.notion.schema`)."""
     run = context.dagster_run
-    for entry in context.instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
+    for entry in context.instance.all_logs(run.run_id, of_type=_RESYNC_EVENTS):
+        data = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        evaluation = getattr(data, "materialization", data)  # a materialization is wrapped
         partitions = evaluation.metadata.get(RESYNC_METADATA_KEY) if evaluation else None
         if partitions is None:
             continue
