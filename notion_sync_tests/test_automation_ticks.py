@@ -91,6 +91,19 @@ def _reconcile_schedule(env: Env, name: str) -> None:
     assert request.partition_key is None
 
 
+def _formula_refresh_schedule(env: Env, name: str) -> None:
+    """By default with the weekly reconcile (objects.<Object>.formula_refresh overrides the cron)."""
+    schedule = env.defs.resolve_schedule_def(name)
+    object_name = name.removeprefix("refresh_formulas_").removesuffix("_schedule")
+    assert schedule.job_name == f"refresh_formulas_{object_name}"
+    assert (
+        schedule.cron_schedule
+        == env.defs.resolve_schedule_def(f"reconcile_{object_name}_weekly").cron_schedule
+    )
+    (request,) = env.tick_schedule(name).run_requests
+    assert request.partition_key is None
+
+
 def _change_sensor(env: Env, name: str) -> None:
     """First tick records the newest modstamp; after an edit (admin API) it launches the edit's day."""
     object_name = name.removeprefix("changes_")
@@ -168,6 +181,7 @@ TICK_TESTS: dict[str, Callable[[Env, str], None]] = {
     "schedule_": _object_schedule,
     "reconcile_resync": _resync_sensor,
     "reconcile_": _reconcile_schedule,
+    "refresh_formulas_": _formula_refresh_schedule,
     "changes_": _change_sensor,
     "notion_sync_retry": _retry_sensor,
     "notion_sync_health": _health_sensor,

@@ -13,6 +13,10 @@ def reconcile_job_name(object_name: str) -> str:
     return f"reconcile_{object_name}"
 
 
+def formula_refresh_job_name(object_name: str) -> str:
+    return f"refresh_formulas_{object_name}"
+
+
 def object_asset_keys(object_name: str) -> tuple[AssetKey, AssetKey]:
     """`salesforce/<Object>` and `notion/<Object>`."""
     return AssetKey(["salesforce", object_name]), AssetKey(["notion", object_name])

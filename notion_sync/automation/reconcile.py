@@ -50,7 +50,8 @@ from notion_sync.staging import StagingResource
 
 NOTION_PAGE_SIZE = 100
 SALESFORCE_PAGE_SIZE = 2_000
-RESYNC_METADATA_KEY = "resync_partitions"
+RESYNC_METADATA_KEY = "resync_partitions"  # partitions to extract and sync again
+NOTION_RESYNC_METADATA_KEY = "notion_resync_partitions"  # staged already: notion/<Object> only
 SAMPLE = 20
 
 
@@ -228,18 +229,23 @@ def build_reconcile_job(obj: ObjectConfig) -> UnresolvedAssetJobDefinition:
 
 
 def resync_requests(context: RunStatusSensorContext) -> Iterator[RunRequest]:
-    """The partitions a successful reconciliation run asked to sync again."""
+    """The partitions a successful reconciliation (or formula refresh) run asked to sync again."""
     run = context.dagster_run
     for entry in context.instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
         evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
-        partitions = evaluation.metadata.get(RESYNC_METADATA_KEY) if evaluation else None
-        if partitions is None:
+        if evaluation is None:
             continue
         object_name = evaluation.asset_key.path[-1]
-        for partition in partitions.value:
-            yield RunRequest(
-                run_key=f"reconcile:{run.run_id}:{partition}",
-                job_name=sync_job_name(object_name),
-                partition_key=partition,
-                tags=lane_tags("backfill"),
-            )
+        for key, selection in (
+            (RESYNC_METADATA_KEY, None),
+            (NOTION_RESYNC_METADATA_KEY, [object_asset_keys(object_name)[1]]),
+        ):
+            partitions = evaluation.metadata.get(key)
+            for partition in partitions.value if partitions is not None else []:
+                yield RunRequest(
+                    run_key=f"reconcile:{run.run_id}:{partition}",
+                    job_name=sync_job_name(object_name),
+                    partition_key=partition,
+                    asset_selection=selection,
+                    tags=lane_tags("backfill"),
+                )

@@ -4,7 +4,8 @@
   following :mod:`.retry_policy`; its cursor holds the retry counts.
 - `changes_<Object>` (mode realtime): the near-real-time lane, :mod:`.changes`.
 - `notion_sync_run_failure_alert` and `notion_sync_health`: :mod:`.alerts`.
-- `reconcile_resync`: launches the partitions a successful `reconcile_<Object>` run asked for.
+- `reconcile_resync`: launches the partitions a successful `reconcile_<Object>` or
+  `refresh_formulas_<Object>` run asked for.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from notion_sync.automation.alerts import build_health_sensor, build_run_failure
 from notion_sync.automation.changes import build_change_sensor
 from notion_sync.automation.failures import find_failed_partitions
 from notion_sync.automation.jobs import sync_job
-from notion_sync.automation.names import reconcile_job_name
+from notion_sync.automation.names import formula_refresh_job_name, reconcile_job_name
 from notion_sync.automation.reconcile import resync_requests
 from notion_sync.automation.retry_policy import RetryState, plan_retries
 from notion_sync.config import SyncConfig
@@ -64,7 +65,9 @@ def build_resync_sensor(config: SyncConfig) -> SensorDefinition:
     a shell (a run without the daemon's code location origin) is followed up too; runs of other jobs
     are passed over."""
     objects = config.objects.values()
-    reconcile_jobs = {reconcile_job_name(obj.name) for obj in objects}
+    reconcile_jobs = {
+        name(obj.name) for obj in objects for name in (reconcile_job_name, formula_refresh_job_name)
+    }
 
     @run_status_sensor(
         name="reconcile_resync",
@@ -72,7 +75,8 @@ def build_resync_sensor(config: SyncConfig) -> SensorDefinition:
         monitor_all_code_locations=True,
         request_jobs=[sync_job(obj) for obj in objects],
         default_status=DefaultSensorStatus.RUNNING,
-        description="Syncs again the partitions whose records a reconciliation found missing in Notion.",
+        description="Syncs again the partitions whose records a reconciliation found missing in Notion, "
+        "or whose formula values a formula refresh found stale (Notion only).",
     )
     def reconcile_resync(context: RunStatusSensorContext) -> list[RunRequest] | None:
         # None, not an empty list, for runs with nothing to sync again: Dagster ends a tick at the
