@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo sandbox clean browser
+.PHONY: venv test lint demo sandbox clean browser proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ browser:
 lint: $(STAMP)
 	$(BIN)/ruff check notion_sync notion_sync_tests benchmarks
 	$(BIN)/ruff format --check notion_sync notion_sync_tests benchmarks
+
+# The Pub/Sub API modules are generated from our pubsub_api.proto and committed (no build step needed).
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
+		notion_sync/salesforce/pubsub/pubsub_api.proto
 
 demo: $(STAMP)
 	$(BIN)/notion-sync demo

@@ -4,10 +4,14 @@ Everything comes from the Notion side's DuckDB tables (see :mod:`notion_sync.not
 through a read-only connection so that a report never blocks a running sync for long:
 
 - partitions: the latest `sync_batches` row of each object partition (its totals are the partition's
-  current state: a resumed re-run counts already synced records as unchanged), the requests and
-  429s of all its runs (`api_usage` joined by run), and its relations still pending;
+  current state: a resumed re-run counts already synced records as unchanged; a run that failed
+  before its first record, e.g. on a 401, is a failed row with its error), the requests and 429s of
+  all its runs (`api_usage` joined by run), and its relations still pending. A run's requests are
+  split as its run metadata counts them: ``requests`` from the start of the batch on (the metadata's
+  `requests`), ``setup`` before it (finding, creating or checking the Notion database);
 - API usage: `api_usage` overall and per object, plus a time series for the HTML charts;
-- failure patterns: failed record attempts of `sync_log` grouped by object, status and error code.
+- failure patterns: failed record attempts of `sync_log` grouped by object, status and error code,
+  and skipped records by reason.
 
 Rates are measured in real time. Against the sandbox at speed K (``NOTION_TIME_SCALE``) the limit
 is ``NOTION_RATE_LIMIT_RPS * K`` real requests per second, which is what the charts draw.
@@ -57,7 +61,9 @@ class PartitionStatus:
     ended_at: datetime | None
     runs: int
     requests: int
+    setup_requests: int
     rate_limited: int
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -69,13 +75,13 @@ class Usage:
     rate_limited: int
     p50_ms: float
     p95_ms: float
-    active_s: float
+    active_minutes: int
     peak_per_minute: int
 
     @property
     def per_minute(self) -> float:
-        """Requests per minute while runs were calling Notion (idle time between runs excluded)."""
-        return self.requests / self.active_s * 60 if self.active_s else 0.0
+        """Requests per minute over the (UTC clock) minutes with calls: never above the peak minute."""
+        return self.requests / self.active_minutes if self.active_minutes else 0.0
 
     @property
     def rate_limited_share(self) -> float:
@@ -113,6 +119,7 @@ class StatusReport:
     usage: list[Usage]  # "all" first, then one per object
     http_statuses: dict[int, int]
     failures: list[FailurePattern]
+    skips: list[FailurePattern]
     bucket_width_s: float
     timeline: list[Bucket]
 
@@ -140,9 +147,13 @@ def _partitions(conn: duckdb.DuckDBPyConnection) -> list[PartitionStatus]:
             FROM sync_batches WHERE started_at >= {_SINCE} AND {_SCOPE}
             WINDOW w AS (PARTITION BY object, "partition" ORDER BY started_at DESC)
         ), usage AS (
-            SELECT b.object, b."partition", count(*) AS requests, count(*) FILTER (limited) AS limited
-            FROM (SELECT run_id, object, {_LIMITED} AS limited FROM api_usage) u
-            JOIN sync_batches b ON b.run_id = u.run_id AND b.object = u.object
+            SELECT object, "partition", count(*) FILTER (in_batch) AS requests,
+                   count(*) FILTER (NOT in_batch) AS setup, count(*) FILTER (limited AND in_batch) AS limited
+            FROM (
+                SELECT b.object, b."partition", u."at" >= b.started_at AS in_batch,
+                       (u.rate_limited OR u.status = 429) AS limited
+                FROM api_usage u JOIN sync_batches b ON b.run_id = u.run_id AND b.object = u.object
+            )
             GROUP BY ALL
         ), last_partition AS (
             SELECT object, sf_id, arg_max("partition", "at") AS "partition" FROM sync_log GROUP BY ALL
@@ -151,27 +162,14 @@ def _partitions(conn: duckdb.DuckDBPyConnection) -> list[PartitionStatus]:
             FROM pending_relations JOIN last_partition l USING (object, sf_id) GROUP BY ALL
         )
         SELECT object, "partition", b.succeeded, b.failed, b.skipped, coalesce(p.pending, 0), b.status,
-               b.started_at, b.ended_at, b.runs, coalesce(u.requests, 0), coalesce(u.limited, 0)
+               b.started_at, b.ended_at, b.runs, coalesce(u.requests, 0), coalesce(u.setup, 0),
+               coalesce(u.limited, 0), CASE WHEN b.status <> 'succeeded' THEN b.error_summary END
         FROM batches b
         LEFT JOIN usage u USING (object, "partition") LEFT JOIN pending p USING (object, "partition")
         WHERE newest = 1 ORDER BY object, "partition" DESC
         """
     ).fetchall()
     return [PartitionStatus(*row) for row in rows]
-
-
-def _active_seconds(spans: list[tuple[datetime, datetime]]) -> float:
-    """Length of the union of the runs' [first call, last call] spans (each at least one second)."""
-    total, end = 0.0, None
-    for start, stop in sorted(spans):
-        stop = max(stop, start + timedelta(seconds=1))
-        if end is None or start > end:
-            total += (stop - start).total_seconds()
-            end = stop
-        elif stop > end:
-            total += (stop - end).total_seconds()
-            end = stop
-    return total
 
 
 def _usage(conn: duckdb.DuckDBPyConnection) -> list[Usage]:
@@ -182,32 +180,19 @@ def _usage(conn: duckdb.DuckDBPyConnection) -> list[Usage]:
         FROM api_usage WHERE {_WINDOW} GROUP BY GROUPING SETS ((), (object)) ORDER BY object NULLS FIRST
         """
     ).fetchall()
-    spans: dict[str, list[tuple[datetime, datetime]]] = {}
-    for object_name, first, last in conn.execute(
-        f'SELECT object, min("at"), max("at") FROM api_usage WHERE {_WINDOW} GROUP BY run_id, object'
-    ).fetchall():
-        spans.setdefault(object_name, []).append((first, last))
-        spans.setdefault("all", []).append((first, last))
-    peaks = dict(
-        conn.execute(
+    minutes = {
+        scope: (active, peak)
+        for scope, active, peak in conn.execute(
             f"""
-            SELECT coalesce(object, 'all'), max(n) FROM (
+            SELECT coalesce(object, 'all'), count(*), max(n) FROM (
                 SELECT object, date_trunc('minute', "at") AS minute, count(*) AS n FROM api_usage
                 WHERE {_WINDOW} GROUP BY GROUPING SETS ((minute), (object, minute))
             ) GROUP BY object
             """
         ).fetchall()
-    )
+    }
     return [
-        Usage(
-            scope,
-            requests,
-            limited,
-            p50 or 0.0,
-            p95 or 0.0,
-            _active_seconds(spans.get(scope, [])),
-            peaks.get(scope, 0),
-        )
+        Usage(scope, requests, limited, p50 or 0.0, p95 or 0.0, *minutes.get(scope, (0, 0)))
         for scope, requests, limited, p50, p95 in scopes
         if requests
     ]
@@ -220,15 +205,17 @@ def _http_statuses(conn: duckdb.DuckDBPyConnection) -> dict[int, int]:
     return {int(status or 0): count for status, count in rows}
 
 
-def _failures(conn: duckdb.DuckDBPyConnection) -> list[FailurePattern]:
+def _patterns(conn: duckdb.DuckDBPyConnection, condition: str) -> list[FailurePattern]:
+    """Records of `sync_log` matching ``condition`` by object, status and error code (the reason)."""
     rows = conn.execute(
         f"""
-        SELECT object, status, coalesce(error_code, '?'), count(*), any_value(error_message)
-        FROM sync_log WHERE status LIKE '%error' AND {_WINDOW}
+        SELECT object, status, coalesce(error_code, 'unrecorded'), count(*),
+               coalesce(any_value(error_message), 'no reason recorded (logged by an older version)')
+        FROM sync_log WHERE {condition} AND {_WINDOW}
         GROUP BY ALL ORDER BY count(*) DESC, 1, 3
         """
     ).fetchall()
-    return [FailurePattern(*row[:4], (row[4] or "")[:160]) for row in rows]
+    return [FailurePattern(*row[:4], row[4][:160]) for row in rows]
 
 
 def _timeline(conn: duckdb.DuckDBPyConnection) -> tuple[float, list[Bucket]]:
@@ -283,7 +270,8 @@ def load_report(
             conn.execute("SET VARIABLE since = ?::TIMESTAMPTZ", [since or _EPOCH])
             conn.execute("SET VARIABLE object = ?::VARCHAR", [object_name])
             partitions, usage = _partitions(conn), _usage(conn)
-            statuses, failures = _http_statuses(conn), _failures(conn)
+            statuses = _http_statuses(conn)
+            failures, skips = _patterns(conn, "status LIKE '%error'"), _patterns(conn, "status = 'skipped'")
             width, timeline = _timeline(conn)
     except staging.StagingLockedError as error:
         raise StatusUnavailable(str(error)) from error
@@ -297,6 +285,7 @@ def load_report(
         usage=usage,
         http_statuses=statuses,
         failures=failures,
+        skips=skips,
         bucket_width_s=width,
         timeline=timeline,
     )
@@ -336,9 +325,18 @@ def partition_rows(report: StatusReport) -> list[list[object]]:
             _when(p.ended_at or p.started_at),
             p.runs,
             p.requests,
+            p.setup_requests,
             p.rate_limited,
         ]
         for p in report.partitions
+    ]
+
+
+def failed_partition_rows(report: StatusReport) -> list[list[object]]:
+    return [
+        [p.object, p.partition, _when(p.ended_at or p.started_at), (p.error or "no error recorded")[:300]]
+        for p in report.partitions
+        if p.status == "failed"
     ]
 
 
@@ -353,10 +351,13 @@ PARTITION_HEADERS = [
     "at (UTC)",
     "runs",
     "requests",
+    "setup",
     "429s",
 ]
+FAILED_PARTITION_HEADERS = ["object", "partition", "at (UTC)", "error"]
 USAGE_HEADERS = ["scope", "requests", "req/min", "peak/min", "429s", "429 share", "p50 ms", "p95 ms"]
 FAILURE_HEADERS = ["object", "status", "error code", "records", "example"]
+SKIP_HEADERS = ["object", "status", "reason", "records", "example"]
 
 
 def usage_rows(report: StatusReport) -> list[list[object]]:
@@ -375,8 +376,16 @@ def usage_rows(report: StatusReport) -> list[list[object]]:
     ]
 
 
-def failure_rows(report: StatusReport) -> list[list[object]]:
-    return [[f.object, f.status, f.error_code, f.count, f.example[:70]] for f in report.failures]
+def pattern_rows(patterns: list[FailurePattern]) -> list[list[object]]:
+    return [[f.object, f.status, f.error_code, f.count, f.example[:70]] for f in patterns]
+
+
+PARTITIONS_TITLE = (
+    "Partitions (latest run of each; synced = created + updated + unchanged + archived; pending = "
+    "relations waiting for their parent page; requests = Notion calls of the syncs, as in the run "
+    "metadata; setup = calls before them, finding or creating the database; both over all runs)"
+)
+USAGE_NOTE = "req/min averaged over the clock minutes with calls, peak/min the busiest of them"
 
 
 def heading(report: StatusReport) -> str:
@@ -389,19 +398,23 @@ def render_text(report: StatusReport) -> str:
     parts = [
         heading(report),
         "",
-        "Partitions (latest run of each; synced = created + updated + unchanged + archived; "
-        "pending = relations waiting for their parent page)",
+        PARTITIONS_TITLE,
         table(PARTITION_HEADERS, partition_rows(report)) if report.partitions else "  none",
         "",
-        f"API usage (limit {report.limit_rps * 60:g} requests/min; "
-        "req/min over the time runs were calling Notion)",
+        "Failed partitions (latest run failed; its error)",
+        table(FAILED_PARTITION_HEADERS, rows) if (rows := failed_partition_rows(report)) else "  none",
+        "",
+        f"API usage (limit {report.limit_rps * 60:g} requests/min; {USAGE_NOTE})",
         table(USAGE_HEADERS, usage_rows(report)) if report.usage else "  no API calls recorded",
         "",
         "HTTP statuses: "
         + (", ".join(f"{status}: {count}" for status, count in report.http_statuses.items()) or "none"),
         "",
         "Failure patterns (failed record attempts by error code)",
-        table(FAILURE_HEADERS, failure_rows(report)) if report.failures else "  none",
+        table(FAILURE_HEADERS, pattern_rows(report.failures)) if report.failures else "  none",
+        "",
+        "Skipped records (by reason)",
+        table(SKIP_HEADERS, pattern_rows(report.skips)) if report.skips else "  none",
     ]
     return "\n".join(parts) + "\n"
 

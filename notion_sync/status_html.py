@@ -1,27 +1,45 @@
 """The `notion-sync status --html` report: one self-contained HTML file with inline SVG charts.
 
-No script and no external resource: the file opens from disk, offline, and can be mailed.
+No script and no external resource: the file opens from disk, offline, and can be mailed. The
+charts are drawn by matplotlib (Agg backend, no display needed) as SVG with text kept as text;
+it picks the axes' ranges and ticks (integers for counts, so zero 429s read 0 to 1, not 1e-10).
 """
 
 from __future__ import annotations
 
+import io
+import re
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 from html import escape
 
+import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
 from notion_sync.status import (
+    FAILED_PARTITION_HEADERS,
     FAILURE_HEADERS,
     PARTITION_HEADERS,
+    PARTITIONS_TITLE,
+    SKIP_HEADERS,
     USAGE_HEADERS,
+    USAGE_NOTE,
     StatusReport,
-    failure_rows,
+    failed_partition_rows,
     heading,
     partition_rows,
+    pattern_rows,
     usage_rows,
 )
 
-WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM, PAD_TOP = 720, 220, 56, 28, 12
+matplotlib.use("Agg")  # no display: should anything import pyplot, it gets no GUI backend
+SIZE_IN = (8.0, 2.6)
 COLORS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#be185d"]
+_RC = {"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
 _STYLE = """
 body { font: 14px system-ui, sans-serif; margin: 24px; color: #111; }
 h1 { font-size: 20px; } h2 { font-size: 16px; margin-top: 28px; }
@@ -30,9 +48,7 @@ td, th { padding: 3px 10px; border-bottom: 1px solid #ddd; }
 td { white-space: nowrap; }
 th { text-align: left; background: #f3f4f6; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
-figure { margin: 12px 0; } figcaption { color: #444; } svg text { font: 11px system-ui, sans-serif; }
-.legend span { margin-right: 14px; }
-.legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; }
+figure { margin: 12px 0; } figcaption { color: #444; }
 """
 
 
@@ -54,104 +70,94 @@ def _html_table(headers: Sequence[str], rows: list[list[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _frame(top: float, x_labels: Sequence[str], unit: str) -> list[str]:
-    """Axes, horizontal grid lines with their values, and a few x labels."""
-    plot_h = HEIGHT - PAD_TOP - PAD_BOTTOM
-    parts = []
-    for i in range(5):
-        y = PAD_TOP + plot_h * i / 4
-        parts.append(f'<line x1="{PAD_LEFT}" x2="{WIDTH}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>')
-        parts.append(
-            f'<text x="{PAD_LEFT - 4}" y="{y + 4:.1f}" text-anchor="end">{top * (4 - i) / 4:.3g}</text>'
-        )
-    parts.append(f'<text x="4" y="{PAD_TOP - 2}">{escape(unit)}</text>')
-    step = max(1, len(x_labels) // 6)
-    for i in range(0, len(x_labels), step):
-        x = _x(i, len(x_labels))
-        parts.append(f'<text x="{x:.1f}" y="{HEIGHT - 8}" text-anchor="middle">{escape(x_labels[i])}</text>')
-    return parts
+def _new_figure(unit: str) -> tuple[Figure, Axes]:
+    with matplotlib.rc_context(_RC):
+        figure = Figure(figsize=SIZE_IN, layout="constrained")
+        axes = figure.add_subplot()
+    axes.set_ylabel(unit)
+    axes.grid(axis="y", color="#e5e7eb")
+    axes.set_axisbelow(True)
+    return figure, axes
 
 
-def _x(i: float, n: int) -> float:
-    return PAD_LEFT + (WIDTH - PAD_LEFT - 8) * (i + 0.5) / max(n, 1)
+def _time_axis(axes: Axes) -> None:
+    locator = AutoDateLocator(minticks=3, maxticks=8)
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
 
 
-def _y(value: float, top: float) -> float:
-    return PAD_TOP + (HEIGHT - PAD_TOP - PAD_BOTTOM) * (1 - value / top)
-
-
-def _figure(parts: list[str], title: str, legend: str) -> str:
-    svg = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" role="img" '
-        f'aria-label="{escape(title)}">{"".join(parts)}</svg>'
-    )
-    return f"<figure>{svg}<figcaption>{escape(title)}</figcaption>{legend}</figure>"
-
-
-def _legend(names: Sequence[str], extra: str = "") -> str:
-    items = "".join(
-        f'<span><i style="background:{COLORS[i % len(COLORS)]}"></i>{escape(name)}</span>'
-        for i, name in enumerate(names)
-    )
-    return f'<div class="legend">{items}{escape(extra)}</div>'
+def _svg(figure: Figure, title: str) -> str:
+    """The figure as an inline ``<svg>`` element with its caption (XML prolog and DOCTYPE dropped)."""
+    buffer = io.StringIO()
+    with matplotlib.rc_context(_RC):
+        figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg") :]
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
+    label = escape(title)
+    return f'<figure role="img" aria-label="{label}">{svg}<figcaption>{label}</figcaption></figure>'
 
 
 def line_chart(
     title: str,
-    x_labels: Sequence[str],
+    times: Sequence[datetime],
     series: dict[str, Sequence[float | None]],
     unit: str,
     limit: tuple[str, float] | None = None,
 ) -> str:
-    """Lines over time (None = no data: the line breaks); ``limit`` draws a dashed horizontal line."""
-    values = [v for line in series.values() for v in line if v is not None]
-    top = max([*values, limit[1] if limit else 0.0, 1e-9]) * 1.1
-    parts = _frame(top, x_labels, unit)
-    for i, points in enumerate(series.values()):
-        path, pen = [], "M"
-        for j, value in enumerate(points):
-            if value is None:
-                pen = "M"
-                continue
-            path.append(f"{pen}{_x(j, len(points)):.1f},{_y(value, top):.1f}")
-            pen = "L"
-        color = COLORS[i % len(COLORS)]
-        parts.append(f'<path d="{" ".join(path)}" fill="none" stroke="{color}" stroke-width="2"/>')
-    extra = ""
+    """One line per series over time; buckets without a value (None) are left out and the line joins
+    the points on either side, with a marker on every point; ``limit`` is a dashed horizontal line."""
+    figure, axes = _new_figure(unit)
+    for i, (name, values) in enumerate(series.items()):
+        points = [(t, v) for t, v in zip(times, values, strict=True) if v is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            [line] = axes.plot(xs, ys, color=COLORS[i % len(COLORS)], marker="o", markersize=2.5, label=name)
+            line.set_gid(f"series-{name}")
     if limit:
-        y = _y(limit[1], top)
-        parts.append(
-            f'<line x1="{PAD_LEFT}" x2="{WIDTH}" y1="{y:.1f}" y2="{y:.1f}" stroke="#111" '
-            'stroke-dasharray="6 4"/>'
-        )
-        extra = f"- - - {limit[0]}"
-    return _figure(parts, title, _legend(list(series), extra))
+        axes.axhline(limit[1], color="#111", linestyle="--", linewidth=1, label=limit[0])
+    axes.set_ylim(bottom=0)
+    _time_axis(axes)
+    axes.legend(loc="upper left", fontsize=8, frameon=False, ncols=len(series) + 1)
+    return _svg(figure, title)
 
 
-def bar_chart(title: str, x_labels: Sequence[str], stacks: dict[str, Sequence[float]], unit: str) -> str:
-    """Stacked bars, one per x label, one colour per key of ``stacks``."""
-    n = len(x_labels)
-    top = max([sum(column) for column in zip(*stacks.values(), strict=True)] + [1e-9]) * 1.1
-    parts = _frame(top, x_labels, unit)
-    bar_w = min(60.0, max(1.0, (WIDTH - PAD_LEFT - 8) / max(n, 1) * 0.8))
-    base = [0.0] * n
-    for i, values in enumerate(stacks.values()):
-        for j, value in enumerate(values):
-            if value:
-                y0, y1 = _y(base[j], top), _y(base[j] + value, top)
-                parts.append(
-                    f'<rect x="{_x(j, n) - bar_w / 2:.1f}" y="{y1:.1f}" width="{bar_w:.1f}" '
-                    f'height="{y0 - y1:.1f}" fill="{COLORS[i % len(COLORS)]}"><title>{value:g}</title></rect>'
-                )
-                base[j] += value
-    return _figure(parts, title, _legend(list(stacks)))
+def count_chart(
+    title: str, labels: Sequence[datetime] | Sequence[str], stacks: dict[str, Sequence[float]], unit: str
+) -> str:
+    """Stacked bars of counts (integer ticks, from 0 to at least 1), over time or one per label."""
+    figure, axes = _new_figure(unit)
+    over_time = bool(labels) and isinstance(labels[0], datetime)
+    positions = list(labels) if over_time else list(range(len(labels)))
+    width = _bar_width(positions) if over_time else 0.6
+    base = [0.0] * len(positions)
+    for i, (name, values) in enumerate(stacks.items()):
+        axes.bar(positions, values, width, bottom=base, color=COLORS[i % len(COLORS)], label=name)
+        base = [b + v for b, v in zip(base, values, strict=True)]
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylim(0, max([*base, 1]) * 1.1)
+    if over_time:
+        _time_axis(axes)
+    else:
+        axes.set_xticks(positions, [str(label) for label in labels])
+        axes.set_xlim(-0.75, max(len(labels), 4) - 0.25)  # a lone bar stays a bar, not a wall
+    if len(stacks) > 1 or not over_time:
+        axes.legend(fontsize=8, frameon=False)
+    return _svg(figure, title)
+
+
+def _bar_width(times: Sequence[datetime]) -> float:
+    """80% of the bucket width, in matplotlib's date unit (days)."""
+    if len(times) < 2:
+        return 1 / 1440
+    return (times[1] - times[0]).total_seconds() / 86400 * 0.8
 
 
 def _charts(report: StatusReport) -> list[str]:
     buckets, width = report.timeline, report.bucket_width_s
     if not buckets:
         return ["<p>No API calls recorded: no charts.</p>"]
-    labels = [b.start.strftime("%H:%M:%S" if width < 60 else "%m-%d %H:%M") for b in buckets]
+    times = [b.start for b in buckets]
     failures: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for pattern in report.failures:
         failures[f"{pattern.error_code} ({pattern.status})"][pattern.object] += pattern.count
@@ -159,16 +165,24 @@ def _charts(report: StatusReport) -> list[str]:
     return [
         line_chart(
             f"Request rate against the limit ({width:g} s buckets, UTC)",
-            labels,
+            times,
             {"requests/s": [b.requests / width for b in buckets]},
             "req/s",
             limit=(f"limit {report.limit_rps:g} req/s", report.limit_rps),
         ),
-        bar_chart("429 rate_limited answers", labels, {"429s": [b.rate_limited for b in buckets]}, "429s"),
-        line_chart(
-            "Latency", labels, {"p50": [b.p50_ms for b in buckets], "p95": [b.p95_ms for b in buckets]}, "ms"
+        count_chart(
+            f"429 rate_limited answers ({width:g} s buckets)",
+            times,
+            {"429s": [b.rate_limited for b in buckets]},
+            "429s",
         ),
-        bar_chart(
+        line_chart(
+            "Latency (buckets with calls)",
+            times,
+            {"p50": [b.p50_ms for b in buckets], "p95": [b.p95_ms for b in buckets]},
+            "ms",
+        ),
+        count_chart(
             "Failed record attempts by object and error code",
             objects,
             {code: [by_object[o] for o in objects] for code, by_object in failures.items()},
@@ -187,13 +201,19 @@ def render_html(report: StatusReport) -> str:
             f"<title>notion-sync status</title><style>{_STYLE}</style></head><body>",
             f"<h1>notion-sync status</h1><p>{escape(heading(report))}</p>",
             "<h2>API usage</h2>",
+            f"<p>{escape(USAGE_NOTE)}</p>",
             _html_table(USAGE_HEADERS, usage_rows(report)),
             f"<p>HTTP statuses: {escape(statuses)}</p>",
             *_charts(report),
             "<h2>Partitions</h2>",
+            f"<p>{escape(PARTITIONS_TITLE)}</p>",
             _html_table(PARTITION_HEADERS, partition_rows(report)),
+            "<h2>Failed partitions</h2>",
+            _html_table(FAILED_PARTITION_HEADERS, failed_partition_rows(report)),
             "<h2>Failure patterns</h2>",
-            _html_table(FAILURE_HEADERS, failure_rows(report)),
+            _html_table(FAILURE_HEADERS, pattern_rows(report.failures)),
+            "<h2>Skipped records</h2>",
+            _html_table(SKIP_HEADERS, pattern_rows(report.skips)),
             "</body></html>",
         ]
     )

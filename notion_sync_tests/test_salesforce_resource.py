@@ -13,6 +13,7 @@ from notion_sync.salesforce.resource import (
     ApiBudgetExhausted,
     Backoff,
     SalesforceAuthError,
+    SalesforceConfigError,
     SalesforceResource,
 )
 from notion_sync.staging import StagingResource, connect
@@ -92,8 +93,10 @@ def test_from_env_reads_the_contract_variables(monkeypatch, salesforce_sandbox):
 
 
 def test_missing_credentials_say_which_variables_to_set():
-    with pytest.raises(SalesforceAuthError, match="SALESFORCE_INSTANCE_URL and SALESFORCE_SESSION_ID"):
+    with pytest.raises(SalesforceConfigError) as error:
         SalesforceResource().get_client()
+    assert "SALESFORCE_CONSUMER_KEY + SALESFORCE_PRIVATE_KEY_FILE + SALESFORCE_USERNAME" in str(error.value)
+    assert "SALESFORCE_INSTANCE_URL and SALESFORCE_SESSION_ID" in str(error.value)
 
 
 def _password_login(monkeypatch, sandbox, domain: str = "login", **overrides: str) -> None:
@@ -111,7 +114,7 @@ def test_password_login_posts_to_the_domains_login_host(monkeypatch, own_salesfo
     _password_login(monkeypatch, sandbox, domain)
     with build_resources({"salesforce": SalesforceResource.from_env()}) as resources:
         client = resources.salesforce.get_client()
-    assert client.sf.session_id == sandbox.session_id
+    assert sandbox.sessions.valid(client.sf.session_id)
     assert client.sf.Account.describe()["name"] == "Account"
     stats = sandbox.stats()
     assert stats["requests"]["login"] == 1 and stats["proxy_tunnels"] >= 1

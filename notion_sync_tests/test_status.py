@@ -4,7 +4,9 @@ sandbox Notion server's own counters."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from dagster import instance_for_test, materialize
@@ -18,12 +20,26 @@ from notion_sync.salesforce.assets import build_salesforce_asset
 from notion_sync.sandbox.notion_server import NotionSandbox
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
 from notion_sync.status import load_report
+from notion_sync.status_html import count_chart
+
+CONFIG = load_config(Path(__file__).resolve().parents[1] / "notion_sync.yaml")
 
 PARTITION = "2026-11-20"
+OTHER_PARTITION = "2026-11-18"
 OBJECTS = ("Account", "Contact")
 INJECTED_429S = 3
 INJECTED_500S = 2
 INJECTED_400S = 1
+
+
+class Synced(NamedTuple):
+    path: Path
+    requests: dict[str, int]  # the run metadata's `requests` of each notion/<Object>
+
+
+def _assets(names: tuple[str, ...]) -> list:
+    objects = [CONFIG.objects[name] for name in names]
+    return [build_salesforce_asset(obj) for obj in objects] + [build_notion_asset(obj, []) for obj in objects]
 
 
 @pytest.fixture
@@ -32,7 +48,7 @@ def synced(
     salesforce_sandbox: SalesforceSandbox,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> Path:
+) -> Synced:
     """One partition of Account and Contact synced by the real assets and resources (from the env)."""
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)  # would override the sandbox's CA file
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
@@ -49,21 +65,23 @@ def synced(
     # after Retry-After), 5xx (retried), then a 400 (a permanent failure of one record).
     for status, count in ((429, INJECTED_429S), (500, INJECTED_500S), (400, INJECTED_400S)):
         notion_sandbox.inject(status=status, count=count, path_prefix="/v1/pages", method="POST")
-    config = load_config(Path(__file__).resolve().parents[1] / "notion_sync.yaml")
-    objects = [config.objects[name] for name in OBJECTS]
-    assets = [build_salesforce_asset(obj) for obj in objects] + [
-        build_notion_asset(obj, []) for obj in objects
-    ]
     with instance_for_test() as instance:
-        result = materialize(assets, partition_key=PARTITION, resources=build_resources(), instance=instance)
+        result = materialize(
+            _assets(OBJECTS), partition_key=PARTITION, resources=build_resources(), instance=instance
+        )
     assert result.success
-    return duckdb_file
+    requests = {
+        event.asset_key.path[-1]: event.materialization.metadata["requests"].value
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.path[0] == "notion"
+    }
+    return Synced(duckdb_file, requests)
 
 
-def test_report_matches_the_sandbox(synced: Path, notion_sandbox: NotionSandbox) -> None:
+def test_report_matches_the_sandbox(synced: Synced, notion_sandbox: NotionSandbox) -> None:
     stats = notion_sandbox.stats()
-    report = load_report(synced, limit_rps=3 * notion_sandbox.speed)
-    with staging.connect(synced, read_only=True) as conn:
+    report = load_report(synced.path, limit_rps=3 * notion_sandbox.speed)
+    with staging.connect(synced.path, read_only=True) as conn:
         staged = {
             name: conn.execute(
                 f"SELECT count(*) FROM stg_{name.lower()} WHERE NOT IsDeleted AND _partition = ?::DATE",
@@ -91,13 +109,18 @@ def test_report_matches_the_sandbox(synced: Path, notion_sandbox: NotionSandbox)
     total = report.usage[0]
     assert total.scope == "all" and total.requests == stats["requests_total"]
     assert total.rate_limited == stats["rate_limited"] == INJECTED_429S
-    assert sum(p.requests for p in report.partitions) <= total.requests  # set-up calls belong to no batch
+    # The run metadata's requests are the partition's; the database set-up calls of the runs are apart.
+    assert {p.object: p.requests for p in report.partitions} == synced.requests
+    assert sum(p.requests + p.setup_requests for p in report.partitions) == total.requests
+    assert all(p.setup_requests > 0 for p in report.partitions)  # each created its database
     assert sum(p.rate_limited for p in report.partitions) == INJECTED_429S
     assert report.http_statuses == {int(k): v for k, v in stats["requests_by_status"].items()}
     assert report.http_statuses[500] == INJECTED_500S
     assert {u.scope for u in report.usage[1:]} == set(OBJECTS)
     assert sum(u.requests for u in report.usage[1:]) == total.requests
     assert total.p95_ms >= total.p50_ms > 0 and total.per_minute > 0 and total.peak_per_minute > 0
+    for usage in report.usage:  # an average over the minutes with calls is never above the busiest
+        assert usage.per_minute <= usage.peak_per_minute, usage
     assert sum(b.requests for b in report.timeline) == total.requests
 
     assert [(f.object, f.status, f.count) for f in report.failures if f.object == "Account"] == [
@@ -105,7 +128,7 @@ def test_report_matches_the_sandbox(synced: Path, notion_sandbox: NotionSandbox)
     ]
 
 
-def test_cli_text_and_html(synced: Path, notion_sandbox: NotionSandbox, tmp_path: Path, capsys) -> None:
+def test_cli_text_and_html(synced: Synced, notion_sandbox: NotionSandbox, tmp_path: Path, capsys) -> None:
     html_file = tmp_path / "status.html"
     assert main(["status", "--html", str(html_file)]) == 0
     text = capsys.readouterr().out
@@ -114,8 +137,13 @@ def test_cli_text_and_html(synced: Path, notion_sandbox: NotionSandbox, tmp_path
 
     html = html_file.read_text()
     assert html.count("<svg") == 4 and "<script" not in html
-    assert not re.search(r"""(src|href)=|url\(|@import""", html)  # nothing fetched: opens offline
+    # nothing fetched: opens offline (references inside the file, "#id", are fine)
+    assert not re.search(r"""(src|href)="(?!#)|url\((?!#)|@import|<!DOCTYPE svg""", html)
     assert "Request rate against the limit" in html and "429 rate_limited answers" in html
+    for series in ("p50", "p95"):  # one unbroken line per latency series, whatever the idle buckets
+        [path] = re.findall(rf'<g id="series-{series}">\s*<path d="([^"]*)"', html)
+        assert path.count("M") == 1 and path.count("L") >= 1
+    assert "Failed partitions" in html and "Skipped records" in html
 
     assert main(["status", "--object", "Contact", "--since", "1"]) == 0
     text = capsys.readouterr().out
@@ -132,3 +160,70 @@ def test_missing_file_and_empty_database(tmp_path: Path, monkeypatch: pytest.Mon
         conn.execute("CREATE TABLE stg_account (Id VARCHAR)")
     assert main(["status"]) == 0
     assert "holds no Notion sync yet" in capsys.readouterr().err
+
+
+def _materialize(names: tuple[str, ...], partition: str):
+    with instance_for_test() as instance:
+        return materialize(
+            _assets(names),
+            partition_key=partition,
+            resources=build_resources(),
+            instance=instance,
+            raise_on_error=False,
+        )
+
+
+def _day_with_deleted(sandbox: SalesforceSandbox, name: str, count: int) -> str:
+    """The latest day holding a record of ``name`` deleted in Salesforce (never synced: skipped)."""
+    records = (sandbox.data.generate(name, index) for index in range(count))
+    return max(record["SystemModstamp"][:10] for record in records if record["IsDeleted"])
+
+
+def test_failed_partition_and_skipped_records_show_why(
+    synced: Synced, salesforce_sandbox: SalesforceSandbox, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A partition whose run failed before syncing a record (a wrong token: 401) is listed as failed
+    with the error; records skipped (deleted in Salesforce before their first sync) say why."""
+    deleted_day = _day_with_deleted(salesforce_sandbox, "Contact", salesforce_sandbox.data.counts["Contact"])
+    assert _materialize(("Contact",), deleted_day).success
+    monkeypatch.setenv("NOTION_TOKEN", "ntn_wrong_token")
+    assert not _materialize(("Account",), OTHER_PARTITION).success
+
+    report = load_report(synced.path)
+    [failed] = [p for p in report.partitions if p.partition == OTHER_PARTITION]
+    assert (failed.object, failed.status, failed.synced) == ("Account", "failed", 0)
+    assert "401" in failed.error and "unauthorized" in failed.error
+    assert main(["status"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(rf"^Account\s+{OTHER_PARTITION}\s+0\s+0\s+0\s+0\s+failed", text, re.M)
+    failed_section = text.split("Failed partitions")[1]
+    assert re.search(rf"^Account\s+{OTHER_PARTITION}\s+.*401.*unauthorized", failed_section, re.M)
+
+    with staging.connect(synced.path, read_only=True) as conn:
+        skipped = conn.execute(
+            "SELECT count(*) FROM sync_log WHERE status = 'skipped' AND object = ? AND \"partition\" = ?",
+            ["Contact", deleted_day],
+        ).fetchone()[0]
+    [contact] = [p for p in report.partitions if (p.object, p.partition) == ("Contact", deleted_day)]
+    assert contact.skipped == skipped > 0
+    assert [(s.object, s.error_code, s.count) for s in report.skips] == [
+        ("Contact", "deleted_before_sync", skipped)
+    ]
+    assert "deleted in Salesforce" in report.skips[0].example
+    assert "deleted_before_sync" in text.split("Skipped records")[1]
+
+
+def _tick_labels(svg: str, axis: str) -> list[str]:
+    """The tick labels matplotlib wrote as text (svg.fonttype none) for ``axis`` ('x' or 'y')."""
+    return re.findall(rf'<g id="{axis}tick_\d+">.*?<text[^>]*>([^<]*)</text>', svg, re.S)
+
+
+def test_zero_counts_chart_has_integer_axis_from_zero() -> None:
+    """With no 429 at all the axis reads 0 to 1 in integers (the hand-drawn chart read 1.1e-09 to 0)."""
+    start = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    times = [start + timedelta(seconds=10 * i) for i in range(12)]
+    svg = count_chart("429 rate_limited answers", times, {"429s": [0] * len(times)}, "429s")
+    assert _tick_labels(svg, "y") == ["0", "1"]
+    svg = count_chart("429 rate_limited answers", times, {"429s": [0, 3, 0, 7] + [0] * 8}, "429s")
+    labels = _tick_labels(svg, "y")
+    assert labels[0] == "0" and all(label.isdigit() for label in labels) and int(labels[-1]) >= 7

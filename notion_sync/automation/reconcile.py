@@ -180,7 +180,7 @@ def _reconciliation(
     )
     live = _live_records(salesforce, obj.name)
     with notion.get_client() as client:
-        pages = ((page_salesforce_id(page), page["id"]) for page in client.query_data_source(target[1]))
+        pages = ((page_salesforce_id(page), page["id"]) for page in client.all_pages(target[1]))
         differences = compare(live, ((sf_id, page_id) for sf_id, page_id in pages if sf_id))
         trashed = [
             sf_id

@@ -42,6 +42,18 @@ _ID = re.compile(
     r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}(?![0-9A-Za-z])"
 )
 _PROPERTY_ITEM = re.compile(r"(/properties/)[^/]+")
+CREATED_ASCENDING = [{"timestamp": "created_time", "direction": "ascending"}]
+
+
+class IncompleteResultsError(RuntimeError):
+    """Notion cut a result list (``request_status`` incomplete): what was read is not all there is."""
+
+
+@dataclass
+class _Cut:
+    """Set by `NotionClient._results` when Notion said the results it gave were cut short."""
+
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,14 +328,20 @@ class NotionClient:
 
     def search_data_sources(self, query: str, page_size: int = 100) -> Iterator[dict]:
         """Every data source shared with the integration whose title contains ``query``, following
-        ``next_cursor``. Notion indexes for search asynchronously: a just-created data source may be
-        missing for a few seconds."""
+        ``next_cursor``. Notion indexes for search asynchronously and search is not guaranteed
+        complete: a just-created data source may be missing for a while (`block_children` is not)."""
         body: dict[str, Any] = {
             "query": query,
             "filter": {"property": "object", "value": "data_source"},
             "page_size": max(1, min(100, page_size)),
         }
-        return self._paginate("/v1/search", body)
+        return self._paginate("POST", "/v1/search", body)
+
+    def block_children(self, block_id: str, page_size: int = 100) -> Iterator[dict]:
+        """The child blocks of a page (``child_database`` and ``child_page`` among them), following
+        ``next_cursor``; consistent at once, unlike search."""
+        params = {"page_size": max(1, min(100, page_size))}
+        return self._paginate("GET", f"/v1/blocks/{block_id}/children", params=params)
 
     def retrieve_database(self, database_id: str) -> dict:
         return self.request("GET", f"/v1/databases/{database_id}")
@@ -343,26 +361,104 @@ class NotionClient:
         page_size: int = 100,
         filter_properties: list[str] | None = None,
     ) -> Iterator[dict]:
-        """Every page matching `filter`, following ``next_cursor`` (one request per `page_size` pages)."""
+        """The pages of one query, following ``next_cursor`` (one request per `page_size` pages).
+
+        Notion returns at most 10,000 results per query: past that this raises
+        `IncompleteResultsError` after the last page it got. To read every page, use `all_pages`.
+        """
+        body = self._query_body(filter, sorts, page_size)
+        return self._paginate(
+            "POST", f"/v1/data_sources/{data_source_id}/query", body, _fields(filter_properties)
+        )
+
+    def all_pages(
+        self,
+        data_source_id: str,
+        filter: dict | None = None,
+        page_size: int = 100,
+        filter_properties: list[str] | None = None,
+    ) -> Iterator[dict]:
+        """Every page matching `filter`, whatever their number, by ``created_time`` ascending.
+
+        A query returns at most 10,000 results. When one is cut, the rest is read in ``created_time``
+        windows, as the SDK's ``iterateAllDataSourceRows`` does: the query again from the last minute
+        read (``on_or_after``; timestamps are kept to the minute, so windows overlap by that minute),
+        skipping the pages of that minute already read. Only the ids of one minute are held. When one
+        minute alone holds more pages than a query returns, raises `IncompleteResultsError`.
+        """
+        path = f"/v1/data_sources/{data_source_id}/query"
+        since: str | None = None  # the minute the current window starts at
+        read: set[str] = set()  # ids of the pages of minute `since` already yielded
+        while True:
+            window = {"timestamp": "created_time", "created_time": {"on_or_after": since}} if since else None
+            conditions = [condition for condition in (filter, window) if condition]
+            combined = {"and": conditions} if len(conditions) > 1 else (conditions or [None])[0]
+            body = self._query_body(combined, CREATED_ASCENDING, page_size)
+            cut, minute, minute_ids = _Cut(), since, read
+            for page in self._results("POST", path, body, _fields(filter_properties), cut):
+                if page["id"] in read:
+                    continue
+                if page.get("created_time") != minute:
+                    minute, minute_ids = page.get("created_time"), set()
+                minute_ids.add(page["id"])
+                yield page
+            if cut.reason is None:
+                return
+            if minute == since or minute is None:
+                raise IncompleteResultsError(
+                    f"data source {data_source_id}: Notion cut the query ({cut.reason}) and the pages "
+                    f"created in the minute {minute or since} alone are more than one query returns; "
+                    "they cannot all be read through the API"
+                )
+            log.info("data source %s: query cut (%s), reading on from %s", data_source_id, cut.reason, minute)
+            since, read = minute, minute_ids
+
+    @staticmethod
+    def _query_body(filter: dict | None, sorts: list[dict] | None, page_size: int) -> dict[str, Any]:
         body: dict[str, Any] = {"page_size": max(1, min(100, page_size))}
         if filter is not None:
             body["filter"] = filter
         if sorts is not None:
             body["sorts"] = sorts
-        params = {"filter_properties": list(filter_properties)} if filter_properties else None
-        return self._paginate(f"/v1/data_sources/{data_source_id}/query", body, params)
+        return body
 
     def _paginate(
-        self, path: str, body: dict[str, Any], params: dict[str, Any] | None = None
+        self, method: str, path: str, body: dict[str, Any] | None = None, params: dict[str, Any] | None = None
     ) -> Iterator[dict]:
-        """The ``results`` of a paginated POST, page after page, following ``next_cursor``."""
+        """`_results`, raising `IncompleteResultsError` at the end when Notion cut them short."""
+        cut = _Cut()
+        yield from self._results(method, path, body, params, cut)
+        if cut.reason is not None:
+            raise IncompleteResultsError(
+                f"{method} {endpoint_of(path)}: Notion cut the results ({cut.reason}); "
+                "what was read is not all there is"
+            )
+
+    def _results(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        params: dict[str, Any] | None,
+        cut: _Cut,
+    ) -> Iterator[dict]:
+        """The ``results`` of a paginated request, page after page, following ``next_cursor`` (in the
+        body of a POST, the query string of a GET); ``cut.reason`` is set when ``request_status``
+        says the results are incomplete."""
+        body, params = dict(body or {}), dict(params or {})
         while True:
-            result = self.request("POST", path, json=body, params=params)
+            if method == "GET":
+                result = self.request("GET", path, params=params)
+            else:
+                result = self.request(method, path, json=body, params=params or None)
             yield from result.get("results", [])
+            status = result.get("request_status") or {}
+            if status.get("type") == "incomplete":
+                cut.reason = str(status.get("incomplete_reason") or "incomplete")
             cursor = result.get("next_cursor")
             if not result.get("has_more") or not cursor:
                 return
-            body["start_cursor"] = cursor
+            (params if method == "GET" else body)["start_cursor"] = cursor
 
     def create_page(self, data_source_id: str, properties: dict[str, Any]) -> dict:
         """Create a page in a data source. Never retried when the outcome is unknown: on
@@ -390,7 +486,12 @@ class NotionClient:
     def find_pages_by_property(self, data_source_id: str, property_name: str, value: str) -> list[dict]:
         """Pages whose rich_text property equals `value` (e.g. the ``Salesforce Id`` upsert lookup)."""
         flt = {"property": property_name, "rich_text": {"equals": value}}
-        return list(self.query_data_source(data_source_id, filter=flt))
+        return list(self.all_pages(data_source_id, filter=flt))
+
+
+def _fields(filter_properties: list[str] | None) -> dict[str, Any] | None:
+    """The ``filter_properties`` query parameter: only these properties in the pages returned."""
+    return {"filter_properties": list(filter_properties)} if filter_properties else None
 
 
 def plain_text(rich_text: Iterable[dict[str, Any]] | None) -> str:
@@ -437,6 +538,7 @@ __all__ = [
     "DEFAULT_VERSION",
     "AmbiguousWriteError",
     "ApiCall",
+    "IncompleteResultsError",
     "NotionApiError",
     "NotionClient",
     "PermanentNotionError",

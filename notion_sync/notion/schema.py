@@ -7,11 +7,12 @@
 
 No second database, even when the record is missing: the database is created with a description
 carrying a marker (``[notion-sync:<Object>]``). Before creating one, and after a create whose
-outcome is unknown (`AmbiguousWriteError`), Notion is searched for a data source with the title
-whose database sits under the parent page and carries the object's marker; a found one is recorded
-and reused. Search is indexed asynchronously, so after an ambiguous create it is asked again a few
-times; still nothing, the run fails (transiently) rather than risk a second database, and the next
-run searches again before creating.
+outcome is unknown (`AmbiguousWriteError`), the parent page's child databases are read
+(``GET /v1/blocks/{id}/children``, consistent at once) for one carrying the object's marker; a
+found one is recorded and reused. Search (indexed asynchronously, not guaranteed complete) is only a
+second source, asked when no child carries the marker. After an ambiguous create both are asked again
+a few times; still nothing, the run fails (transiently) rather than risk a second database, and the
+next run looks again before creating.
 
 No second database when runs race either (the first backfill starts several partitions of a
 never-synced object at once, and search lags): creating is claimed in DuckDB, which every run
@@ -31,7 +32,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -134,28 +135,50 @@ def _created_for(database: Mapping[str, Any], obj: ObjectConfig, parent_page_id:
     )
 
 
-def find_created_database(
-    client: NotionClient, obj: ObjectConfig, parent_page_id: str
-) -> dict[str, Any] | None:
-    """The database created for ``obj`` under the parent page by an earlier (unrecorded) attempt.
+def _child_databases(client: NotionClient, parent_page_id: str) -> Iterator[str]:
+    """Ids of the databases directly under the parent page (its children: consistent at once)."""
+    for block in client.block_children(parent_page_id):
+        if block.get("type") == "child_database":
+            yield block["id"]
 
-    Searches data sources by the configured title, then reads the database of each one under the
-    parent page (usually one request) for the marker. Several (created before this check existed):
-    the oldest, and a warning naming the others.
-    """
-    found: dict[str, dict[str, Any]] = {}
+
+def _searched_databases(client: NotionClient, obj: ObjectConfig, parent_page_id: str) -> Iterator[str]:
+    """Ids of the databases of data sources found by searching the title (search lags and may miss
+    some), except those known to sit under another page."""
     for source in client.search_data_sources(database_title(obj)):
         database_parent = source.get("database_parent") or {}
         database_id = (source.get("parent") or {}).get("database_id")
-        if not database_id or _normalise(database_id) in found:
+        if not database_id:
             continue
         if database_parent.get("page_id") and _normalise(database_parent["page_id"]) != _normalise(
             parent_page_id
         ):
             continue
-        database = client.retrieve_database(database_id)
-        if _created_for(database, obj, parent_page_id):
-            found[_normalise(database_id)] = database
+        yield database_id
+
+
+def find_created_database(
+    client: NotionClient, obj: ObjectConfig, parent_page_id: str
+) -> dict[str, Any] | None:
+    """The database created for ``obj`` under the parent page by an earlier (unrecorded) attempt.
+
+    Reads the parent page's child databases for the marker (one request per database); search is
+    asked only when none carries it. Several (created before this check existed): the oldest, and
+    a warning naming the others.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for candidates in (
+        _child_databases(client, parent_page_id),
+        _searched_databases(client, obj, parent_page_id),
+    ):
+        for database_id in candidates:
+            if _normalise(database_id) in found:
+                continue
+            database = client.retrieve_database(database_id)
+            if _created_for(database, obj, parent_page_id):
+                found[_normalise(database_id)] = database
+        if found:
+            break
     if not found:
         return None
     oldest, *others = sorted(found.values(), key=lambda db: (db.get("created_time") or "", db["id"]))

@@ -191,6 +191,19 @@ def page_states(
     }
 
 
+def written_since(
+    conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str], since: datetime
+) -> set[str]:
+    """The records of ``ids`` whose sync_state row was written at or after ``since``."""
+    with _id_frame(conn, ids) as frame:
+        rows = conn.execute(
+            f"SELECT s.sf_id FROM sync_state s JOIN {frame} USING (sf_id) "
+            "WHERE s.object = ? AND s.updated_at >= ?",
+            [object_name, since],
+        ).fetchall()
+    return {sf_id for (sf_id,) in rows}
+
+
 def records_of_pages(conn: duckdb.DuckDBPyConnection, page_ids: Sequence[str]) -> dict[str, str]:
     """page id -> Salesforce Id, for the ``page_ids`` that sync_state knows (any object)."""
     with _id_frame(conn, page_ids, "page_id") as frame:
@@ -587,6 +600,15 @@ def start_batch(conn: duckdb.DuckDBPyConnection, run_id: str, object_name: str, 
         [run_id, object_name, partition, now()],
     )
     return previous["status"] if previous else None
+
+
+def record_failed_batch(
+    conn: duckdb.DuckDBPyConnection, run_id: str, object_name: str, partition: str, error_summary: str
+) -> None:
+    """A run that failed before its first record (e.g. a 401 while checking the database): a failed
+    batch, so the partition shows as failed with its error instead of not at all."""
+    start_batch(conn, run_id, object_name, partition)
+    finish_batch(conn, run_id, object_name, partition, "failed", {}, None, error_summary)
 
 
 def finish_batch(

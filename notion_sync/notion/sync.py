@@ -19,11 +19,13 @@ when the partition's previous run did not finish, records without a page are loo
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import islice
 from typing import Any
 
@@ -45,9 +47,16 @@ from notion_sync.notion.resource import NotionResource
 from notion_sync.notion.schema import ensure_data_source
 from notion_sync.staging import PARTITION_COLUMN, quote_ident
 
+log = logging.getLogger(__name__)
+
 CREATE_ATTEMPTS = 3  # creates with an unknown outcome, each followed by a lookup, before giving up
 REBUILD_CHUNK = 100  # pages of a rebuild whose related records are looked up together
 READ_CHUNK = 5_000  # staged rows read and planned at a time
+# Why a record is skipped (sync_log's error_code and error_message; `notion-sync status` shows it).
+SKIP_REASON = {
+    "error_code": "deleted_before_sync",
+    "error_message": "deleted in Salesforce before its first sync: there is no Notion page to trash",
+}
 
 
 class SyncIncomplete(RuntimeError):
@@ -185,6 +194,33 @@ def page_salesforce_id(page: dict[str, Any]) -> str:
     return plain_text(page.get("properties", {}).get(SALESFORCE_ID_PROPERTY, {}).get("rich_text"))
 
 
+@dataclass(frozen=True)
+class PageCopy:
+    """One of the pages holding a record (several: an old create whose outcome was unknown)."""
+
+    page_id: str
+    created_time: str
+    content_hash: str
+
+
+def survivor(
+    copies: Iterable[PageCopy], recorded: str | None = None, referenced: Collection[str] = ()
+) -> PageCopy:
+    """The page to keep among a record's copies: the one sync_state holds (``recorded``), else one
+    that a relation points to (``referenced``), else the oldest. ``created_time`` is kept to the
+    minute and Notion keeps no order within one, so ties go to the lowest page id, never to the
+    order the pages were read in."""
+    return min(
+        copies,
+        key=lambda copy: (
+            copy.page_id != recorded,
+            copy.page_id not in referenced,
+            copy.created_time,
+            copy.page_id,
+        ),
+    )
+
+
 def rebuild_state(
     client: NotionClient,
     writer: state.StateWriter,
@@ -193,32 +229,72 @@ def rebuild_state(
     *,
     trash_duplicates: bool,
 ) -> int:
-    """Record every page of the data source missing from sync_state (100 pages a request).
+    """Record every page of the data source missing from sync_state (100 pages a request, every page
+    whatever their number: `NotionClient.all_pages`). Returns the number of records found.
 
-    With ``trash_duplicates`` (sync_state was empty, so no page is referenced yet) any later copy
-    of a record's page is trashed. Each page is recorded with the `found_hash` of what it shows, so
-    a record whose page already holds its staged values is not written again. Returns the number
-    of records found.
+    Each page is recorded with the `found_hash` of what it shows, so a record whose page already
+    holds its staged values is not written again. A record with several pages keeps the `survivor`;
+    with ``trash_duplicates`` (sync_state was empty, so no page is referenced yet) the others are
+    trashed.
     """
-    found: set[str] = set()
-    pages = client.query_data_source(
-        data_source_id, sorts=[{"timestamp": "created_time", "direction": "ascending"}]
-    )
-    for chunk in _chunks(pages, REBUILD_CHUNK):
+    started = state.now()
+    first: dict[str, str] = {}  # sf_id -> the first of its pages read
+    copies: dict[str, list[PageCopy]] = {}  # sf_id -> its other pages, for records with several
+    self_relations = [spec for spec in specs if spec.relation_to == writer.object_name]
+    referenced: set[str] = set()  # pages of this data source that its pages relate to
+    for chunk in _chunks(client.all_pages(data_source_id), REBUILD_CHUNK):
         parents = _related_records(writer, specs, chunk)
         for page in chunk:
+            referenced.update(_relation_ids(self_relations, [page]))
             sf_id = page_salesforce_id(page)
             if not sf_id:
                 continue
-            if sf_id in found:
-                if trash_duplicates:  # the oldest page stays; later copies were never meant to exist
-                    client.update_page(page["id"], in_trash=True)
+            digest = found_hash(specs, page.get("properties", {}), parents)
+            if sf_id in first:
+                copies.setdefault(sf_id, []).append(PageCopy(page["id"], page["created_time"], digest))
                 continue
-            found.add(sf_id)
-            writer.discover_state(sf_id, page["id"], found_hash(specs, page.get("properties", {}), parents))
+            first[sf_id] = page["id"]
+            writer.discover_state(sf_id, page["id"], digest)
         writer.maybe_flush()  # a rebuild of a million pages must not hold them all before writing
     writer.flush()
-    return len(found)
+    if copies:
+        _settle_copies(client, writer, specs, first, copies, referenced, started, trash=trash_duplicates)
+    return len(first)
+
+
+def _settle_copies(
+    client: NotionClient,
+    writer: state.StateWriter,
+    specs: Sequence[PropertySpec],
+    first: dict[str, str],
+    copies: dict[str, list[PageCopy]],
+    referenced: set[str],
+    started: datetime,
+    *,
+    trash: bool,
+) -> None:
+    """Keep each duplicated record's `survivor` in sync_state (and trash the other copies if ``trash``).
+
+    A record sync_state mapped before the rebuild keeps its page; one the rebuild recorded (the first
+    of its pages read) gets the survivor instead.
+    """
+    with writer.connect() as conn:
+        mapped = state.page_states(conn, writer.object_name, sorted(copies))
+        rebuilt = state.written_since(conn, writer.object_name, sorted(copies), started)
+    for sf_id, others in copies.items():
+        page = client.retrieve_page(first[sf_id])
+        parents = _related_records(writer, specs, [page])
+        read = PageCopy(page["id"], page["created_time"], found_hash(specs, page["properties"], parents))
+        held = mapped[sf_id].page_id if sf_id in mapped and sf_id not in rebuilt else None
+        keep = survivor([read, *others], held, referenced)
+        if held is None:
+            writer.save_state(sf_id, keep.page_id, keep.content_hash)
+        if trash:
+            for copy in [read, *others]:
+                if copy.page_id not in (keep.page_id, held):
+                    client.update_page(copy.page_id, in_trash=True)
+    writer.flush()
+    log.info("%s: %d records have several pages; kept one of each", writer.object_name, len(copies))
 
 
 def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -227,17 +303,22 @@ def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[st
         yield chunk
 
 
-def _related_records(
-    writer: state.StateWriter, specs: Sequence[PropertySpec], pages: Sequence[dict[str, Any]]
-) -> dict[str, str]:
-    """The Salesforce Ids of the pages that ``pages`` relate to (one short read per chunk)."""
-    related = {
+def _relation_ids(specs: Sequence[PropertySpec], pages: Sequence[dict[str, Any]]) -> set[str]:
+    """The page ids the relation properties (of ``specs``) of ``pages`` point to."""
+    return {
         item["id"]
         for page in pages
         for spec in specs
         if spec.relation_to
         for item in page.get("properties", {}).get(spec.name, {}).get("relation") or []
     }
+
+
+def _related_records(
+    writer: state.StateWriter, specs: Sequence[PropertySpec], pages: Sequence[dict[str, Any]]
+) -> dict[str, str]:
+    """The Salesforce Ids of the pages that ``pages`` relate to (one short read per chunk)."""
+    related = _relation_ids(specs, pages)
     if not related:
         return {}
     writer.flush()  # parents discovered earlier in this rebuild (self-relations) must be readable
@@ -335,8 +416,10 @@ def plan(
 
 
 def _lookup(client: NotionClient, data_source_id: str, sf_id: str) -> str | None:
+    """The record's page; of several (an earlier create with an unknown outcome), the `survivor`."""
     pages = client.find_pages_by_property(data_source_id, SALESFORCE_ID_PROPERTY, sf_id)
-    return pages[0]["id"] if pages else None
+    copies = [PageCopy(page["id"], page["created_time"], "") for page in pages]
+    return survivor(copies).page_id if copies else None
 
 
 def _create(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
@@ -495,7 +578,7 @@ def _planned(
         upserts, idle = plan(specs, chunk, verify_new=verify_new)
         for sf_id, action in idle:
             if action == "skipped":
-                writer.log(partition, sf_id, action, "skipped")
+                writer.log(partition, sf_id, action, "skipped", **SKIP_REASON)
             progress.count(sf_id, action)
         writer.maybe_flush()
         yield from upserts
@@ -547,7 +630,7 @@ def sync_partition(
         status = "failed" if progress.transient else "succeeded"
         summary = _summary(progress.failures)
     except BaseException as error:
-        summary = f"{type(error).__name__}: {error}"[:2000]
+        summary = error_summary(error)
         raise
     finally:
         writer.flush()
@@ -583,6 +666,11 @@ def sync_partition(
     )
 
 
+def error_summary(error: BaseException) -> str:
+    """A run's error as `sync_batches.error_summary` keeps it."""
+    return f"{type(error).__name__}: {error}"[:2000]
+
+
 def _summary(failures: Sequence[tuple[str, str, str]], limit: int = 5) -> str | None:
     """The most common failure codes with an example record each."""
     if not failures:
@@ -610,5 +698,13 @@ def run_sync(
     # batch_size: rows (sync state, log, API usage) buffered per DuckDB write; one happens every 2 s anyway.
     writer = state.StateWriter(connect, run_id, obj.name, flush_rows=obj.batch_size)
     with notion.get_client(on_call=writer.record_call, priority=priority) as client:
-        data_source_id = ensure_data_source(client, connect, obj, specs, notion.parent_page_id, run_id=run_id)
+        try:
+            data_source_id = ensure_data_source(
+                client, connect, obj, specs, notion.parent_page_id, run_id=run_id
+            )
+        except BaseException as error:
+            writer.flush()  # the calls that failed, in api_usage
+            with connect() as conn:
+                state.record_failed_batch(conn, run_id, obj.name, partition, error_summary(error))
+            raise
         return sync_partition(client, writer, obj, specs, data_source_id, partition, workers=notion.workers)

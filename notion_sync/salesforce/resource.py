@@ -1,45 +1,49 @@
-"""Salesforce access: login, one guarded `requests.Session`, the daily API budget.
+"""`SalesforceResource`: the Salesforce settings, and a logged-in client per run.
 
-Every HTTP call of simple-salesforce (REST, Bulk 2.0, describe) goes through :class:`GuardedSession`,
-which is where the cross-cutting rules live:
-
-- transient failures (5xx, refused or dropped connections, a body cut off halfway) are retried with
-  bounded exponential backoff and jitter, for idempotent methods only (a repeated POST could create
-  a second bulk job); the retry wraps the whole `send`, body included, which urllib3's own retry
-  (headers only) would not;
-- 401 is final: it raises :class:`SalesforceAuthError` at once, never retried;
-- `Sforce-Limit-Info: api-usage=N/MAX` is read from every response, and a call that would dip into
-  the reserved share of the daily budget is refused with :class:`ApiBudgetExhausted`.
-
-The session id and password are never put into a log or an error message.
+The client's HTTP rules (retries, budget, session renewal) are in
+:mod:`notion_sync.salesforce.transport`; logins, one per process and credentials, in
+:mod:`notion_sync.salesforce.login`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import random
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-import requests
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 from simple_salesforce import Salesforce
-from simple_salesforce.exceptions import SalesforceAuthenticationFailed
+
+from notion_sync.salesforce.login import Credentials, shared_login
+from notion_sync.salesforce.transport import (
+    ApiBudget,
+    ApiBudgetExhausted,
+    Backoff,
+    GuardedSession,
+    SalesforceAuthError,
+    SalesforceConfigError,
+    SalesforceUnavailable,
+)
+
+__all__ = [
+    "ApiBudget",
+    "ApiBudgetExhausted",
+    "Backoff",
+    "SalesforceAuthError",
+    "SalesforceClient",
+    "SalesforceConfigError",
+    "SalesforceResource",
+    "SalesforceUnavailable",
+]
 
 DEFAULT_API_VERSION = "62.0"
-TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
-TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
-UNRETRYABLE_ERRORS = (requests.exceptions.SSLError,)  # a ConnectionError that retrying cannot fix
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-# connect, read (s): producing a large Bulk results page can take a while.
-DEFAULT_TIMEOUT = (10.0, 300.0)
 ENV_VARS = {
     "instance_url": "SALESFORCE_INSTANCE_URL",
     "session_id": "SALESFORCE_SESSION_ID",
+    "consumer_key": "SALESFORCE_CONSUMER_KEY",
+    "consumer_secret": "SALESFORCE_CONSUMER_SECRET",
+    "private_key_file": "SALESFORCE_PRIVATE_KEY_FILE",
     "username": "SALESFORCE_USERNAME",
     "password": "SALESFORCE_PASSWORD",
     "security_token": "SALESFORCE_SECURITY_TOKEN",
@@ -47,131 +51,6 @@ ENV_VARS = {
     "ca_bundle": "SALESFORCE_CA_BUNDLE",
     "api_version": "SALESFORCE_API_VERSION",
 }
-
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-class SalesforceAuthError(RuntimeError):
-    """Salesforce refused the credentials; retrying cannot help."""
-
-
-class ApiBudgetExhausted(RuntimeError):
-    """The org's daily API budget is down to the reserve this platform must leave untouched."""
-
-
-@dataclass
-class ApiBudget:
-    """The org-wide daily API budget as last reported by `Sforce-Limit-Info`, and our calls."""
-
-    reserve: float
-    used: int | None = None
-    limit: int | None = None
-    calls: int = 0
-
-    @property
-    def remaining(self) -> int | None:
-        return None if self.limit is None or self.used is None else self.limit - self.used
-
-    def observe(self, response: requests.Response) -> None:
-        self.calls += 1
-        usage = Salesforce.parse_api_usage(response.headers.get("Sforce-Limit-Info", "")).get("api-usage")
-        if usage is not None:
-            self.used, self.limit = usage.used, usage.total
-
-    def check(self) -> None:
-        """Refuse the next call if it would leave less than the reserve."""
-        remaining = self.remaining
-        if remaining is None or self.limit is None:
-            return
-        floor = int(self.limit * self.reserve)
-        if remaining - 1 < floor:
-            raise ApiBudgetExhausted(
-                f"Salesforce API budget nearly exhausted: {remaining} of {self.limit} daily calls left "
-                f"and the reserve is {self.reserve:.0%} ({floor} calls), so this run stopped before "
-                f"using it (after {self.calls} calls). The budget is a rolling 24-hour allowance: "
-                "re-run the failed partitions later to resume, or lower budget_reserve."
-            )
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Bounded exponential backoff with jitter: base, 2x base, 4x base... each scaled by 0.5-1.5."""
-
-    retries: int
-    base_s: float
-    max_s: float = 30.0
-
-    def delays(self) -> Iterator[float]:
-        for attempt in range(self.retries):
-            yield min(self.max_s, self.base_s * 2**attempt) * (0.5 + random.random())
-
-    def call(self, attempt: Callable[[], T], *, failed: Callable[[T], bool] = lambda _: False) -> T:
-        """`attempt()` until it neither raises a transient error nor returns a `failed` result.
-
-        After the last retry the transient error propagates, or the failed result is returned.
-        """
-        for delay in self.delays():
-            try:
-                result = attempt()
-            except UNRETRYABLE_ERRORS:
-                raise
-            except TRANSIENT_ERRORS as error:
-                reason = type(error).__name__
-            else:
-                if not failed(result):
-                    return result
-                reason = f"HTTP {getattr(result, 'status_code', result)}"
-            log.warning("Salesforce call failed (%s); retrying in %.1f s", reason, delay)
-            time.sleep(delay)
-        return attempt()
-
-
-class GuardedSession(requests.Session):
-    """A `requests.Session` that enforces the budget, retries transient failures and stops on 401."""
-
-    def __init__(self, budget: ApiBudget, backoff: Backoff, *, ca_bundle: str | None):
-        super().__init__()
-        self.budget = budget
-        self.backoff = backoff
-        self.ca_bundle = ca_bundle
-
-    def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Our CA file wins over REQUESTS_CA_BUNDLE, which requests would otherwise prefer."""
-        settings = super().merge_environment_settings(*args, **kwargs)
-        if self.ca_bundle:
-            settings["verify"] = self.ca_bundle
-        return settings
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = DEFAULT_TIMEOUT
-
-        def attempt() -> requests.Response:
-            self.budget.check()
-            response = super(GuardedSession, self).send(request, **kwargs)
-            self.budget.observe(response)
-            return response
-
-        if request.method in IDEMPOTENT_METHODS:
-            response = self.backoff.call(attempt, failed=lambda r: r.status_code in TRANSIENT_STATUSES)
-        else:
-            response = attempt()
-        if response.status_code == 401:
-            raise SalesforceAuthError(
-                f"Salesforce rejected the credentials (HTTP 401 {_error_code(response)}); check "
-                "SALESFORCE_SESSION_ID / SALESFORCE_INSTANCE_URL or the username, password and security "
-                "token. Not retried."
-            )
-        return response
-
-
-def _error_code(response: requests.Response) -> str:
-    try:
-        return response.json()[0]["errorCode"]
-    except (ValueError, LookupError, TypeError):
-        return "unauthorized"
 
 
 @dataclass
@@ -184,14 +63,18 @@ class SalesforceClient:
 
 
 class SalesforceResource(ConfigurableResource):
-    """Salesforce over simple-salesforce: session login (instance_url + session_id) or password login."""
+    """Salesforce over simple-salesforce: OAuth 2.0 (JWT bearer or client credentials), an existing
+    session (instance_url + session_id), or password login (API versions below 65.0)."""
 
     instance_url: str | None = None
     session_id: str | None = None
+    consumer_key: str | None = Field(default=None, description="Connected app consumer key (OAuth 2.0)")
+    consumer_secret: str | None = Field(default=None, description="Consumer secret (client credentials)")
+    private_key_file: str | None = Field(default=None, description="PEM private key (JWT bearer flow)")
     username: str | None = None
     password: str | None = None
     security_token: str | None = None
-    domain: str | None = None
+    domain: str | None = Field(default=None, description="login, test, or the My Domain (e.g. acme.my)")
     ca_bundle: str | None = Field(default=None, description="CA file to trust, e.g. the sandbox's")
     api_version: str = DEFAULT_API_VERSION
     budget_reserve: float = Field(
@@ -201,38 +84,43 @@ class SalesforceResource(ConfigurableResource):
     backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles, plus jitter")
 
     @classmethod
-    def from_env(cls) -> SalesforceResource:
-        """Every `SALESFORCE_*` variable that is set, as an `EnvVar` (so secrets stay out of the UI)."""
-        return cls(**{field: EnvVar(var) for field, var in ENV_VARS.items() if os.environ.get(var)})
+    def from_env(cls, **settings: Any) -> SalesforceResource:
+        """Every `SALESFORCE_*` variable that is set, as an `EnvVar` (so secrets stay out of the UI),
+        and `settings` (e.g. ``max_retries``)."""
+        return cls(
+            **{field: EnvVar(var) for field, var in ENV_VARS.items() if os.environ.get(var)}, **settings
+        )
+
+    def credentials(self) -> Credentials:
+        return Credentials(
+            instance_url=self.instance_url,
+            session_id=self.session_id,
+            username=self.username,
+            password=self.password,
+            security_token=self.security_token,
+            domain=self.domain,
+            consumer_key=self.consumer_key,
+            consumer_secret=self.consumer_secret,
+            private_key_file=self.private_key_file,
+            api_version=self.api_version or DEFAULT_API_VERSION,
+        )
 
     def get_client(self) -> SalesforceClient:
-        """Log in and return a client; one per run, so the budget counts that run's calls."""
-        budget = ApiBudget(reserve=self.budget_reserve)
+        """A client on the process's session for these credentials (logging in only if there is none
+        yet); its budget counts this client's calls, so make one per run or tick.
+
+        Raises :class:`SalesforceConfigError` before any call when the settings are wrong.
+        """
         backoff = Backoff(self.max_retries, self.backoff_s)
-        session = GuardedSession(budget, backoff, ca_bundle=self.ca_bundle)
-        version = self.api_version or DEFAULT_API_VERSION
-        if self.instance_url and self.session_id:
-            sf = Salesforce(
-                instance_url=self.instance_url, session_id=self.session_id, session=session, version=version
-            )
-        elif self.username and self.password:
-            try:
-                sf = Salesforce(
-                    username=self.username,
-                    password=self.password,
-                    security_token=self.security_token or "",
-                    domain=self.domain,
-                    session=session,
-                    version=version,
-                )
-            except SalesforceAuthenticationFailed as error:
-                raise SalesforceAuthError(
-                    f"Salesforce password login failed for {self.username} ({error.code}); check "
-                    "SALESFORCE_USERNAME, SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN."
-                ) from None
-        else:
-            raise SalesforceAuthError(
-                "no Salesforce credentials: set SALESFORCE_INSTANCE_URL and SALESFORCE_SESSION_ID, "
-                "or SALESFORCE_USERNAME and SALESFORCE_PASSWORD (and SALESFORCE_SECURITY_TOKEN)"
-            )
+        credentials = self.credentials()
+        login = shared_login(credentials, backoff, self.ca_bundle)
+        session_id, instance_url = login.session()
+        budget = ApiBudget(reserve=self.budget_reserve)
+        session = GuardedSession(budget, backoff, ca_bundle=self.ca_bundle, login=login)
+        sf = Salesforce(
+            instance_url=instance_url,
+            session_id=session_id,
+            session=session,
+            version=credentials.api_version,
+        )
         return SalesforceClient(sf=sf, budget=budget, backoff=backoff)

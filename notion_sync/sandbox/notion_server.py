@@ -9,6 +9,9 @@ model and validation live in ``notion_store``; the token bucket, latency, faults
 - ``POST /_sandbox/faults`` ``{status, count, path_prefix, method, apply_write, retry_after}`` or
   ``{"timeout": seconds | null, count, ...}`` or ``{"clear": true}``; ``GET /_sandbox/faults``
 - ``GET /_sandbox/stats``
+- ``POST /_sandbox/seed`` ``{data_source_id, pages: [properties, …], start, per_minute}``: pages made
+  without API calls (see `NotionSandbox.seed_pages`); answers ``{"ids": […]}``
+- ``POST /_sandbox/search_lag`` ``{seconds}``: virtual seconds before search finds a new data source
 - ``POST /_sandbox/reset`` ``{stats: true, faults: true, data: false}``
 
 Speed: at ``speed`` K the server is Notion with time compressed K times: buckets refill at
@@ -25,6 +28,8 @@ import select
 import socket
 import threading
 import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -42,6 +47,7 @@ from notion_sync.sandbox.notion_store import BOT_USER_ID, V2025, V2026, NotionEr
 
 MAX_BODY_BYTES = 500 * 1000  # Notion: "≤500 KB" per request; bigger bodies get a 413
 LEGACY_VERSION = "2022-06-28"
+SEED_PER_MINUTE = 180  # pages a minute a sync creates at Notion's 3 requests a second
 FAULT_ERRORS: dict[int, tuple[str, str]] = {
     409: ("conflict_error", "Conflict occurred while saving. Please try again."),
     429: ("rate_limited", "You have been rate limited. Please try again in a few minutes."),
@@ -73,6 +79,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
             "/v1/pages/{id}/properties/{property_id}",
         ),
         ("DELETE", f"/v1/blocks/{_ID}", "delete_block", "/v1/blocks/{id}"),
+        ("GET", f"/v1/blocks/{_ID}/children", "block_children", "/v1/blocks/{id}/children"),
         ("POST", "/v1/search", "search", "/v1/search"),
         ("GET", "/v1/users/me", "me", "/v1/users/me"),
         ("GET", "/v1/users", "users", "/v1/users"),
@@ -304,6 +311,16 @@ def _reason(status: int) -> str:
         return "Site Overloaded" if status == 529 else "Error"
 
 
+def _query_page_size(query: dict[str, list[str]]) -> int:
+    size = query.get("page_size", ["100"])[0]
+    if not size.isdigit() or not 1 <= int(size) <= 100:
+        raise invalid(
+            f"query failed validation: query.page_size should be a number between 1 and "
+            f"100, instead was `{size}`."
+        )
+    return int(size)
+
+
 def _match(method: str, path: str) -> tuple[str, str | None, dict[str, str]]:
     for route_method, pattern, action, label in ROUTES:
         if route_method == method and (m := pattern.match(path)):
@@ -337,7 +354,7 @@ class NotionSandbox:
         self._latency = Latency(self._clock, latency_ms, latency_jitter_ms)
         self._faults = FaultInjector()
         self._stats = RequestStats(self._clock)
-        self.store = Store()
+        self.store = Store(self._clock)
         self.parent_page_id = self.store.root_page_id
         self.url = ""
         self._server: _Server | None = None
@@ -419,6 +436,28 @@ class NotionSandbox:
     def set_query_lag(self, seconds: float) -> None:
         """New pages appear in data source queries only ``seconds`` (virtual) after their creation."""
         self.store.query_lag_s = seconds / self._clock.speed
+
+    def set_search_lag(self, seconds: float) -> None:
+        """New data sources appear in search only ``seconds`` (virtual) after their creation."""
+        self.store.search_lag_s = seconds
+
+    def seed_pages(
+        self,
+        data_source_id: str,
+        properties: Iterable[dict[str, Any]],
+        start: datetime | None = None,
+        per_minute: int = SEED_PER_MINUTE,
+    ) -> list[str]:
+        """Add pages to a data source without API calls (tests of large data sources).
+
+        ``properties`` are ``POST /v1/pages`` property bodies; pages get ``created_time`` a minute
+        apart for every ``per_minute`` of them (default: a sync at 3 requests a second), from
+        ``start`` (default: as long ago as that takes). Returns the page ids in order.
+        """
+        rows = list(properties)
+        if start is None:
+            start = datetime.now(UTC) - timedelta(minutes=len(rows) // max(per_minute, 1) + 1)
+        return self.store.seed_pages(data_source_id, rows, start, per_minute)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -518,16 +557,14 @@ class NotionSandbox:
             return store.query(params["id"], body, version, only)
         if action == "delete_block":
             return store.delete_block(params["id"], version)
+        cursor = query.get("start_cursor", [None])[0]
+        if action == "block_children":
+            return store.block_children(params["id"], cursor, _query_page_size(query), version)
         if action == "property_items":
-            size = query.get("page_size", ["100"])[0]
-            if not size.isdigit() or not 1 <= int(size) <= 100:
-                raise invalid(
-                    f"query failed validation: query.page_size should be a number between 1 and "
-                    f"100, instead was `{size}`."
-                )
             next_url = f"{self.url}/v1/pages/{params['id']}/properties/{params['prop']}"
-            cursor = query.get("start_cursor", [None])[0]
-            return store.property_items(params["id"], params["prop"], cursor, int(size), next_url)
+            return store.property_items(
+                params["id"], params["prop"], cursor, _query_page_size(query), next_url
+            )
         bot = {
             "object": "user",
             "id": BOT_USER_ID,
@@ -565,6 +602,18 @@ class NotionSandbox:
                 if method == "POST":
                     self._add_fault(body)
                 return 200, {"pending": self._faults.pending()}
+            if path == "/_sandbox/seed" and method == "POST":
+                start = body.get("start")
+                ids = self.seed_pages(
+                    body["data_source_id"],
+                    body.get("pages", []),
+                    datetime.fromisoformat(start) if start else None,
+                    int(body.get("per_minute", SEED_PER_MINUTE)),
+                )
+                return 200, {"ids": ids}
+            if path == "/_sandbox/search_lag" and method == "POST":
+                self.set_search_lag(float(body["seconds"]))
+                return 200, {"search_lag_s": self.store.search_lag_s}
             if path == "/_sandbox/reset" and method == "POST":
                 if body.get("stats", True):
                     self.reset_stats()
@@ -574,7 +623,9 @@ class NotionSandbox:
                     self.store.reset()
                 self._limiter.reset()
                 return 200, {"ok": True}
-        except (TypeError, ValueError) as exc:
+        except NotionError as exc:
+            return exc.status, {"error": exc.message}
+        except (KeyError, TypeError, ValueError) as exc:
             return 400, {"error": str(exc)}
         return 404, {"error": f"unknown admin endpoint {method} {path}"}
 

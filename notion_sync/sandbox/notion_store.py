@@ -14,9 +14,9 @@ permanently.
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import functools
+import json
 import operator
 import random
 import re
@@ -24,9 +24,11 @@ import string
 import threading
 import uuid
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from notion_sync.sandbox.notion_limits import VirtualClock
 
 V2025 = "2025-09-03"
 V2026 = "2026-03-11"
@@ -40,6 +42,9 @@ ARRAY_MAX = 100
 OPTION_NAME_MAX = 100
 READ_CAP = 25  # references per relation/people property in page reads
 PAGE_SIZE_MAX = 100
+QUERY_RESULT_CAP = 10_000  # results of one data source query across its pagination (real Notion)
+SEARCH_LAG_S = 60.0  # virtual seconds before a new data source shows up in search
+INCOMPLETE = {"type": "incomplete", "incomplete_reason": "query_result_limit_reached"}
 
 TEXT_TYPES = ("title", "rich_text", "url", "email", "phone_number")
 READ_ONLY = (
@@ -145,6 +150,11 @@ def new_id() -> str:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _minute(t: dt.datetime) -> dt.datetime:
+    """Pages keep ``created_time`` and ``last_edited_time`` to the minute, in filters and sorts too."""
+    return t.replace(second=0, microsecond=0)
 
 
 def fmt_minute(t: dt.datetime) -> str:
@@ -350,6 +360,7 @@ class DataSource:
     pages: list[Page] = field(default_factory=list)  # creation (seq) order
     index: dict[str, dict[str, set[str]]] = field(default_factory=dict)  # prop id -> plain text -> pages
     edited: dt.datetime = field(default_factory=_now)
+    born: float = 0.0  # virtual time of its creation (search lag)
 
     def prop(self, key: str) -> Prop | None:
         """Look a property up by name, then by id."""
@@ -369,6 +380,7 @@ class Page:
     """A page; ``parent`` is a DataSource, a page id, or None for the workspace root."""
 
     __slots__ = (
+        "born",
         "cover",
         "created",
         "edited",
@@ -381,9 +393,12 @@ class Page:
         "values",
     )
 
-    def __init__(self, page_id: str, seq: int, parent: DataSource | str | None) -> None:
+    def __init__(
+        self, page_id: str, seq: int, parent: DataSource | str | None, created: dt.datetime | None = None
+    ) -> None:
         self.id, self.seq, self.parent = page_id, seq, parent
-        self.created = self.edited = _now()
+        self.born = created or _now()  # the exact instant, for the query lag only
+        self.created = self.edited = _minute(self.born)
         self.values: dict[str, Any] = {}
         self.in_trash = self.is_locked = False
         self.icon: dict | None = None
@@ -401,30 +416,64 @@ def _slug_url(title: str, object_id: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------- store
-class Store:
-    """The sandbox workspace. All public methods are thread-safe (one re-entrant lock)."""
+def _mutates(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A write: taken under the store lock, and it drops the cached query results."""
 
-    def __init__(self) -> None:
+    @functools.wraps(method)
+    def write(self: Store, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            self._query_cache.clear()
+            return method(self, *args, **kwargs)
+
+    return write
+
+
+class Store:
+    """The sandbox workspace. All public methods are thread-safe (one re-entrant lock).
+
+    ``clock`` is the server's virtual clock (search lag). Real Notion behaviours modelled here, on
+    by default: a query returns at most ``query_result_cap`` results across its pagination (then
+    ``request_status`` says ``incomplete``); page timestamps are kept to the minute; search finds a
+    new data source only ``search_lag_s`` virtual seconds after its creation, while a page's
+    children (``GET /v1/blocks/{id}/children``) list a new database at once.
+    """
+
+    def __init__(self, clock: VirtualClock | None = None) -> None:
         self.lock = threading.RLock()
+        self.clock = clock or VirtualClock()
         self.pages: dict[str, Page] = {}
         self.databases: dict[str, Database] = {}
         self.sources: dict[str, DataSource] = {}
+        self._children: dict[str, list[str]] = {}  # page id -> child page and database ids, in order
         self._seq = 0
         # Real seconds before a new page shows up in data source queries (an index lag, for tests of
         # lookups right after a create; 0 = at once).
         self.query_lag_s = 0.0
+        self.query_result_cap = QUERY_RESULT_CAP
+        self.search_lag_s = SEARCH_LAG_S
+        # data source id -> (filter and sorts, matching pages in order, position of each page id)
+        self._query_cache: dict[str, tuple[str, list[Page], dict[str, int]]] = {}
         root = self._new_page(None)
         root.values["title"] = (("text", "Sandbox root", None, None),)
         self.root_page_id = root.id
 
     # ----------------------------------------------------------------------------- helpers
-    def _new_page(self, parent: DataSource | str | None) -> Page:
+    def _new_page(self, parent: DataSource | str | None, created: dt.datetime | None = None) -> Page:
         self._seq += 1
-        page = Page(new_id(), self._seq, parent)
+        page = Page(new_id(), self._seq, parent, created)
         self.pages[page.id] = page
         if isinstance(parent, DataSource):
             parent.pages.append(page)
+        elif parent is not None:
+            self._children.setdefault(parent, []).append(page.id)
         return page
+
+    def _new_source(
+        self, database: Database, title: tuple[Segment, ...], icon: dict | None = None
+    ) -> DataSource:
+        source = DataSource(new_id(), database, title, _now(), icon=icon)
+        source.born = self.clock.now()
+        return source
 
     @staticmethod
     def _lookup(objects: dict[str, Any], object_id: Any, kind: str, path: str) -> Any:
@@ -687,6 +736,7 @@ class Store:
             )
 
     # ----------------------------------------------------------------------------- databases / sources
+    @_mutates
     def create_database(self, body: dict, version: str) -> dict:
         with self.lock:
             parent = body.get("parent", _MISSING)
@@ -709,17 +759,19 @@ class Store:
             if not isinstance(initial, dict):
                 raise body_invalid("body.initial_data_source", "an object", initial)
             props = initial.get("properties") or {"Name": {"title": {}}}
-            source = DataSource(new_id(), db, title, _now())
+            source = self._new_source(db, title)
             self._parse_schema(source, props, "body.initial_data_source.properties")
             db.sources.append(source)
             self.databases[db.id] = db
             self.sources[source.id] = source
+            self._children.setdefault(parent_page.id, []).append(db.id)
             return self.render_database(db, version)
 
     def get_database(self, database_id: str, version: str) -> dict:
         with self.lock:
             return self.render_database(self._database(database_id), version)
 
+    @_mutates
     def update_database(self, database_id: str, body: dict, version: str) -> dict:
         with self.lock:
             self._check_archived(body, version)
@@ -739,18 +791,15 @@ class Store:
             db.edited = _now()
             return self.render_database(db, version)
 
+    @_mutates
     def create_source(self, body: dict, version: str) -> dict:
         with self.lock:
             parent = body.get("parent", _MISSING)
             if not isinstance(parent, dict) or "database_id" not in parent:
                 raise body_invalid("body.parent.database_id", "defined", _MISSING)
             db = self._database(parent["database_id"], "body.parent.database_id")
-            source = DataSource(
-                new_id(),
-                db,
-                parse_rich_text(body.get("title", []), "body.title"),
-                _now(),
-                icon=body.get("icon"),
+            source = self._new_source(
+                db, parse_rich_text(body.get("title", []), "body.title"), body.get("icon")
             )
             self._parse_schema(source, body.get("properties", _MISSING), "body.properties")
             db.sources.append(source)
@@ -761,6 +810,7 @@ class Store:
         with self.lock:
             return self.render_source(self._source(source_id), version)
 
+    @_mutates
     def update_source(self, source_id: str, body: dict, version: str) -> dict:
         with self.lock:
             self._check_archived(body, version)
@@ -828,6 +878,7 @@ class Store:
                     page.values.pop(prop.id, None)
 
     # ----------------------------------------------------------------------------- page writes
+    @_mutates
     def create_page(self, body: dict, version: str) -> dict:
         with self.lock:
             self._check_archived(body, version)
@@ -862,6 +913,7 @@ class Store:
             page.icon, page.cover = body.get("icon"), body.get("cover")
             return self.render_page(page, version)
 
+    @_mutates
     def update_page(self, page_id: str, body: dict, version: str) -> dict:
         with self.lock:
             self._check_archived(body, version)
@@ -884,7 +936,7 @@ class Store:
                 page.is_locked = bool(body["is_locked"])
             if trash is not None:
                 page.in_trash = trash
-            page.edited = _now()
+            page.edited = _minute(_now())
             return self.render_page(page, version)
 
     def _parse_values(self, target: DataSource | str, props: dict) -> dict[str, Any]:
@@ -994,6 +1046,7 @@ class Store:
                     index.setdefault(new, set()).add(page.id)
             page.values[pid] = value
 
+    @_mutates
     def delete_block(self, block_id: str, version: str) -> dict:
         with self.lock:
             bid = parse_id(block_id, "path.block_id")
@@ -1002,34 +1055,10 @@ class Store:
                 raise not_found("block", bid)
             now = _now()
             if page is not None:
-                page.in_trash, page.edited = True, now
-                parent_page = page.parent if isinstance(page.parent, str) else None
-                parent = (
-                    {"type": "data_source_id", "data_source_id": page.parent.id}
-                    if isinstance(page.parent, DataSource)
-                    else {"type": "page_id", "page_id": parent_page}
-                    if parent_page
-                    else {"type": "workspace", "workspace": True}
-                )
-                kind, detail, created = "child_page", {"title": page.title_text()}, page.created
+                page.in_trash, page.edited = True, _minute(now)
             else:
                 db.in_trash, db.edited = True, now
-                parent = {"type": "page_id", "page_id": db.parent_page_id}
-                kind, detail, created = "child_database", {"title": plain_text(db.title)}, db.created
-            obj = {
-                "object": "block",
-                "id": bid,
-                "parent": parent,
-                "created_time": fmt_minute(created),
-                "last_edited_time": fmt_minute(now),
-                "created_by": user(),
-                "last_edited_by": user(),
-                "has_children": False,
-                "in_trash": True,
-                "type": kind,
-                kind: detail,
-            }
-            return self._with_archived(obj, True, version)
+            return self._render_block(bid, version)
 
     # ----------------------------------------------------------------------------- page reads
     def get_page(self, page_id: str, version: str, only: set[str] | None = None) -> dict:
@@ -1085,43 +1114,46 @@ class Store:
             }
 
     def query(self, source_id: str, body: dict, version: str, only: set[str] | None = None) -> dict:
+        """One page of a data source query; a query matching more than ``query_result_cap`` pages is
+        cut there (``has_more`` false) and every page of it says ``request_status: incomplete``."""
         with self.lock:
             source = self._source(source_id)
             page_size = _page_size(body.get("page_size"), "body.page_size")
-            flt = body.get("filter")
-            predicate = _compile_filter(source, flt, "body.filter", 0) if flt else None
-            sorts = body.get("sorts") or []
-            if not isinstance(sorts, list):
-                raise body_invalid("body.sorts", "an array", sorts)
-            cursor = body.get("start_cursor")
-            candidates = self._candidates(source, flt)
-            if self.query_lag_s:
-                indexed = _now() - dt.timedelta(seconds=self.query_lag_s)
-                candidates = [p for p in candidates if p.created <= indexed]
-            if sorts:
-                matched = [p for p in candidates if not p.in_trash and (predicate is None or predicate(p))]
-                matched.sort(key=functools.cmp_to_key(_sort_cmp(source, sorts)))
-                start = 0
-                if cursor is not None:
-                    cid = parse_id(cursor, "body.start_cursor")
-                    start = next((i for i, p in enumerate(matched) if p.id == cid), len(matched))
-                window = matched[start : start + page_size + 1]
-            else:
-                start = 0
-                if cursor is not None:
-                    cpage = self.pages.get(parse_id(cursor, "body.start_cursor"))
-                    if cpage is None or cpage.parent is not source:
-                        raise body_invalid("body.start_cursor", "a cursor returned by this query", cursor)
-                    start = bisect.bisect_left(candidates, cpage.seq, key=lambda p: p.seq)
-                window = []
-                for page in candidates[start:] if start else candidates:
-                    if not page.in_trash and (predicate is None or predicate(page)):
-                        window.append(page)
-                        if len(window) > page_size:
-                            break
-            more = len(window) > page_size
-            results = [self.render_page(p, version, only) for p in window[:page_size]]
-            return _list(results, window[page_size].id if more else None)
+            matched, positions = self._matching(source, body.get("filter"), body.get("sorts") or [])
+            start = 0
+            if (cursor := body.get("start_cursor")) is not None:
+                start = positions.get(parse_id(cursor, "body.start_cursor"), -1)
+                if start < 0:
+                    raise body_invalid("body.start_cursor", "a cursor returned by this query", cursor)
+            end = min(start + page_size, self.query_result_cap)
+            more = end < min(len(matched), self.query_result_cap)
+            results = [self.render_page(p, version, only) for p in matched[start:end]]
+            out = _list(results, matched[end].id if more else None)
+            if len(matched) > self.query_result_cap:
+                out["request_status"] = dict(INCOMPLETE)
+            return out
+
+    def _matching(self, source: DataSource, flt: Any, sorts: Any) -> tuple[list[Page], dict[str, int]]:
+        """The pages a query matches, in its order, and each one's position (cached until a write)."""
+        predicate = _compile_filter(source, flt, "body.filter", 0) if flt else None
+        if not isinstance(sorts, list):
+            raise body_invalid("body.sorts", "an array", sorts)
+        keys = _sort_keys(source, sorts)
+        query = json.dumps([flt, sorts], sort_keys=True, default=str)
+        cached = self._query_cache.get(source.id)
+        if cached is not None and cached[0] == query and not self.query_lag_s:
+            return cached[1], cached[2]
+        candidates = self._candidates(source, flt)
+        if self.query_lag_s:
+            indexed = _now() - dt.timedelta(seconds=self.query_lag_s)
+            candidates = [p for p in candidates if p.born <= indexed]
+        matched = [p for p in candidates if not p.in_trash and (predicate is None or predicate(p))]
+        if keys:
+            matched = _sorted(matched, keys)
+        positions = {p.id: i for i, p in enumerate(matched)}
+        if not self.query_lag_s:
+            self._query_cache[source.id] = (query, matched, positions)
+        return matched, positions
 
     def _candidates(self, source: DataSource, flt: Any) -> list[Page]:
         """Pages that can match: an index hit for a text ``equals`` (possibly inside ``and``), else all."""
@@ -1138,6 +1170,77 @@ class Store:
                     ids = source.index[prop.id].get(cond["equals"], ())
                     return sorted((self.pages[i] for i in ids), key=lambda p: p.seq)
         return source.pages
+
+    def block_children(self, block_id: str, cursor: str | None, page_size: int, version: str) -> dict:
+        """``GET /v1/blocks/{id}/children`` of a page: its child pages and databases (not trashed), in
+        creation order, at once (unlike search)."""
+        with self.lock:
+            page = self._lookup(self.pages, block_id, "block", "path.block_id")
+            ids = [i for i in self._children.get(page.id, ()) if not self._block_trashed(i)]
+            start = 0
+            if cursor is not None:
+                cid = parse_id(cursor, "query.start_cursor")
+                if cid not in ids:
+                    raise body_invalid("query.start_cursor", "a cursor returned by this request", cursor)
+                start = ids.index(cid)
+            more = start + page_size < len(ids)
+            results = [self._render_block(i, version) for i in ids[start : start + page_size]]
+            return _list(results, ids[start + page_size] if more else None, "block")
+
+    def _block_trashed(self, block_id: str) -> bool:
+        page, db = self.pages.get(block_id), self.databases.get(block_id)
+        return bool(page.in_trash if page is not None else db is None or db.in_trash)
+
+    def _render_block(self, block_id: str, version: str) -> dict:
+        """A page or database as the block holding it in its parent (``child_page`` / ``child_database``)."""
+        page = self.pages.get(block_id)
+        if page is not None:
+            parent = page.parent
+            parent_obj = (
+                {"type": "data_source_id", "data_source_id": parent.id}
+                if isinstance(parent, DataSource)
+                else {"type": "page_id", "page_id": parent}
+                if parent
+                else {"type": "workspace", "workspace": True}
+            )
+            kind, title, trashed = "child_page", page.title_text(), page.in_trash
+            created, edited = page.created, page.edited
+        else:
+            db = self.databases[block_id]
+            parent_obj = {"type": "page_id", "page_id": db.parent_page_id}
+            kind, title, trashed = "child_database", plain_text(db.title), db.in_trash
+            created, edited = db.created, db.edited
+        obj = {
+            "object": "block",
+            "id": block_id,
+            "parent": parent_obj,
+            "created_time": fmt_minute(created),
+            "last_edited_time": fmt_minute(edited),
+            "created_by": user(),
+            "last_edited_by": user(),
+            "has_children": False,
+            "in_trash": trashed,
+            "type": kind,
+            kind: {"title": title},
+        }
+        return self._with_archived(obj, trashed, version)
+
+    @_mutates
+    def seed_pages(
+        self, source_id: str, properties: Iterable[dict], start: dt.datetime, per_minute: int
+    ) -> list[str]:
+        """Pages made without requests (validated as ``POST /v1/pages``): the ``i``-th is created
+        ``i // per_minute`` minutes after ``start``. Returns their ids in order."""
+        if per_minute < 1:
+            raise ValueError(f"per_minute must be >= 1, got {per_minute}")
+        source = self._source(source_id, "data_source_id")
+        ids = []
+        for i, props in enumerate(properties):
+            values = self._parse_values(source, props)
+            page = self._new_page(source, _as_utc(start) + dt.timedelta(minutes=i // per_minute))
+            self._apply_values(page, values)
+            ids.append(page.id)
+        return ids
 
     def search(self, body: dict, version: str) -> dict:
         with self.lock:
@@ -1161,10 +1264,11 @@ class Store:
                     if not p.in_trash and needle in p.title_text().lower()
                 ]
             if "data_source" in kinds:
+                indexed = self.clock.now() - self.search_lag_s
                 items += [
                     (s.edited, s.id, s)
                     for s in self.sources.values()
-                    if not s.in_trash and needle in plain_text(s.title).lower()
+                    if not s.in_trash and s.born <= indexed and needle in plain_text(s.title).lower()
                 ]
             sort = body.get("sort") or {}
             items.sort(key=lambda it: it[0], reverse=sort.get("direction", "descending") != "ascending")
@@ -1215,6 +1319,7 @@ class Store:
                     out[s.id] = {"count": len(dups), "ids": dups}
             return out
 
+    @_mutates
     def reset(self) -> None:
         """Drop every database, data source and page except the root page."""
         with self.lock:
@@ -1222,6 +1327,7 @@ class Store:
             self.pages = {root.id: root}
             self.databases.clear()
             self.sources.clear()
+            self._children.clear()
 
 
 def _decode_offset(cursor: str | None) -> int:
@@ -1247,14 +1353,14 @@ def _page_size(value: Any, path: str) -> int:
     return value
 
 
-def _list(results: list[dict], next_cursor: str | None) -> dict:
+def _list(results: list[dict], next_cursor: str | None, kind: str = "page_or_data_source") -> dict:
     return {
         "object": "list",
         "results": results,
         "next_cursor": next_cursor,
         "has_more": next_cursor is not None,
-        "type": "page_or_data_source",
-        "page_or_data_source": {},
+        "type": kind,
+        kind: {},
     }
 
 
@@ -1377,7 +1483,8 @@ def _compile_filter(source: DataSource, flt: Any, path: str, depth: int) -> Pred
 
 
 def _timestamp(kind: str) -> Callable[[Page], dt.datetime]:
-    """A page's ``created_time`` (its ``created``); any other kind reads ``last_edited_time``."""
+    """A page's ``created_time`` (its ``created``, to the minute); any other kind reads
+    ``last_edited_time``."""
     return operator.attrgetter("created" if kind == "created_time" else "edited")
 
 
@@ -1466,8 +1573,11 @@ def _date_predicate(get: Callable[[Page], dt.datetime | None], cond: Any, path: 
     return lambda p: (v := key(p)) is not None and test(v)
 
 
-def _sort_cmp(source: DataSource, sorts: list) -> Callable[[Page, Page], int]:
-    keys: list[tuple[Callable[[Page], Any], bool]] = []
+SortKey = tuple[Callable[[Page], Any], bool]  # (value of a page, descending)
+
+
+def _sort_keys(source: DataSource, sorts: list) -> list[SortKey]:
+    keys: list[SortKey] = []
     for i, spec in enumerate(sorts):
         path = f"body.sorts[{i}]"
         if not isinstance(spec, dict):
@@ -1476,25 +1586,30 @@ def _sort_cmp(source: DataSource, sorts: list) -> Callable[[Page, Page], int]:
         if direction not in ("ascending", "descending"):
             raise body_invalid(f"{path}.direction", '`"ascending"` or `"descending"`', direction)
         if "timestamp" in spec:
+            if spec["timestamp"] not in ("created_time", "last_edited_time"):
+                raise body_invalid(
+                    f"{path}.timestamp", '`"created_time"` or `"last_edited_time"`', spec["timestamp"]
+                )
             keys.append((_timestamp(spec["timestamp"]), direction == "descending"))
             continue
         prop = source.prop(spec.get("property", ""))
         if prop is None:
             raise invalid(f"Could not find sort property with name or id: {spec.get('property')}")
         keys.append((_sort_key(prop), direction == "descending"))
+    return keys
 
-    def cmp(a: Page, b: Page) -> int:
-        for get, desc in keys:
-            va, vb = get(a), get(b)
-            if va == vb:
-                continue
-            if va is None or vb is None:  # empty values sort last in both directions
-                return 1 if va is None else -1
-            result = -1 if va < vb else 1
-            return -result if desc else result
-        return a.seq - b.seq
 
-    return cmp
+def _sorted(pages: Sequence[Page], keys: list[SortKey]) -> list[Page]:
+    """``pages`` ordered by ``keys``, empty values last in both directions. Ties go in an arbitrary
+    (but stable) order, neither by creation nor by page id: timestamps are per minute, and Notion
+    keeps no order among the pages of one minute."""
+    ordered = sorted(pages, key=lambda page: page.id[::-1])
+    for get, descending in reversed(keys):  # stable sorts, the last key first
+        valued = [(get(page), page) for page in ordered]
+        present = [item for item in valued if item[0] is not None]
+        present.sort(key=operator.itemgetter(0), reverse=descending)
+        ordered = [page for _, page in present] + [page for value, page in valued if value is None]
+    return ordered
 
 
 def _sort_key(prop: Prop) -> Callable[[Page], Any]:

@@ -1,14 +1,17 @@
 """A local Salesforce over HTTPS: REST query/queryMore/queryAll, describe, limits, Bulk API 2.0 query
-jobs, the daily API budget, and admin endpoints (``/_sandbox/...``) to edit data and inject faults.
+jobs, the daily API budget, logins, and admin endpoints (``/_sandbox/...``) to edit data and inject faults.
 
 Responses copy Salesforce's shapes, headers and error bodies closely enough that simple-salesforce
 (and our extractor) cannot tell the difference; see ``notion_sync_tests/test_sandbox_salesforce.py``.
-Session login (``SALESFORCE_INSTANCE_URL`` + ``SALESFORCE_SESSION_ID``) and SOAP password login
-(``POST /services/Soap/u/<version>``), reached through :mod:`~notion_sync.sandbox.connect_proxy`
-since simple-salesforce posts it to ``https://<domain>.salesforce.com``; see
-:meth:`SalesforceSandbox.password_env`.
+Logins (see :mod:`~notion_sync.sandbox.sf_login`): session login (``SALESFORCE_INSTANCE_URL`` +
+``SALESFORCE_SESSION_ID``), OAuth 2.0 ``POST /services/oauth2/token`` (JWT bearer, client
+credentials) and SOAP password login (``POST /services/Soap/u/<version>``, refused from 65.0 on),
+each login a new session, at most 3,600 logins per user per hour. simple-salesforce posts logins to
+``https://<domain>.salesforce.com``, which :mod:`~notion_sync.sandbox.connect_proxy` tunnels here;
+see :meth:`SalesforceSandbox.jwt_env`, :meth:`~SalesforceSandbox.client_credentials_env` and
+:meth:`~SalesforceSandbox.password_env`.
 
-API (``/services/data/vNN.0``, 31.0-63.0; each call costs 1 of the daily budget):
+API (``/services/data/vNN.0``, 31.0-68.0; each call costs 1 of the daily budget):
 ``GET /services/data/`` versions · ``GET query?q=`` / ``queryAll?q=`` (2,000 a page, or
 ``Sforce-Query-Options: batchSize=200..2000``) and their ``nextRecordsUrl`` · ``GET limits`` ·
 ``GET sobjects``, ``sobjects/<Object>``, ``sobjects/<Object>/describe``, ``sobjects/<Object>/<Id>`` ·
@@ -19,9 +22,18 @@ Bulk 2.0 ``POST jobs/query``, ``GET jobs/query[/<id>]``, ``GET jobs/query/<id>/r
 Admin (no session, free): ``GET|POST|DELETE /_sandbox/records/<Object>/<Id>`` (read, edit, soft delete;
 ``?modstamp=<past datetime>`` commits the edit or delete late, ``DELETE ?hard=true`` purges),
 ``POST /_sandbox/records/<Object>`` (create), ``POST|DELETE /_sandbox/faults``
-(``{"status": 503, "count": 2}``, ``{"drop": 1}``, ``{"delay": 5}``, optional ``"match": "/jobs/"``),
-``POST /_sandbox/budget`` (``{"remaining": N}``), ``GET|DELETE /_sandbox/stats``,
-``GET /_sandbox/edges/<Object>``, ``GET /_sandbox/info``.
+(``{"status": 503, "count": 2}``, ``{"drop": 1}``, ``{"delay": 5}``, ``{"expire": 1}``, optional
+``"match": "/jobs/"``), ``DELETE /_sandbox/sessions`` (expire them all), ``POST /_sandbox/logins``
+(``{"per_hour": N}``), ``POST /_sandbox/budget`` (``{"remaining": N}``), ``GET|DELETE /_sandbox/stats``,
+``GET /_sandbox/edges/<Object>``, ``GET /_sandbox/info``, ``POST /_sandbox/records/<Object>/<Id>/undelete``,
+``POST /_sandbox/clock`` (``{"advance": seconds}``: the org's clock moves on). In-process only:
+:meth:`~SalesforceSandbox.fail_bulk_jobs` (the next jobs end ``Failed`` or ``Aborted``) and
+``bulk_unsupported`` (objects whose Bulk jobs are refused with ``INVALIDENTITY``).
+
+Change Data Capture (:mod:`~notion_sync.sandbox.pubsub_server`): the Pub/Sub API on its own gRPC port
+(``SALESFORCE_PUBSUB_ENDPOINT``); ``GET|POST /_sandbox/cdc`` (``{"enabled": ["Account"],
+"allocation": N}``), ``POST /_sandbox/cdc/gap`` (``{"object", "ids", "change_type"}``) and
+``POST /_sandbox/cdc/overflow`` (``{"object"}``).
 """
 
 from __future__ import annotations
@@ -51,8 +63,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
-from notion_sync.sandbox import soql, tls
+from cryptography import x509
+
+from notion_sync.salesforce.ids import org_id_of_session
+from notion_sync.sandbox import sf_login, soql, tls
 from notion_sync.sandbox.connect_proxy import ConnectProxy
+from notion_sync.sandbox.pubsub_server import EventBus, PubSubServer, PubSubService, describe
 from notion_sync.sandbox.sf_data import (
     DAY_MS,
     DEFAULT_END,
@@ -69,7 +85,7 @@ from notion_sync.sandbox.sf_data import (
     parse_id,
 )
 
-VERSIONS = [f"{v}.0" for v in range(31, 64)]
+VERSIONS = [f"{v}.0" for v in range(31, 69)]  # 68.0 is Winter '27
 MAX_URI = 16_384  # Salesforce refuses longer request URIs with 414
 REST_PAGE = 2_000
 BULK_PAGE = 50_000
@@ -94,7 +110,7 @@ def _not_found() -> ApiError:
 
 @dataclass
 class Fault:
-    kind: str  # status | drop | delay
+    kind: str  # status | drop | delay | expire (all sessions, before the request is authenticated)
     remaining: int
     status: int = 503
     delay: float = 0.0
@@ -113,6 +129,7 @@ class BulkJob:
     line_ending: str
     state: str = "UploadComplete"
     fields: list[str] = field(default_factory=list)
+    outcome: str = "JobComplete"  # the state it reaches when processed: JobComplete, Failed or Aborted
 
 
 def _csv_value(value: Any) -> str:
@@ -289,6 +306,9 @@ class SalesforceSandbox:
     username = "integration@sandbox.notion-sync.test"
     password = "sandbox-password"
     security_token = "SandboxSecurityToken42"
+    consumer_key = "3MVG9SandboxConnectedAppConsumerKey.notion_sync"
+    consumer_secret = "SandboxConsumerSecret0123456789ABCDEF"
+    my_domain = "sandbox-org.my"  # SALESFORCE_DOMAIN of the client credentials flow
 
     def __init__(
         self,
@@ -304,10 +324,16 @@ class SalesforceSandbox:
         custom_fields: int = 40,
         bulk_processing_seconds: float = 0.05,
         render_cache: Path | None = None,
+        logins_per_hour: int = sf_login.LOGINS_PER_HOUR,
+        cdc_objects: Sequence[str] = ("Account", "Contact"),
     ) -> None:
         self.data = SalesforceData(
             records, seed, days=days, end=end, invalid_emails=invalid_emails, custom_fields=custom_fields
         )
+        self._clock_offset = 0.0
+        self.data.clock = lambda: time.time() + self._clock_offset
+        self.bus = EventBus(self.data, cdc_objects)
+        self._pubsub: PubSubServer | None = None
         self.render_cache = RenderCache(render_cache, self.data) if render_cache is not None else None
         self.port = port
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
@@ -328,11 +354,17 @@ class SalesforceSandbox:
         self._statuses: Counter[str] = Counter()
         self._cursors: OrderedDict[str, ResultSet] = OrderedDict()
         self._jobs: dict[str, BulkJob] = {}
+        self._job_outcomes: list[str] = []  # states forced on the next jobs created
+        self.bulk_unsupported: set[str] = set()
         self._serial = 0
         self._server: _Server | None = None
         self._proxy: ConnectProxy | None = None
         self._thread: threading.Thread | None = None
         self.ca_file: Path | None = None
+        self.sessions = sf_login.Sessions(self.session_id)
+        self.login_rate = sf_login.LoginRate(logins_per_hour)
+        self.connected_app = sf_login.ConnectedApp(self.consumer_key, self.consumer_secret)
+        self._private_key_file: Path | None = None
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -346,9 +378,14 @@ class SalesforceSandbox:
             target=self._server.serve_forever, args=(0.05,), name="sf-sandbox", daemon=True
         )
         self._thread.start()
+        service = PubSubService(self.bus, self.org_id, self._pubsub_authorized)
+        self._pubsub = PubSubServer(service, files.grpc_credentials).start()
         return self
 
     def stop(self) -> None:
+        if self._pubsub is not None:
+            self._pubsub.stop()
+            self._pubsub = None
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None
@@ -370,25 +407,83 @@ class SalesforceSandbox:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    @property
+    def org_id(self) -> str:
+        """The org's 18-character Id: a session id starts with the 15-character one."""
+        return org_id_of_session(self.session_id)
+
+    @property
+    def pubsub_endpoint(self) -> str:
+        """``host:port`` of the Pub/Sub API (gRPC over TLS, the same CA)."""
+        assert self._pubsub is not None, "start the sandbox first"
+        return self._pubsub.endpoint
+
+    def _pubsub_authorized(self, metadata: dict[str, str]) -> bool:
+        return (
+            self.sessions.valid(metadata.get("accesstoken", ""))
+            and metadata.get("instanceurl") == self.url
+            and metadata.get("tenantid") == self.org_id
+        )
+
     def env(self) -> dict[str, str]:
         """The CONTRACT.md variables that point a client at this sandbox."""
         return {
             "SALESFORCE_INSTANCE_URL": self.url,
             "SALESFORCE_SESSION_ID": self.session_id,
             "SALESFORCE_CA_BUNDLE": str(self.ca_file),
+            "SALESFORCE_PUBSUB_ENDPOINT": self.pubsub_endpoint,
         }
 
     def password_env(self, domain: str = "login") -> dict[str, str]:
         """The password-login variables, and the proxy that brings ``<domain>.salesforce.com`` here."""
-        assert self._proxy is not None, "start the sandbox first"
         return {
             "SALESFORCE_USERNAME": self.username,
             "SALESFORCE_PASSWORD": self.password,
             "SALESFORCE_SECURITY_TOKEN": self.security_token,
             "SALESFORCE_DOMAIN": domain,
-            "SALESFORCE_CA_BUNDLE": str(self.ca_file),
-            "HTTPS_PROXY": self._proxy.url,
+            **self._login_host_env(),
         }
+
+    def jwt_env(self, domain: str = "login") -> dict[str, str]:
+        """The OAuth 2.0 JWT bearer variables. The first call makes the connected app's key pair (in
+        the workdir) and uploads its certificate here, as an admin would in Setup."""
+        if self._private_key_file is None:
+            key_file, cert_file = sf_login.connected_app_keys(self.workdir / "connected-app")
+            self.register_certificate(cert_file.read_bytes())
+            self._private_key_file = key_file
+        return {
+            "SALESFORCE_CONSUMER_KEY": self.consumer_key,
+            "SALESFORCE_PRIVATE_KEY_FILE": str(self._private_key_file),
+            "SALESFORCE_USERNAME": self.username,
+            "SALESFORCE_DOMAIN": domain,
+            **self._login_host_env(),
+        }
+
+    def client_credentials_env(self) -> dict[str, str]:
+        """The OAuth 2.0 client credentials variables (the flow needs the org's My Domain)."""
+        return {
+            "SALESFORCE_CONSUMER_KEY": self.consumer_key,
+            "SALESFORCE_CONSUMER_SECRET": self.consumer_secret,
+            "SALESFORCE_DOMAIN": self.my_domain,
+            **self._login_host_env(),
+        }
+
+    def _login_host_env(self) -> dict[str, str]:
+        assert self._proxy is not None, "start the sandbox first"
+        return {"SALESFORCE_CA_BUNDLE": str(self.ca_file), "HTTPS_PROXY": self._proxy.url}
+
+    def register_certificate(self, pem: bytes) -> None:
+        """The certificate (PEM) whose key signs JWT bearer assertions for the connected app."""
+        certificate = x509.load_pem_x509_certificate(pem)
+        self.connected_app = sf_login.ConnectedApp(self.consumer_key, self.consumer_secret, certificate)
+
+    def expire_sessions(self) -> int:
+        """Expire every session (as the org's session timeout does); returns how many there were."""
+        return self.sessions.expire_all()
+
+    def set_login_limit(self, per_hour: int) -> None:
+        """Logins a user may make per hour before LOGIN_RATE_EXCEEDED (Salesforce: 3,600)."""
+        self.login_rate.per_hour = per_hour
 
     # ------------------------------------------------------------------- in-process admin API
 
@@ -407,6 +502,23 @@ class SalesforceSandbox:
     def create(self, obj: str, fields: dict[str, Any]) -> str:
         return self.data.create(obj, fields)
 
+    def undelete(self, obj: str, record_id: str) -> dict[str, Any]:
+        return self.data.undelete(obj, record_id)
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the org's clock forward (SystemModstamps of later edits, event retention)."""
+        self._clock_offset += seconds
+
+    def select_for_cdc(self, objects: Sequence[str]) -> None:
+        """The objects whose changes are published (Setup > Change Data Capture)."""
+        with self.bus.changed:
+            self.bus.enabled = set(objects)
+
+    def set_delivery_allocation(self, remaining: int | None) -> None:
+        """Events that may still be delivered in the 24 h window (None: no limit)."""
+        with self.bus.changed:
+            self.bus.allocation = None if remaining is None else self.bus.delivered + remaining
+
     def inject_fault(
         self,
         status: int | None = None,
@@ -415,16 +527,28 @@ class SalesforceSandbox:
         drop: int = 0,
         delay: float = 0.0,
         match: str | None = None,
+        expire: int = 0,
     ) -> None:
         """The next ``count`` API requests (whose path contains ``match``) answer ``status``, or sleep
-        ``delay`` seconds first; ``drop=N`` cuts the next N responses off halfway instead."""
+        ``delay`` seconds first; ``drop=N`` cuts the next N responses off halfway instead;
+        ``expire=N`` expires every session just before each of the next N such requests. On a login
+        path (``/services/oauth2/token``, ``/services/Soap/u/``) a status is an HTML error page."""
         with self._lock:
+            if expire:
+                self._faults.append(Fault("expire", expire, match=match))
             if status is not None:
                 self._faults.append(Fault("status", count, status=status, match=match))
             if delay:
                 self._faults.append(Fault("delay", count, delay=delay, match=match))
             if drop:
                 self._faults.append(Fault("drop", drop, match=match))
+
+    def fail_bulk_jobs(self, state: str = "Failed", count: int = 1) -> None:
+        """The next ``count`` Bulk query jobs end in ``state`` (``Failed`` or ``Aborted``)."""
+        if state not in ("Failed", "Aborted"):
+            raise ValueError(f"a job ends Failed or Aborted, not {state}")
+        with self._lock:
+            self._job_outcomes += [state] * count
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -446,6 +570,7 @@ class SalesforceSandbox:
                 "faults_pending": sum(f.remaining for f in self._faults),
                 "bulk_jobs": len(self._jobs),
                 "proxy_tunnels": self._proxy.tunnels if self._proxy else 0,
+                "logins_this_hour": self.login_rate.count(self.username),
                 "render_cache": dict(self.render_cache.stats) if self.render_cache else None,
             }
 
@@ -648,6 +773,9 @@ class SalesforceSandbox:
         types = self.data.fields[query.sobject]
         if any(types[name].type in ("address", "location") for name in query.fields):
             raise ApiError(400, "API_ERROR", "Selecting compound data not supported in Bulk Query")
+        if query.sobject in self.bulk_unsupported:
+            message = f"Entity '{query.sobject}' is not supported by the Bulk API."
+            raise ApiError(400, "INVALIDENTITY", message)
         job = BulkJob(
             id=make_id("750", self._next_serial()),
             operation=operation,
@@ -662,6 +790,8 @@ class SalesforceSandbox:
         if job.delimiter not in DELIMITERS or job.line_ending not in ("LF", "CRLF"):
             raise ApiError(400, "API_ERROR", "Invalid columnDelimiter or lineEnding")
         with self._lock:
+            if self._job_outcomes:
+                job.outcome = self._job_outcomes.pop(0)
             self._jobs[job.id] = job
         return job
 
@@ -672,7 +802,7 @@ class SalesforceSandbox:
             raise _not_found()
         if job.state in ("UploadComplete", "InProgress"):
             done = time.time() - job.created >= self.bulk_processing_seconds
-            job.state = "JobComplete" if done else "InProgress"
+            job.state = job.outcome if done else "InProgress"
         return job
 
     def job_info(self, job: BulkJob) -> dict[str, Any]:
@@ -692,6 +822,8 @@ class SalesforceSandbox:
             "lineEnding": job.line_ending,
             "columnDelimiter": job.delimiter,
         }
+        if job.state == "Failed":
+            info["errorMessage"] = "InternalServerError : the query job failed while processing; retry it"
         if job.state == "JobComplete":
             info.update(
                 numberRecordsProcessed=job.results.total,
@@ -769,15 +901,24 @@ def _soap_login_result(server_url: str, session_id: str) -> bytes:
     return _SOAP_ENVELOPE.format(result).encode()
 
 
-def _soap_fault() -> bytes:
-    message = "Invalid username, password, security token; or user locked out."
+def _soap_fault(code: str, message: str, fault_type: str = "LoginFault") -> bytes:
     fault = (
-        f"<soapenv:Fault><faultcode>sf:INVALID_LOGIN</faultcode><faultstring>INVALID_LOGIN: {message}"
-        f'</faultstring><detail><sf:LoginFault xsi:type="sf:LoginFault"><sf:exceptionCode>INVALID_LOGIN'
-        f"</sf:exceptionCode><sf:exceptionMessage>{message}</sf:exceptionMessage></sf:LoginFault></detail>"
-        f"</soapenv:Fault>"
+        f"<soapenv:Fault><faultcode>sf:{code}</faultcode><faultstring>{code}: {escape(message)}"
+        f'</faultstring><detail><sf:{fault_type} xsi:type="sf:{fault_type}"><sf:exceptionCode>{code}'
+        f"</sf:exceptionCode><sf:exceptionMessage>{escape(message)}</sf:exceptionMessage></sf:{fault_type}>"
+        f"</detail></soapenv:Fault>"
     )
     return _SOAP_ENVELOPE.format(fault).encode()
+
+
+def _unavailable_page(status: int) -> bytes:
+    """What a login host serves during maintenance or overload: an HTML page, not an API error."""
+    title = {503: "Service Unavailable"}.get(status, "Error")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset=utf-8><title>{status} {title}</title></head><body>"
+        f"<h1>{title}</h1><p>The server is temporarily unable to service your request. Please try again "
+        "later.<br>salesforce.com</body></html>"
+    ).encode()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -868,7 +1009,9 @@ class _Handler(BaseHTTPRequestHandler):
                     self._limit_headers(),
                 )
             elif method == "POST" and (soap := _SOAP_PATH.match(path)):
-                self._soap_login(soap.group(1))
+                self._soap_login(path, soap.group(1))
+            elif method == "POST" and path.rstrip("/") == "/services/oauth2/token":
+                self._oauth_token(path)
             elif path.startswith("/services/"):
                 self._api(method, path, params)
             else:
@@ -883,23 +1026,81 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ----------------------------------------------------------------------------- SOAP login
 
-    def _soap_login(self, version: str) -> None:
+    def _soap_login(self, path: str, version: str) -> None:
         """The partner API's `login`: free (logins do not count against the API budget)."""
         sandbox = self.sandbox
         sandbox._count("login")
         length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if self._login_fault(path):
+            return
+        if not sf_login.soap_login_available(version):
+            message = (
+                f"The SOAP Login operation is not available in the API version specified ({version}). "
+                "Refer to the documentation for supported versions."
+            )
+            self._soap(500, _soap_fault("INVALID_OPERATION", message, "UnexpectedErrorFault"))
+            return
         try:
-            envelope = ElementTree.fromstring(self.rfile.read(length))
+            envelope = ElementTree.fromstring(body)
             fields = {_local(element.tag): (element.text or "") for element in envelope.iter()}
         except ElementTree.ParseError:
             fields = {}
         if fields.get("username") != sandbox.username or fields.get("password") != (
             sandbox.password + sandbox.security_token
         ):
-            self._send(500, _soap_fault(), "text/xml; charset=utf-8")
+            message = "Invalid username, password, security token; or user locked out."
+            self._soap(500, _soap_fault("INVALID_LOGIN", message))
             return
-        server_url = f"{sandbox.url}/services/Soap/u/{version}/{sandbox.session_id.split('!')[0]}"
-        self._send(200, _soap_login_result(server_url, sandbox.session_id), "text/xml; charset=utf-8")
+        try:
+            sandbox.login_rate.admit(sandbox.username)
+        except sf_login.LoginRateExceeded:
+            self._soap(500, _soap_fault("LOGIN_RATE_EXCEEDED", "Login rate exceeded."))
+            return
+        session_id = sandbox.sessions.issue()
+        server_url = f"{sandbox.url}/services/Soap/u/{version}/{sf_login.ORG_ID}"
+        self._soap(200, _soap_login_result(server_url, session_id))
+
+    def _soap(self, status: int, body: bytes) -> None:
+        self._send(status, body, "text/xml; charset=utf-8")
+
+    def _oauth_token(self, path: str) -> None:
+        """``/services/oauth2/token``: the JWT bearer and client credentials grants."""
+        sandbox = self.sandbox
+        sandbox._count("oauth2.token")
+        length = int(self.headers.get("Content-Length") or 0)
+        form = {k: v[-1] for k, v in parse_qs(self.rfile.read(length).decode(errors="replace")).items()}
+        if self._login_fault(path):
+            return
+        host = self.headers.get("Host", "").rpartition(":")[0] or self.headers.get("Host", "")
+        grant = form.get("grant_type", "")
+        try:
+            if grant == sf_login.JWT_BEARER:
+                sf_login.check_jwt_bearer(form, host, sandbox.connected_app, sandbox.username)
+            elif grant == sf_login.CLIENT_CREDENTIALS:
+                authorization = self.headers.get("Authorization", "")
+                sf_login.check_client_credentials(authorization, form, host, sandbox.connected_app)
+            else:
+                raise sf_login.OAuthError("unsupported_grant_type", "grant type not supported")
+            try:
+                sandbox.login_rate.admit(sandbox.username)
+            except sf_login.LoginRateExceeded as exc:
+                raise sf_login.OAuthError("rate_limit_exceeded", "Number of logins exceeded") from exc
+        except sf_login.OAuthError as exc:
+            self._json(exc.status, exc.body(), {"Cache-Control": "no-store"})
+            return
+        body = sf_login.token_response(grant, sandbox.sessions.issue(), sandbox.url, host)
+        self._json(200, body, {"Cache-Control": "no-store"})
+
+    def _login_fault(self, path: str) -> bool:
+        """An injected fault on a login host: a delay, or an HTML error page (True: answered)."""
+        fault = self.sandbox._take_fault(path)
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.delay)
+        elif fault is not None and fault.kind == "status":
+            self._send(fault.status, _unavailable_page(fault.status), "text/html;charset=UTF-8")
+            return True
+        return False
 
     # ------------------------------------------------------------------------------- the API
 
@@ -915,8 +1116,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(fault.status, code, f"Injected fault: HTTP {fault.status}")
         drop = fault is not None and fault.kind == "drop"
 
-        auth = self.headers.get("Authorization", "")
-        if auth.split(" ", 1)[-1].strip() != sandbox.session_id or not auth.startswith(("Bearer ", "OAuth ")):
+        if fault is not None and fault.kind == "expire":
+            sandbox.expire_sessions()
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        if scheme not in ("Bearer", "OAuth") or not sandbox.sessions.valid(token.strip()):
             raise ApiError(401, "INVALID_SESSION_ID", "Session expired or invalid")
         match = _VERSION_PATH.match(path)
         if match is None or match.group(1) not in VERSIONS:
@@ -1095,6 +1298,27 @@ class _Handler(BaseHTTPRequestHandler):
                 parts[1], parts[2], hard=params.get("hard") == "true", modstamp=params.get("modstamp")
             )
             return 200, {"id": parts[2], "success": True, "errors": []}
+        if route == ("POST", "records", 4) and parts[3] == "undelete":
+            return 200, sandbox.undelete(parts[1], parts[2])
+        if route == ("GET", "cdc", 1):
+            return 200, describe(sandbox.bus)
+        if route == ("POST", "cdc", 1):
+            body = self._body()
+            if "enabled" in body:
+                sandbox.select_for_cdc(body["enabled"])
+            if "allocation" in body:
+                sandbox.set_delivery_allocation(body["allocation"])
+            return 200, describe(sandbox.bus)
+        if route == ("POST", "cdc", 2) and parts[1] == "gap":
+            body = self._body()
+            sandbox.bus.publish_gap(body["object"], body["ids"], body.get("change_type", "GAP_UPDATE"))
+            return 200, describe(sandbox.bus)
+        if route == ("POST", "cdc", 2) and parts[1] == "overflow":
+            sandbox.bus.publish_overflow(self._body()["object"])
+            return 200, describe(sandbox.bus)
+        if route == ("POST", "clock", 1):
+            sandbox.advance_clock(float(self._body()["advance"]))
+            return 200, {"now": format_datetime(int(sandbox.data.clock() * 1000))}
         if route == ("POST", "records", 2):
             return 201, {"id": sandbox.create(parts[1], self._body()), "success": True, "errors": []}
         if route == ("POST", "faults", 1):
@@ -1105,7 +1329,13 @@ class _Handler(BaseHTTPRequestHandler):
                 drop=int(body.get("drop", 0)),
                 delay=float(body.get("delay", 0)),
                 match=body.get("match"),
+                expire=int(body.get("expire", 0)),
             )
+            return 200, sandbox.stats()
+        if route == ("DELETE", "sessions", 1):
+            return 200, {"expired": sandbox.expire_sessions()}
+        if route == ("POST", "logins", 1):
+            sandbox.set_login_limit(int(self._body()["per_hour"]))
             return 200, sandbox.stats()
         if route == ("DELETE", "faults", 1):
             sandbox.clear_faults()

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from notion_sync.salesforce.ids import case_safe_id
 from notion_sync.sandbox.soql import Comparison, Query, compile_all
 
 DEFAULT_END = datetime(2026, 11, 21, tzinfo=UTC)
@@ -41,8 +42,6 @@ DAY_MS = 86_400_000
 CHEAP_FIELDS = frozenset({"Id", "IsDeleted", "SystemModstamp", "LastModifiedDate", "CreatedDate"})
 _MASK = (1 << 64) - 1
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_CHECKSUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
-_UPPER_FLAGS = str.maketrans({ch: "1" if "A" <= ch <= "Z" else "0" for ch in _B62})
 
 
 class DataError(Exception):
@@ -287,15 +286,6 @@ def _mix(*parts: int) -> int:
     return hash(parts) & _MASK
 
 
-def case_safe_id(id15: str) -> str:
-    """Append Salesforce's 3-character case-safe checksum to a 15-character Id."""
-    # Per 5-character chunk, bit j is set when character j is upper case: read the flags backwards.
-    flags = id15.translate(_UPPER_FLAGS)
-    return id15 + "".join(
-        _CHECKSUM[int(flags[start + 4 : start - 1 if start else None : -1], 2)] for start in (0, 5, 10)
-    )
-
-
 def make_id(key_prefix: str, index: int) -> str:
     """prefix + pod "Dn" + reserved "0" + 9 base-62 digits of ``index`` + checksum.
 
@@ -523,8 +513,27 @@ class ResultSet:
             return records
 
 
+@dataclass(frozen=True)
+class Change:
+    """One committed admin change, as Change Data Capture reports it (see the sandbox's Pub/Sub API).
+
+    ``change_type`` is CREATE, UPDATE, DELETE or UNDELETE; ``record`` is the record after the change;
+    ``fields`` the fields the change wrote (LastModifiedDate included); ``commit_ms`` when it committed.
+    """
+
+    obj: str
+    change_type: str
+    record: dict[str, Any]
+    fields: tuple[str, ...]
+    commit_ms: int
+
+
 class SalesforceData:
-    """Schema + lazily generated records + admin overrides for Account, Contact and Opportunity."""
+    """Schema + lazily generated records + admin overrides for Account, Contact and Opportunity.
+
+    Every admin change is passed, in commit order and under the data lock, to each of ``listeners``
+    (a :class:`Change`); the sandbox's Pub/Sub API turns them into change events.
+    """
 
     def __init__(
         self,
@@ -555,6 +564,7 @@ class SalesforceData:
         self._lock = threading.Lock()
         self._last_write_ms = 0
         self._edges = {name: self._edge_stamps(name) for name in self.sobjects}
+        self.listeners: list[Callable[[Change], None]] = []
 
     def parameters(self) -> dict[str, Any]:
         """Everything besides (object, index) that decides a base record's values."""
@@ -847,21 +857,27 @@ class SalesforceData:
         with self._lock:
             index = self._index(obj, record_id)
             self._check_fields(obj, changes)
-            return self._edit(obj, index, changes, modstamp)
+            record = self._edit(obj, index, changes, modstamp)
+            self._publish(obj, "UPDATE", record, changes)
+            return record
 
     def delete(self, obj: str, record_id: str, *, hard: bool = False, modstamp: str | None = None) -> None:
         """Soft delete (IsDeleted, visible to queryAll) or, with ``hard``, purge it from every query
         (a hard delete, or a soft-deleted record emptied from the Recycle Bin). Either way the
         deletion stays in the delete log that :meth:`deleted` (getDeleted) reads. ``modstamp``: when
-        the deletion was committed, if not now."""
+        the deletion was committed, if not now. Emptying a record from the Recycle Bin publishes no
+        second DELETE event."""
         with self._lock:
             index = self._index(obj, record_id)
             if not hard:
                 record = self._edit(obj, index, {"IsDeleted": True}, modstamp)
                 self._delete_log[obj][index] = parse_datetime(record["SystemModstamp"])
+                self._publish(obj, "DELETE", record, {})
                 return
-            if not self._current(obj, index)["IsDeleted"]:
+            record = self._current(obj, index)
+            if not record["IsDeleted"]:
                 self._delete_log[obj][index] = parse_datetime(modstamp or self._now())
+                self._publish(obj, "DELETE", record, {})
             self._overrides[obj] = {**self._overrides[obj], index: None}
             self._writes[obj] += 1
 
@@ -879,6 +895,32 @@ class SalesforceData:
             ((make_id(prefix, index), ms) for index, ms in log.items() if start_ms <= ms < end_ms),
             key=lambda pair: (pair[1], pair[0]),
         )
+
+    def undelete(self, obj: str, record_id: str) -> dict[str, Any]:
+        """Restore a soft-deleted record from the Recycle Bin (its SystemModstamp becomes now)."""
+        with self._lock:
+            index = self._index(obj, record_id)
+            record = self._current(obj, index)
+            if not record["IsDeleted"]:
+                raise DataError("UNDELETE_FAILED", "Entity is not in the recycle bin")
+            now = self._now()
+            record.update(IsDeleted=False, LastModifiedDate=now, SystemModstamp=now)
+            record = self._store(obj, index, record)
+            self._delete_log[obj].pop(index, None)
+            self._publish(obj, "UNDELETE", record, {})
+            return record
+
+    def _publish(
+        self, obj: str, change_type: str, record: dict[str, Any], changes: Mapping[str, Any]
+    ) -> None:
+        """Tell the listeners; called under the lock, so they see changes in commit order."""
+        if change_type == "UPDATE":
+            fields = (*changes, "LastModifiedDate")
+        else:
+            fields = tuple(name for name, value in record.items() if value is not None)
+        change = Change(obj, change_type, dict(record), fields, int(self.clock() * 1000))
+        for listener in self.listeners:
+            listener(change)
 
     def _edit(
         self, obj: str, index: int, changes: Mapping[str, Any], modstamp: str | None = None
@@ -914,7 +956,9 @@ class SalesforceData:
                 LastModifiedDate=now,
                 SystemModstamp=now,
             )
-            return self._store(obj, index, record)["Id"]
+            record = self._store(obj, index, record)
+            self._publish(obj, "CREATE", record, {})
+            return record["Id"]
 
     # ---------------------------------------------------------------------------------- queries
 

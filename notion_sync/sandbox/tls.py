@@ -15,6 +15,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -26,6 +27,7 @@ class TlsFiles:
     ca_file: Path
     cert_file: Path
     server_context: ssl.SSLContext  # holds the server's private key in memory only
+    grpc_credentials: grpc.ServerCredentials  # the same key and certificate, for the Pub/Sub API server
 
 
 def _name(common_name: str) -> x509.Name:
@@ -119,4 +121,5 @@ def generate(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"
     ca_file, cert_file = directory / "ca.pem", directory / "server.pem"
     ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return TlsFiles(ca_file, cert_file, _load_server_context(cert_file, key))
+    grpc_credentials = grpc.ssl_server_credentials([(_pem_key(key), cert_file.read_bytes())])
+    return TlsFiles(ca_file, cert_file, _load_server_context(cert_file, key), grpc_credentials)
