@@ -884,11 +884,11 @@ class SalesforceData:
     def deleted(self, obj: str, start_ms: int, end_ms: int) -> list[tuple[str, int]]:
         """(Id, deleted at) of the records deleted in ``[start_ms, end_ms)``, oldest first."""
         self._resolve(obj)
-        log = dict(self._delete_log[obj])
+        log, overrides = dict(self._delete_log[obj]), self._overrides[obj]
         first = _first(0, self.counts[obj], lambda i: self.stamp_ms(obj, i) >= start_ms)
         last = _first(first, self.counts[obj], lambda i: self.stamp_ms(obj, i) >= end_ms)
-        for index in range(first, last):
-            if self.cheap_value(obj, index, "IsDeleted"):
+        for index in range(first, last):  # generated deleted, unless undeleted since
+            if self.cheap_value(obj, index, "IsDeleted") and overrides.get(index) is None:
                 log.setdefault(index, self.stamp_ms(obj, index))
         prefix = self.sobjects[obj].key_prefix
         return sorted(
