@@ -36,6 +36,11 @@ class NotionTarget(_Strict):
 
     database_id: str | None = None
     title: str | None = Field(default=None, description="Title of the database when it is created")
+    trashed_pages: Literal["restore", "skip"] = Field(
+        default="restore",
+        description="A page a person moved to the trash in Notion, when its record changes: restore it "
+        "with the update, or leave it there and skip the record (shown in `notion-sync status`)",
+    )
 
 
 class ScheduleConfig(_Strict):

@@ -179,6 +179,10 @@ STAGED_AT_COLUMN = "_staged_at"
 SPOOL_MEMORY_LIMIT = "64MB"
 SPOOL_COMPRESSION = "uncompressed"  # the spool file only; the staging file keeps DuckDB's compression
 SPOOL_TABLE = "records"
+# A Bulk CSV row can hold up to 1,638,400 characters of long text (Salesforce's per-object total), up
+# to 4 bytes each and doubled where quotes are escaped: DuckDB's default limit of 2,000,000 bytes a line
+# is far too small. This one reads within the spool's 64 MB memory limit.
+MAX_CSV_LINE_BYTES = 16 << 20
 SPOOL_PREFIX = ".spool-"
 OWNER_FILE = "owner.lock"
 UNOWNED_SPOOL_GRACE_S = 600.0
@@ -276,6 +280,9 @@ class Spool:
         defs = ", ".join(f"{quote_ident(c.name)} {c.type}" for c in columns)
         self.conn.execute(f"CREATE TABLE {quote_ident(table)} ({defs})")
 
+    def drop_table(self, table: str) -> None:
+        self.conn.execute(f"DROP TABLE IF EXISTS {quote_ident(table)}")
+
     def load_csv(self, table: str, path: Path, types: Mapping[str, str]) -> int:
         """Append a CSV page (header row first, Bulk 2.0 dialect) typed by `types`; returns its rows."""
         with path.open(newline="", encoding="utf-8") as handle:
@@ -289,7 +296,7 @@ class Spool:
             table,
             columns,
             f"read_csv('{path}', header = true, auto_detect = false, delim = ',', quote = '\"', "
-            f"escape = '\"', columns = {_struct(columns)})",
+            f"escape = '\"', max_line_size = {MAX_CSV_LINE_BYTES}, columns = {_struct(columns)})",
         )
 
     def load_json(self, table: str, path: Path, columns: Sequence[Column]) -> int:

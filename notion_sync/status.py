@@ -11,7 +11,8 @@ through a read-only connection so that a report never blocks a running sync for 
   `requests`), ``setup`` before it (finding, creating or checking the Notion database);
 - API usage: `api_usage` overall and per object, plus a time series for the HTML charts;
 - failure patterns: failed record attempts of `sync_log` grouped by object, status and error code,
-  and skipped records by reason.
+  and skipped records by reason;
+- 429s by the Notion limit they hit (`api_usage.rate_limit_reason`).
 
 Rates are measured in real time. Against the sandbox at speed K (``NOTION_TIME_SCALE``) the limit
 is ``NOTION_RATE_LIMIT_RPS * K`` real requests per second, which is what the charts draw.
@@ -29,6 +30,8 @@ from pathlib import Path
 import duckdb
 
 from notion_sync import staging
+from notion_sync.notion.errors import RATE_LIMIT_REASONS
+from notion_sync.notion.state import table_columns
 
 REQUIRED_TABLES = ("sync_batches", "sync_log", "api_usage", "pending_relations")
 TIMELINE_BUCKETS = 60
@@ -120,6 +123,7 @@ class StatusReport:
     http_statuses: dict[int, int]
     failures: list[FailurePattern]
     skips: list[FailurePattern]
+    rate_limit_reasons: dict[str, int]  # 429s by additional_data.rate_limit_reason
     bucket_width_s: float
     timeline: list[Bucket]
 
@@ -218,6 +222,19 @@ def _patterns(conn: duckdb.DuckDBPyConnection, condition: str) -> list[FailurePa
     return [FailurePattern(*row[:4], row[4][:160]) for row in rows]
 
 
+def _rate_limit_reasons(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """429s by reason; a staging file from before the column has none recorded."""
+    if "rate_limit_reason" not in table_columns(conn, "api_usage"):
+        return {}
+    rows = conn.execute(
+        f"""
+        SELECT coalesce(rate_limit_reason, 'unspecified'), count(*) FROM api_usage
+        WHERE {_LIMITED} AND {_WINDOW} GROUP BY ALL ORDER BY count(*) DESC, 1
+        """
+    ).fetchall()
+    return dict(rows)
+
+
 def _timeline(conn: duckdb.DuckDBPyConnection) -> tuple[float, list[Bucket]]:
     first, last = conn.execute(f'SELECT min("at"), max("at") FROM api_usage WHERE {_WINDOW}').fetchone()
     if first is None:
@@ -272,6 +289,7 @@ def load_report(
             partitions, usage = _partitions(conn), _usage(conn)
             statuses = _http_statuses(conn)
             failures, skips = _patterns(conn, "status LIKE '%error'"), _patterns(conn, "status = 'skipped'")
+            reasons = _rate_limit_reasons(conn)
             width, timeline = _timeline(conn)
     except staging.StagingLockedError as error:
         raise StatusUnavailable(str(error)) from error
@@ -286,6 +304,7 @@ def load_report(
         http_statuses=statuses,
         failures=failures,
         skips=skips,
+        rate_limit_reasons=reasons,
         bucket_width_s=width,
         timeline=timeline,
     )
@@ -376,6 +395,17 @@ def usage_rows(report: StatusReport) -> list[list[object]]:
     ]
 
 
+def rate_limit_text(report: StatusReport) -> str:
+    """ "2 the connection's request budget (public_api_request_rate_limit), …" or "none"."""
+    return (
+        ", ".join(
+            f"{count} {RATE_LIMIT_REASONS.get(reason, 'other')} ({reason})"
+            for reason, count in report.rate_limit_reasons.items()
+        )
+        or "none"
+    )
+
+
 def pattern_rows(patterns: list[FailurePattern]) -> list[list[object]]:
     return [[f.object, f.status, f.error_code, f.count, f.example[:70]] for f in patterns]
 
@@ -409,6 +439,7 @@ def render_text(report: StatusReport) -> str:
         "",
         "HTTP statuses: "
         + (", ".join(f"{status}: {count}" for status, count in report.http_statuses.items()) or "none"),
+        "429s by the Notion limit they hit: " + rate_limit_text(report),
         "",
         "Failure patterns (failed record attempts by error code)",
         table(FAILURE_HEADERS, pattern_rows(report.failures)) if report.failures else "  none",

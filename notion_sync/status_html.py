@@ -33,6 +33,7 @@ from notion_sync.status import (
     heading,
     partition_rows,
     pattern_rows,
+    rate_limit_text,
     usage_rows,
 )
 
@@ -204,6 +205,7 @@ def render_html(report: StatusReport) -> str:
             f"<p>{escape(USAGE_NOTE)}</p>",
             _html_table(USAGE_HEADERS, usage_rows(report)),
             f"<p>HTTP statuses: {escape(statuses)}</p>",
+            f"<p>429s by the Notion limit they hit: {escape(rate_limit_text(report))}</p>",
             *_charts(report),
             "<h2>Partitions</h2>",
             f"<p>{escape(PARTITIONS_TITLE)}</p>",

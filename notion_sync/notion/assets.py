@@ -21,7 +21,7 @@ from dagster import (
 
 from notion_sync.automation.lanes import LANE_TAG
 from notion_sync.config import ObjectConfig
-from notion_sync.notion.errors import PermanentNotionError
+from notion_sync.notion.errors import PermanentNotionError, limits_hit
 from notion_sync.notion.resource import NotionResource
 from notion_sync.notion.schema import SchemaError, salesforce_field_types
 from notion_sync.notion.sync import SyncReport, run_sync
@@ -54,6 +54,7 @@ def _metadata(report: SyncReport, notion: NotionResource, priority: bool = False
         "relations_filled": report.relations_filled,
         "requests": report.requests,
         "rate_limited_429s": report.rate_limited,
+        "rate_limit_reasons": MetadataValue.json(report.rate_limit_reasons),
         "achieved_rps": round(report.achieved_rps, 2),
         "latency_p50_ms": round(report.latency_percentile(50), 1),
         "latency_p95_ms": round(report.latency_percentile(95), 1),
@@ -117,6 +118,8 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
             f"{report.requests} requests ({report.rate_limited} rate limited)"
             + (", first in the Notion rate limiter (realtime lane)" if priority else "")
         )
+        if report.rate_limit_reasons:
+            context.log.warning(f"Notion rate limits hit: {limits_hit(report.rate_limit_reasons)}")
         return MaterializeResult(metadata=_metadata(report, notion, priority))
 
     return _notion_object

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ _TABLES = {
         PRIMARY KEY (run_id, object, "partition")""",
     "api_usage": """
         "at" TIMESTAMPTZ, run_id VARCHAR, object VARCHAR, method VARCHAR, endpoint VARCHAR, status INTEGER,
-        duration_ms DOUBLE, rate_limited BOOLEAN, retry_after DOUBLE""",
+        duration_ms DOUBLE, rate_limited BOOLEAN, retry_after DOUBLE, rate_limit_reason VARCHAR""",
     "notion_targets": """
         object VARCHAR PRIMARY KEY, database_id VARCHAR NOT NULL, data_source_id VARCHAR NOT NULL""",
     "notion_target_claims": """
@@ -93,7 +94,10 @@ API_USAGE_COLUMNS = [
     "duration_ms",
     "rate_limited",
     "retry_after",
+    "rate_limit_reason",
 ]
+# Columns added to a table after its first release: added to an existing file by `ensure_tables`.
+_ADDED_COLUMNS = {"api_usage": {"rate_limit_reason": "VARCHAR"}}
 PENDING_COLUMNS = ["object", "sf_id", "property", "parent_object", "parent_sf_id"]
 BATCH_TOTALS = ["processed", "succeeded", "failed", "skipped", "created", "updated", "unchanged", "archived"]
 
@@ -131,6 +135,24 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
     for table, columns in _TABLES.items():
         if table not in existing:
             _retry_conflicts(conn, partial(conn.execute, f"CREATE TABLE IF NOT EXISTS {table} ({columns})"))
+    for table, added in _ADDED_COLUMNS.items():
+        present = set(table_columns(conn, table))
+        for name, kind in added.items():
+            if name not in present:  # a staging file from before the column
+                alter = f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}"
+                _retry_conflicts(conn, partial(conn.execute, alter))
+
+
+def table_columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """The columns of ``table`` in the current database (none when it does not exist)."""
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND table_name = ?",
+            [table],
+        ).fetchall()
+    ]
 
 
 def _insert(
@@ -454,6 +476,7 @@ class StateWriter:
         self.flush_seconds = flush_seconds
         self.durations_ms: list[float] = []
         self.rate_limited_calls = 0
+        self.rate_limit_reasons: Counter[str] = Counter()  # 429s by the limit they hit
         self._lock = threading.Lock()
         self._local = threading.local()
         self._states: dict[str, tuple[Any, ...]] = {}
@@ -481,10 +504,13 @@ class StateWriter:
                     call.duration_ms,
                     call.rate_limited,
                     call.retry_after,
+                    call.rate_limit_reason,
                 )
             )
             self.durations_ms.append(call.duration_ms)
             self.rate_limited_calls += bool(call.rate_limited)
+            if call.rate_limited:
+                self.rate_limit_reasons[call.rate_limit_reason or "unspecified"] += 1
         stats: CallStats | None = getattr(self._local, "stats", None)
         if stats is not None:
             stats.calls += 1

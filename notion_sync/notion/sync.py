@@ -32,7 +32,14 @@ from typing import Any
 from notion_sync.config import SALESFORCE_ID_PROPERTY, ObjectConfig
 from notion_sync.notion import state
 from notion_sync.notion.client import NotionClient, find_settled, plain_text
-from notion_sync.notion.errors import AmbiguousWriteError, NotionApiError, PermanentNotionError
+from notion_sync.notion.errors import (
+    AmbiguousWriteError,
+    CommittedWriteError,
+    NotionApiError,
+    PermanentNotionError,
+    RunStoppingError,
+    limits_hit,
+)
 from notion_sync.notion.pipeline import run_pipelined
 from notion_sync.notion.properties import (
     FOUND_PREFIX,
@@ -91,6 +98,7 @@ class SyncReport:
     latencies_ms: list[float]
     relations_filled: int
     failures: list[tuple[str, str, str]]  # (sf_id, error code, message)
+    rate_limit_reasons: dict[str, int] = field(default_factory=dict)  # 429s by the limit they hit
 
     @property
     def achieved_rps(self) -> float:
@@ -423,7 +431,8 @@ def _lookup(client: NotionClient, data_source_id: str, sf_id: str) -> str | None
 
 
 def _create(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
-    """Create the page once: an earlier or ambiguous create is looked up before trying again."""
+    """Create the page once: an earlier or ambiguous create is looked up before trying again; a create
+    Notion says it saved is never repeated (its answer names the page, else it is looked up)."""
     if upsert.verify and (page_id := _lookup(client, data_source_id, upsert.sf_id)):
         client.update_page(page_id, properties=upsert.properties)
         return page_id
@@ -431,6 +440,12 @@ def _create(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
     while True:
         try:
             return client.create_page(data_source_id, upsert.properties or {})["id"]
+        except CommittedWriteError as error:
+            if error.committed_resource_id:
+                return error.committed_resource_id
+            if page_id := find_settled(client, lambda: _lookup(client, data_source_id, upsert.sf_id)):
+                return page_id
+            raise  # saved, Notion said, but not found yet: the next run looks it up again
         except AmbiguousWriteError:
             attempts += 1
             if page_id := find_settled(client, lambda: _lookup(client, data_source_id, upsert.sf_id)):
@@ -439,10 +454,34 @@ def _create(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
                 raise
 
 
-def perform(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
-    """Send the upsert's request(s); returns the page id.
+@dataclass(frozen=True)
+class Skipped:
+    """A record left as it is on purpose; ``code`` and ``reason`` go to sync_log (and ``status``)."""
+
+    code: str
+    reason: str
+
+
+TRASHED_SKIPPED = Skipped(
+    "page_in_trash",
+    "page in Notion's trash, left there (notion.trashed_pages: skip)",
+)
+
+
+def _in_trash(error: PermanentNotionError) -> bool:
+    """Notion's answer to editing (or trashing again) a page that is in the trash: a 400, not a 404."""
+    return error.status == 400 and "is archived" in error.message
+
+
+def perform(
+    client: NotionClient, data_source_id: str, upsert: Upsert, trashed_pages: str = "restore"
+) -> str | Skipped:
+    """Send the upsert's request(s); returns the page id, or `Skipped`.
 
     A page deleted in Notion (404) is created again on update, and counts as archived on archive.
+    A page a person moved to the trash is restored with the update (``trashed_pages`` "restore") or
+    left there and the record skipped ("skip"); on archive it is already where it should be. A
+    write Notion says it saved (`CommittedWriteError`) is done.
     """
     try:
         if upsert.kind == "archive":
@@ -453,7 +492,15 @@ def perform(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
                 upsert.page_id, properties=upsert.properties, in_trash=False if upsert.restore else None
             )
             return upsert.page_id
+    except CommittedWriteError:
+        return upsert.page_id
     except PermanentNotionError as error:
+        if _in_trash(error):
+            if upsert.kind == "update" and trashed_pages == "skip":
+                return TRASHED_SKIPPED
+            if upsert.kind == "update":
+                client.update_page(upsert.page_id, properties=upsert.properties, in_trash=False)
+            return upsert.page_id
         if error.status != 404:
             raise
         if upsert.kind == "archive":
@@ -481,9 +528,21 @@ def _record(
     progress: _Progress,
     partition: str,
     upsert: Upsert,
-    outcome: str | NotionApiError,
+    outcome: str | Skipped | NotionApiError,
     stats: state.CallStats,
 ) -> None:
+    if isinstance(outcome, Skipped):
+        writer.log(
+            partition,
+            upsert.sf_id,
+            "skipped",
+            "skipped",
+            stats=stats,
+            error_code=outcome.code,
+            error_message=outcome.reason,
+        )
+        progress.count(upsert.sf_id, "skipped")
+        return
     if isinstance(outcome, NotionApiError):
         permanent = isinstance(outcome, PermanentNotionError)
         progress.transient += not permanent
@@ -516,6 +575,8 @@ def _tracked(writer: state.StateWriter, call: Any) -> Any:
         with writer.track_calls() as stats:
             try:
                 return call(item), stats
+            except RunStoppingError:  # no other record can succeed either: stop the run
+                raise
             except NotionApiError as error:
                 return error, stats
 
@@ -592,8 +653,9 @@ def _execute(
     upserts: Iterable[Upsert],
     workers: int,
     progress: _Progress,
+    trashed_pages: str,
 ) -> None:
-    work = _tracked(writer, lambda upsert: perform(client, data_source_id, upsert))
+    work = _tracked(writer, lambda upsert: perform(client, data_source_id, upsert, trashed_pages))
     for upsert, result in run_pipelined(upserts, work, workers):
         if isinstance(result, BaseException):
             raise result
@@ -625,7 +687,9 @@ def sync_partition(
             uncertain = False
         records = survey.records
         upserts = _planned(writer, obj, specs, partition, survey, progress, verify_new=uncertain)
-        _execute(client, writer, data_source_id, partition, upserts, workers, progress)
+        _execute(
+            client, writer, data_source_id, partition, upserts, workers, progress, obj.notion.trashed_pages
+        )
         filled = fill_pending_relations(client, writer, workers)
         status = "failed" if progress.transient else "succeeded"
         summary = _summary(progress.failures)
@@ -650,6 +714,11 @@ def sync_partition(
         raise SyncIncomplete(
             f"{obj.name} {partition}: {progress.transient} record(s) failed transiently after retries "
             f"({summary}); progress is recorded, a re-run resumes with the rest"
+            + (
+                f". Notion rate limits hit: {limits_hit(writer.rate_limit_reasons)}"
+                if writer.rate_limited_calls
+                else ""
+            )
         )
     return SyncReport(
         object=obj.name,
@@ -663,6 +732,7 @@ def sync_partition(
         latencies_ms=writer.durations_ms[requests_before:],
         relations_filled=filled,
         failures=progress.failures,
+        rate_limit_reasons=dict(writer.rate_limit_reasons),
     )
 
 

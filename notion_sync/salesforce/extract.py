@@ -24,7 +24,11 @@ from typing import Any
 import requests
 from simple_salesforce import Salesforce
 from simple_salesforce.bulk2 import Operation
-from simple_salesforce.exceptions import SalesforceResourceNotFound
+from simple_salesforce.exceptions import (
+    SalesforceMalformedRequest,
+    SalesforceOperationError,
+    SalesforceResourceNotFound,
+)
 
 from notion_sync.automation.modstamps import parse_modstamp
 from notion_sync.config import ObjectConfig
@@ -81,6 +85,10 @@ PageCallback = Callable[[int, int], None]  # (pages so far, rows so far), after 
 
 class SalesforceSchemaError(ValueError):
     """The sync config names an object or field Salesforce does not have."""
+
+
+class BulkUnavailable(RuntimeError):
+    """Bulk 2.0 cannot read this window (the job ended Failed or Aborted, or was refused): use REST."""
 
 
 class Method(StrEnum):
@@ -211,8 +219,15 @@ def bulk_pages(
     again (same locator), since the session can only retry what fails before the body is read.
     """
     bulk = getattr(client.sf.bulk2, object_name)._client
-    job_id = bulk.create_job(Operation.query_all, query)["id"]
-    bulk.wait_for_job(job_id, True, wait=BULK_FIRST_POLL_S)
+    try:
+        job_id = bulk.create_job(Operation.query_all, query)["id"]
+    except SalesforceMalformedRequest as error:  # e.g. INVALIDENTITY: not supported by the Bulk API
+        raise BulkUnavailable(f"Bulk API refused the {object_name} query job: {error.content}") from error
+    try:
+        bulk.wait_for_job(job_id, True, wait=BULK_FIRST_POLL_S)
+    except SalesforceOperationError as error:  # the job ended Failed or Aborted (or never finished)
+        state = bulk.get_job(job_id, True).get("state")
+        raise BulkUnavailable(f"Bulk job {job_id} for {object_name} ended {state} ({error})") from error
     locator = ""
     while True:
         page = client.backoff.call(
@@ -303,14 +318,20 @@ def spool_records(
     columns: Sequence[Column],
     window: Window,
     method: Method,
-    rest_batch_size: int,
-    bulk_page_records: int,
+    sizes: tuple[int, int],
     on_page: PageCallback,
-) -> int:
-    """Read `columns` of the window's records (deleted included) into the spool; returns the pages."""
-    if method is Method.REST:
-        return _spool_rest(client.sf, spool, object_name, columns, window, rest_batch_size, on_page)
-    return _spool_bulk(client, spool, object_name, columns, window, bulk_page_records, on_page)
+    log: logging.Logger,
+) -> tuple[int, Method]:
+    """Read `columns` of the window's records (deleted included) into the spool with `method`; Bulk
+    falls back to REST for this window when Bulk cannot read it (as Airbyte does). `sizes` are the
+    Bulk page records and the REST batch size. Returns the pages and the method that read them."""
+    if method is Method.BULK:
+        try:
+            return _spool_bulk(client, spool, object_name, columns, window, sizes[0], on_page), Method.BULK
+        except BulkUnavailable as error:
+            log.warning(f"{error}; reading this window with REST instead")
+        spool.drop_table(SPOOL_TABLE)
+    return _spool_rest(client.sf, spool, object_name, columns, window, sizes[1], on_page), Method.REST
 
 
 def stage_partition(
@@ -341,9 +362,8 @@ def stage_partition(
     for directory, size in remove_abandoned_spools(staging.path):
         log.warning(f"removed {directory.name} ({size / 2**20:.0f} MB), the spool of a run that was killed")
     with Spool.create(staging.path) as spool:
-        pages = spool_records(
-            client, spool, obj.name, columns, window, method, rest_batch_size, bulk_page_records, on_page
-        )
+        sizes = (bulk_page_records, rest_batch_size)
+        pages, method = spool_records(client, spool, obj.name, columns, window, method, sizes, on_page, log)
         rows = spool.count(SPOOL_TABLE)
         flagged = "IsDeleted" in {c.name for c in columns}
         deleted = spool.count(SPOOL_TABLE, '"IsDeleted"') if flagged else 0

@@ -76,16 +76,16 @@ def refresh_formulas(
     log.info(f"{obj.name}: refreshing formula fields {', '.join(fields)} with {method.value}")
     began = datetime.now(UTC)
     with Spool.create(staging.path) as spool:
-        spool_records(
+        _, method = spool_records(
             client,
             spool,
             obj.name,
             columns,
             None,
             method,
-            rest_batch_size,
-            bulk_page_records,
+            (bulk_page_records, rest_batch_size),
             lambda pages, rows: log.debug(f"{obj.name}: page {pages} spooled, {rows} rows"),
+            log,
         )
         records = spool.count(SPOOL_TABLE)
         spool.close()

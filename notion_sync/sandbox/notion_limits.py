@@ -16,6 +16,12 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Notion's 429 ``additional_data.rate_limit_reason`` values.
+CONNECTION_LIMIT = "public_api_request_rate_limit"
+WORKSPACE_LIMIT = "public_api_space_request_rate_limit"
+ENDPOINT_LIMIT = "public_api_endpoint_rate_limit"
+REQUEST_BLOCKED = "public_api_request_blocked"
+
 
 class VirtualClock:
     """Monotonic clock running ``speed`` times faster than real time; the speed can change live."""
@@ -56,12 +62,21 @@ class RateLimiter:
     under one lock, so the count of admitted requests is exact whatever the concurrency.
     """
 
-    def __init__(self, clock: VirtualClock, rps: float, burst: int, workspace_rps: float | None) -> None:
+    def __init__(
+        self,
+        clock: VirtualClock,
+        rps: float,
+        burst: int,
+        workspace_rps: float | None,
+        workspace_retry_after: int = 0,
+    ) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self.rps = float(rps)
         self.burst = int(burst)
         self.workspace_rps = workspace_rps
+        # Notion's workspace limit can answer a Retry-After of minutes: at least this many (virtual) s.
+        self.workspace_retry_after = int(workspace_retry_after)
         self._buckets: dict[str, _Bucket] = {}
         self._workspace = _Bucket(float(burst), clock.now())
 
@@ -96,11 +111,14 @@ class RateLimiter:
             bucket = self._buckets.setdefault(token, _Bucket(float(self.burst), now))
             self._refill(bucket, now, self.rps)
             if bucket.tokens < 1.0:
-                return False, "connection_limit", self._retry_after(bucket, self.rps)
+                return False, CONNECTION_LIMIT, self._retry_after(bucket, self.rps)
             if self.workspace_rps is not None:
                 self._refill(self._workspace, now, self.workspace_rps)
                 if self._workspace.tokens < 1.0:
-                    return False, "workspace_limit", self._retry_after(self._workspace, self.workspace_rps)
+                    wait = max(
+                        self.workspace_retry_after, self._retry_after(self._workspace, self.workspace_rps)
+                    )
+                    return False, WORKSPACE_LIMIT, wait
                 self._workspace.tokens -= 1.0
             bucket.tokens -= 1.0
             return True, "", 0
@@ -123,6 +141,8 @@ class Fault:
     method: str | None = None
     apply_write: bool = False  # process the request for real, then answer with the fault anyway
     retry_after: int | None = None  # virtual seconds, for 429/529/503
+    reason: str | None = None  # 429: additional_data.rate_limit_reason (default: the connection limit)
+    committed: bool = False  # 503 after applying the write: additional_data says so (retry_guidance, id)
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method.upper() != method:
@@ -184,6 +204,7 @@ class _Counters:
     faults: int = 0
     by_status: Counter[str] = field(default_factory=Counter)  # totals, 429s and admitted derive from it
     by_route: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    body_bytes_max: int = 0  # the largest request body received
     first: tuple[float, float] | None = None  # (real, virtual) time of the first non-429 answer
     last: tuple[float, float] | None = None
 
@@ -200,11 +221,12 @@ class RequestStats:
         with self._lock:
             self._c = _Counters()
 
-    def record(self, route: str, status: int | str, faulted: bool = False) -> None:
+    def record(self, route: str, status: int | str, faulted: bool = False, body_bytes: int = 0) -> None:
         """Count one answer; ``status`` is "timeout" for an injected hang that never answered."""
         stamp = (time.monotonic(), self._clock.now())
         with self._lock:
             c = self._c
+            c.body_bytes_max = max(c.body_bytes_max, body_bytes)
             c.by_status[str(status)] += 1
             c.by_route[route][str(status)] += 1
             c.faults += faulted
@@ -231,6 +253,7 @@ class RequestStats:
                 "requests_by_route": {route: dict(s) for route, s in c.by_route.items()},
                 "rate_limited": rate_limited,
                 "faults_injected": c.faults,
+                "body_bytes_max": c.body_bytes_max,
                 "admitted": admitted,
                 "span_real_s": real_span,
                 "span_virtual_s": virtual_span,

@@ -4,10 +4,11 @@
 model and validation live in ``notion_store``; the token bucket, latency, faults and statistics in
 ``notion_limits``. Administration (no auth) is under ``/_sandbox/``:
 
-- ``POST /_sandbox/config`` ``{rps, burst, latency_ms, jitter_ms, speed, workspace_rps}`` (any subset);
-  ``GET /_sandbox/config``
-- ``POST /_sandbox/faults`` ``{status, count, path_prefix, method, apply_write, retry_after}`` or
-  ``{"timeout": seconds | null, count, ...}`` or ``{"clear": true}``; ``GET /_sandbox/faults``
+- ``POST /_sandbox/config`` ``{rps, burst, latency_ms, jitter_ms, speed, workspace_rps,
+  workspace_retry_after, block_limit}`` (any subset); ``GET /_sandbox/config``
+- ``POST /_sandbox/faults`` ``{status, count, path_prefix, method, apply_write, retry_after, reason,
+  committed}`` or ``{"timeout": seconds | null, count, ...}`` or ``{"clear": true}``;
+  ``GET /_sandbox/faults``
 - ``GET /_sandbox/stats``
 - ``POST /_sandbox/seed`` ``{data_source_id, pages: [properties, …], start, per_minute}``: pages made
   without API calls (see `NotionSandbox.seed_pages`); answers ``{"ids": […]}``
@@ -36,6 +37,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from notion_sync.sandbox.notion_limits import (
+    CONNECTION_LIMIT,
     Fault,
     FaultInjector,
     Latency,
@@ -186,12 +188,12 @@ class _Handler(BaseHTTPRequestHandler):
             fault = sandbox._faults.take(self.command, path)
             if fault is not None:
                 self._faulted(fault, action, params, query, raw, request_id)
-                sandbox._stats.record(route, "timeout", faulted=True)
+                sandbox._stats.record(route, "timeout", faulted=True, body_bytes=len(raw))
                 return
             status, body, headers = 200, self._execute(action, params, query, raw, request_id), {}
         except _Reply as reply:
             status, body, headers = reply.status, reply.body, reply.headers
-        sandbox._stats.record(route, status, faulted=fault is not None)
+        sandbox._stats.record(route, status, faulted=fault is not None, body_bytes=len(raw))
         self._send(status, body, headers)
 
     def _gate(self, request_id: str) -> None:
@@ -231,10 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
         admitted, reason, retry_after = sandbox._limiter.acquire(token)
         if not admitted:
-            err = NotionError(429, *FAULT_ERRORS[429], additional_data={"rate_limit_reason": reason})
-            reply = _error(err, request_id)
-            reply.headers["Retry-After"] = str(retry_after)
-            raise reply
+            raise _rate_limited(reason, retry_after, request_id)
 
     def _execute(
         self, action: str, params: dict[str, str], query: dict[str, list[str]], raw: bytes, request_id: str
@@ -275,13 +274,15 @@ class _Handler(BaseHTTPRequestHandler):
         result: dict | None = None
         if fault.apply_write and action in WRITES:
             result = self._execute(action, params, query, raw, request_id)
+        if fault.status == 429:
+            raise _rate_limited(fault.reason or CONNECTION_LIMIT, fault.retry_after or 1, request_id)
         if fault.status is not None:
             code, message = FAULT_ERRORS.get(
                 fault.status, ("internal_server_error", "Unexpected error occurred.")
             )
-            extra = {"rate_limit_reason": "connection_limit"} if fault.status == 429 else None
+            extra = _committed(result) if fault.committed else None
             reply = _error(NotionError(fault.status, code, message, extra), request_id)
-            if fault.retry_after is not None or fault.status in (429, 529):
+            if fault.retry_after is not None or fault.status == 529:
                 reply.headers["Retry-After"] = str(fault.retry_after or 1)
             raise reply
         if fault.timeout_s is not None:  # answer late: the client has given up by then
@@ -302,6 +303,26 @@ class _Handler(BaseHTTPRequestHandler):
                         return
                 except OSError:
                     return
+
+
+def _rate_limited(reason: str, retry_after: int, request_id: str) -> _Reply:
+    """A 429 as Notion sends it: which limit (``rate_limit_reason``), Retry-After in the header and body."""
+    extra = {"rate_limit_reason": reason, "retry_after": retry_after}
+    reply = _error(NotionError(429, *FAULT_ERRORS[429], additional_data=extra), request_id)
+    reply.headers["Retry-After"] = str(retry_after)
+    return reply
+
+
+def _committed(result: dict | None) -> dict:
+    """``additional_data`` of a 503 on a write Notion saved after its 55 s deadline."""
+    extra: dict[str, Any] = {
+        "elapsed_ms": "55012",
+        "deadline_ms": "55000",
+        "retry_guidance": ["Read the object again to confirm the saved change.", "Do not repeat the write."],
+    }
+    if result and result.get("object") in ("page", "database") and "id" in result:
+        extra["committed_resource_id"] = result["id"]
+    return extra
 
 
 def _reason(status: int) -> str:
@@ -345,12 +366,13 @@ class NotionSandbox:
         speed: float = 1.0,
         token: str = "ntn_sandbox_token",
         workspace_rps: float | None = None,
+        workspace_retry_after: int = 0,
     ) -> None:
         self.port = port
         self.token = token
         self._tokens = {token}
         self._clock = VirtualClock(speed)
-        self._limiter = RateLimiter(self._clock, rps, burst, workspace_rps)
+        self._limiter = RateLimiter(self._clock, rps, burst, workspace_rps, workspace_retry_after)
         self._latency = Latency(self._clock, latency_ms, latency_jitter_ms)
         self._faults = FaultInjector()
         self._stats = RequestStats(self._clock)
@@ -433,6 +455,15 @@ class NotionSandbox:
     def set_speed(self, speed: float) -> None:
         self._clock.set_speed(speed)
 
+    def set_block_limit(self, blocks: int | None) -> None:
+        """The Free plan's block limit (1,000 for a workspace with several members): creates past
+        it answer 403. ``None``: a paid plan."""
+        self.store.block_limit = blocks
+
+    def trash_page(self, page_id: str) -> None:
+        """Move a page to the trash as a person in the Notion app would (not an API request)."""
+        self.store.trash_page(page_id)
+
     def set_query_lag(self, seconds: float) -> None:
         """New pages appear in data source queries only ``seconds`` (virtual) after their creation."""
         self.store.query_lag_s = seconds / self._clock.speed
@@ -464,6 +495,8 @@ class NotionSandbox:
             "rps": self._limiter.rps,
             "burst": self._limiter.burst,
             "workspace_rps": self._limiter.workspace_rps,
+            "workspace_retry_after": self._limiter.workspace_retry_after,
+            "block_limit": self.store.block_limit,
             "latency_ms": self._latency.ms,
             "jitter_ms": self._latency.jitter_ms,
             "speed": self.speed,
@@ -477,12 +510,16 @@ class NotionSandbox:
         method: str | None = None,
         apply_write: bool = False,
         retry_after: int | None = None,
+        reason: str | None = None,
+        committed: bool = False,
     ) -> None:
         """Answer the next ``count`` matching requests with ``status`` (after the rate limiter).
 
         With ``apply_write`` a write is executed before the error is returned: the page exists
         although the client saw a 5xx (the duplicate trap). ``retry_after`` is in virtual seconds
-        (429/529 default to 1).
+        (429/529 default to 1). ``reason``: a 429's ``rate_limit_reason`` (default the connection
+        limit). ``committed``: the write is applied and the answer's ``additional_data`` says so
+        (``retry_guidance``, and ``committed_resource_id`` for a create), as Notion's 503 does.
         """
         self._faults.add(
             Fault(
@@ -490,8 +527,10 @@ class NotionSandbox:
                 status=status,
                 path_prefix=path_prefix,
                 method=method,
-                apply_write=apply_write,
+                apply_write=apply_write or committed,
                 retry_after=retry_after,
+                reason=reason,
+                committed=committed,
             )
         )
 
@@ -636,6 +675,10 @@ class NotionSandbox:
             self.set_rate(body.get("rps"), body.get("burst"))
         if "workspace_rps" in body:
             self._limiter.workspace_rps = body["workspace_rps"]
+        if "workspace_retry_after" in body:
+            self._limiter.workspace_retry_after = int(body["workspace_retry_after"])
+        if "block_limit" in body:
+            self.set_block_limit(None if body["block_limit"] is None else int(body["block_limit"]))
         if "latency_ms" in body or "jitter_ms" in body:
             self.set_latency(
                 float(body.get("latency_ms", self._latency.ms)),
@@ -655,4 +698,10 @@ class NotionSandbox:
         if "timeout" in body:
             self.inject_timeout(seconds=body["timeout"], **common)
         else:
-            self.inject(status=int(body.get("status", 500)), retry_after=body.get("retry_after"), **common)
+            self.inject(
+                status=int(body.get("status", 500)),
+                retry_after=body.get("retry_after"),
+                reason=body.get("reason"),
+                committed=bool(body.get("committed", False)),
+                **common,
+            )

@@ -322,13 +322,20 @@ class SalesforceSandbox:
         end: datetime = DEFAULT_END,
         invalid_emails: bool = True,
         custom_fields: int = 40,
+        long_text_fields: int = 0,
         bulk_processing_seconds: float = 0.05,
         render_cache: Path | None = None,
         logins_per_hour: int = sf_login.LOGINS_PER_HOUR,
         cdc_objects: Sequence[str] = ("Account", "Contact"),
     ) -> None:
         self.data = SalesforceData(
-            records, seed, days=days, end=end, invalid_emails=invalid_emails, custom_fields=custom_fields
+            records,
+            seed,
+            days=days,
+            end=end,
+            invalid_emails=invalid_emails,
+            custom_fields=custom_fields,
+            long_text_fields=long_text_fields,
         )
         self._clock_offset = 0.0
         self.data.clock = lambda: time.time() + self._clock_offset

@@ -148,7 +148,10 @@ OPPORTUNITY_TYPES = _values(
 PRODUCTS = ("Platform", "Analytics", "Support Plus", "Training", "Integrations", "Mobile")
 
 
-def _account(custom_fields: int) -> SObject:
+LONG_TEXT_LENGTH = 131_072  # a Long Text Area holds at most 131,072 characters
+
+
+def _account(custom_fields: int, long_text_fields: int = 0) -> SObject:
     billing = [
         Field("BillingStreet", "textarea", "Billing Street", length=255, compound="BillingAddress"),
         Field("BillingCity", "string", "Billing City", length=40, compound="BillingAddress"),
@@ -179,6 +182,12 @@ def _account(custom_fields: int) -> SObject:
     customs = [
         Field(f"Custom_Text_{k:02d}__c", "string", f"Custom Text {k:02d}", length=255, custom=True)
         for k in range(1, custom_fields + 1)
+    ]
+    long_texts = [
+        Field(
+            f"Long_Notes_{k:02d}__c", "textarea", f"Long Notes {k:02d}", length=LONG_TEXT_LENGTH, custom=True
+        )
+        for k in range(1, long_text_fields + 1)
     ]
     return SObject(
         "Account",
@@ -211,6 +220,7 @@ def _account(custom_fields: int) -> SObject:
                 formula="AnnualRevenue / NumberOfEmployees",
             ),
             *customs,
+            *long_texts,
         ),
     )
 
@@ -544,16 +554,19 @@ class SalesforceData:
         end: datetime = DEFAULT_END,
         invalid_emails: bool = True,
         custom_fields: int = 40,
+        long_text_fields: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.records, self.seed, self.invalid_emails, self.clock = records, seed, invalid_emails, clock
         self.custom_fields = custom_fields
+        self.long_text_fields = long_text_fields
         self.end_ms = int(end.timestamp() * 1000)
         self.start_ms = self.end_ms - days * DAY_MS
-        self.sobjects = {o.name: o for o in (_account(custom_fields), CONTACT, OPPORTUNITY)}
+        self.sobjects = {o.name: o for o in (_account(custom_fields, long_text_fields), CONTACT, OPPORTUNITY)}
         self.fields = {name: o.field_map() for name, o in self.sobjects.items()}
         self._by_lower = {name.lower(): o for name, o in self.sobjects.items()}
         self._custom_text = [name for name in self.fields["Account"] if name.startswith("Custom_Text_")]
+        self._long_text = [name for name in self.fields["Account"] if name.startswith("Long_Notes_")]
         self.counts = {name: records * _PER_ACCOUNT[name] for name in self.sobjects}
         self._overrides: dict[str, dict[int, dict[str, Any] | None]] = {n: {} for n in self.sobjects}
         self._created = dict.fromkeys(self.sobjects, 0)
@@ -575,6 +588,7 @@ class SalesforceData:
             "end_ms": self.end_ms,
             "invalid_emails": self.invalid_emails,
             "custom_fields": self.custom_fields,
+            "long_text_fields": self.long_text_fields,
         }
 
     # ------------------------------------------------------------------------------- timestamps
@@ -719,6 +733,7 @@ class SalesforceData:
             )
         for name in self._custom_text:
             record[name] = f"{name[:-3].replace('_', ' ')} value {index}" if rng.random() < 0.1 else None
+        record.update(dict.fromkeys(self._long_text))  # empty until an edit fills them
         return record
 
     def _gen_contact(self, rng: _Rng, index: int) -> dict[str, Any]:
