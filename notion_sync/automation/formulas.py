@@ -31,8 +31,11 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from notion_sync.automation.lanes import lane_tags
-from notion_sync.automation.names import formula_refresh_job_name, object_asset_keys
-from notion_sync.automation.reconcile import NOTION_RESYNC_METADATA_KEY
+from notion_sync.automation.names import (
+    NOTION_RESYNC_METADATA_KEY,
+    formula_refresh_job_name,
+    object_asset_keys,
+)
 from notion_sync.config import ObjectConfig, ScheduleConfig
 from notion_sync.salesforce.formulas import refresh_formulas
 from notion_sync.salesforce.resource import SalesforceResource

@@ -40,7 +40,13 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from notion_sync.automation.lanes import lane_tags
 from notion_sync.automation.modstamps import modstamp_day
-from notion_sync.automation.names import object_asset_keys, reconcile_job_name, sync_job_name
+from notion_sync.automation.names import (
+    NOTION_RESYNC_METADATA_KEY,
+    RESYNC_METADATA_KEY,
+    object_asset_keys,
+    reconcile_job_name,
+    sync_job_name,
+)
 from notion_sync.config import ObjectConfig
 from notion_sync.notion import state
 from notion_sync.notion.resource import NotionResource
@@ -50,8 +56,6 @@ from notion_sync.staging import StagingResource
 
 NOTION_PAGE_SIZE = 100
 SALESFORCE_PAGE_SIZE = 2_000
-RESYNC_METADATA_KEY = "resync_partitions"  # partitions to extract and sync again
-NOTION_RESYNC_METADATA_KEY = "notion_resync_partitions"  # staged already: notion/<Object> only
 SAMPLE = 20
 
 
@@ -228,11 +232,17 @@ def build_reconcile_job(obj: ObjectConfig) -> UnresolvedAssetJobDefinition:
     return _RECONCILE_JOBS[obj.name]
 
 
+_RESYNC_EVENTS = {DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.ASSET_MATERIALIZATION}
+
+
 def resync_requests(context: RunStatusSensorContext) -> Iterator[RunRequest]:
-    """The partitions a successful reconciliation (or formula refresh) run asked to sync again."""
+    """The partitions a successful run asked to sync again: a reconciliation found records without
+    a page, a sync replaced the object's gone database (`notion_sync.notion.schema`), or a formula
+    refresh staged new values (`notion/<Object>` only: the rows are staged already)."""
     run = context.dagster_run
-    for entry in context.instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
+    for entry in context.instance.all_logs(run.run_id, of_type=_RESYNC_EVENTS):
+        data = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        evaluation = getattr(data, "materialization", data)  # a materialization is wrapped
         if evaluation is None:
             continue
         object_name = evaluation.asset_key.path[-1]

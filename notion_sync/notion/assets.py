@@ -20,6 +20,7 @@ from dagster import (
 )
 
 from notion_sync.automation.lanes import LANE_TAG
+from notion_sync.automation.names import RESYNC_METADATA_KEY
 from notion_sync.config import ObjectConfig
 from notion_sync.notion.errors import PermanentNotionError, limits_hit
 from notion_sync.notion.resource import NotionResource
@@ -64,6 +65,11 @@ def _metadata(report: SyncReport, notion: NotionResource, priority: bool = False
         "failures": MetadataValue.md(
             "\n".join(f"- `{sf_id}` {code}: {message[:200]}" for sf_id, code, message in report.failures[:20])
             or "none"
+        ),
+        **(
+            {RESYNC_METADATA_KEY: MetadataValue.json(report.resync_partitions)}
+            if report.resync_partitions
+            else {}
         ),
     }
 

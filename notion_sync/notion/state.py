@@ -299,6 +299,29 @@ def save_target(
     )
 
 
+def forget_target(conn: duckdb.DuckDBPyConnection, object_name: str, database_id: str) -> int | None:
+    """Drop the record of ``database_id`` (gone from Notion) and the object's sync_state, in one
+    transaction; returns how many records were mapped, or None when another run already replaced
+    the record (then nothing is dropped: its new database and pages stay)."""
+
+    def attempt() -> int | None:
+        conn.execute("BEGIN TRANSACTION")
+        removed = conn.execute(
+            "DELETE FROM notion_targets WHERE object = ? AND database_id = ? RETURNING object",
+            [object_name, database_id],
+        ).fetchall()
+        pages = None
+        if removed:
+            pages = conn.execute(
+                "DELETE FROM sync_state WHERE object = ? RETURNING sf_id", [object_name]
+            ).fetchall()
+            conn.execute("DELETE FROM pending_relations WHERE object = ?", [object_name])
+        conn.execute("COMMIT")
+        return None if pages is None else len(pages)
+
+    return _retry_conflicts(conn, attempt)
+
+
 @dataclass(frozen=True)
 class TargetClaim:
     """A run creating the Notion database of ``object`` (a row of ``notion_target_claims``)."""
@@ -626,6 +649,14 @@ def start_batch(conn: duckdb.DuckDBPyConnection, run_id: str, object_name: str, 
         [run_id, object_name, partition, now()],
     )
     return previous["status"] if previous else None
+
+
+def batched_partitions(conn: duckdb.DuckDBPyConnection, object_name: str) -> list[str]:
+    """Every partition of the object a run has synced (or tried to), oldest first."""
+    rows = conn.execute(
+        'SELECT DISTINCT "partition" FROM sync_batches WHERE object = ? ORDER BY 1', [object_name]
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def record_failed_batch(

@@ -99,6 +99,8 @@ class SyncReport:
     relations_filled: int
     failures: list[tuple[str, str, str]]  # (sf_id, error code, message)
     rate_limit_reasons: dict[str, int] = field(default_factory=dict)  # 429s by the limit they hit
+    # Other partitions to sync again: the object's database was replaced (the old one was gone).
+    resync_partitions: list[str] = field(default_factory=list)
 
     @property
     def achieved_rps(self) -> float:
@@ -767,6 +769,9 @@ def run_sync(
     specs = property_specs(obj, sf_types)
     # batch_size: rows (sync state, log, API usage) buffered per DuckDB write; one happens every 2 s anyway.
     writer = state.StateWriter(connect, run_id, obj.name, flush_rows=obj.batch_size)
+    with connect() as conn:
+        state.ensure_tables(conn)
+        before = state.load_target(conn, obj.name)
     with notion.get_client(on_call=writer.record_call, priority=priority) as client:
         try:
             data_source_id = ensure_data_source(
@@ -777,4 +782,8 @@ def run_sync(
             with connect() as conn:
                 state.record_failed_batch(conn, run_id, obj.name, partition, error_summary(error))
             raise
-        return sync_partition(client, writer, obj, specs, data_source_id, partition, workers=notion.workers)
+        report = sync_partition(client, writer, obj, specs, data_source_id, partition, workers=notion.workers)
+    if before and before[1] != data_source_id:  # a new database: what went into the old one, again
+        with connect() as conn:
+            report.resync_partitions = [p for p in state.batched_partitions(conn, obj.name) if p != partition]
+    return report
