@@ -365,6 +365,40 @@ def remove_abandoned_spools(near: str | Path) -> list[tuple[Path, int]]:
     return removed
 
 
+# `staged_partitions`: one row per (table, day) ever staged, written in the swap's transaction. It is
+# how the Notion sync tells "staged, and the day had no records" from "never staged".
+STAGED_PARTITIONS = "staged_partitions"
+
+
+def _ensure_staged_partitions(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {STAGED_PARTITIONS} (table_name VARCHAR NOT NULL, "
+        f"{PARTITION_COLUMN} DATE NOT NULL, rows BIGINT NOT NULL, {STAGED_AT_COLUMN} TIMESTAMPTZ NOT NULL, "
+        f"PRIMARY KEY (table_name, {PARTITION_COLUMN}))"
+    )
+
+
+def was_staged(conn: duckdb.DuckDBPyConnection, table: str, partition: date) -> bool:
+    """Whether `partition` of `table` was ever staged (with 0 rows or more).
+
+    Partitions staged before `staged_partitions` existed count when they have rows.
+    """
+    queries = (
+        (
+            f"SELECT 1 FROM {STAGED_PARTITIONS} WHERE table_name = ? AND {PARTITION_COLUMN} = ?",
+            [table, partition],
+        ),
+        (f"SELECT 1 FROM {quote_ident(table)} WHERE {PARTITION_COLUMN} = ? LIMIT 1", [partition]),
+    )
+    for query, params in queries:
+        try:
+            if conn.execute(query, params).fetchone():
+                return True
+        except duckdb.CatalogException:  # that table does not exist (yet)
+            continue
+    return False
+
+
 @dataclass(frozen=True)
 class Swap:
     inserted: int  # rows of the spool inserted
@@ -383,7 +417,8 @@ def replace_partition(
     cursor: str,
     deleted: Sequence[tuple[str, datetime]] = (),
 ) -> Swap:
-    """Swap `partition`'s rows for the spool's in one transaction.
+    """Swap `partition`'s rows for the spool's in one transaction, and record the day in
+    `staged_partitions`.
 
     An Id staged under another day is replaced only by a newer version (by `cursor`), so the table
     keeps one row per record, the latest, whichever order partitions are (re)run in.
@@ -395,6 +430,7 @@ def replace_partition(
     any delete.
     """
     _bound_memory(conn)
+    _ensure_staged_partitions(conn)
     target, new, ts = quote_ident(table), f"spool.{SPOOL_TABLE}", quote_ident(cursor)
     conn.execute(f"ATTACH '{spool_path}' AS spool (READ_ONLY)")
     try:
@@ -405,6 +441,10 @@ def replace_partition(
             inserted = _insert_newer(conn, target, new, ts, partition)
             if tombstones:
                 _insert_newer(conn, target, TOMBSTONES, ts, partition)
+            conn.execute(
+                f"INSERT OR REPLACE INTO {STAGED_PARTITIONS} VALUES (?, ?, ?, now())",
+                [table, partition, partition_rows(conn, table, partition)],
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

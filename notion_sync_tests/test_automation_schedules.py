@@ -39,20 +39,20 @@ def _execute(defs, instance: DagsterInstance, run_requests) -> None:
 
 
 def test_days_since_the_last_successful_tick():
-    assert days_to_sync(None, datetime(2026, 11, 21, 0, 0, tzinfo=UTC)) == ["2026-11-21"]
+    assert days_to_sync(None, datetime(2026, 11, 21, 0, 0, tzinfo=UTC), 600) == ["2026-11-21"]
     since = datetime(2026, 11, 18, 13, 0, tzinfo=UTC)
-    assert days_to_sync(since, datetime(2026, 11, 20, 9, 0, tzinfo=UTC)) == [
+    assert days_to_sync(since, datetime(2026, 11, 20, 9, 0, tzinfo=UTC), 600) == [
         "2026-11-18",
         "2026-11-19",
         "2026-11-20",
     ]
-    # 10 minutes back for a transaction that committed after the tick with an earlier SystemModstamp
-    assert days_to_sync(
-        datetime(2026, 11, 21, 0, 5, tzinfo=UTC), datetime(2026, 11, 21, 1, 0, tzinfo=UTC)
-    ) == [
-        "2026-11-20",
-        "2026-11-21",
-    ]
+    # 600 s back for a transaction that committed after the tick with an earlier SystemModstamp
+    after_midnight, next_tick = (
+        datetime(2026, 11, 21, 0, 5, tzinfo=UTC),
+        datetime(2026, 11, 21, 1, 0, tzinfo=UTC),
+    )
+    assert days_to_sync(after_midnight, next_tick, 600) == ["2026-11-20", "2026-11-21"]
+    assert days_to_sync(after_midnight, next_tick, 0) == ["2026-11-21"]
 
 
 def test_a_tick_whose_run_failed_is_covered_again():

@@ -30,6 +30,7 @@ from dagster import (
     AssetSelection,
     DagsterEventType,
     MetadataValue,
+    Output,
     RunRequest,
     RunStatusSensorContext,
     define_asset_job,
@@ -146,12 +147,16 @@ def build_reconcile_check(obj: ObjectConfig) -> AssetChecksDefinition:
         salesforce: SalesforceResource,
         notion: NotionResource,
         staging: StagingResource,
-    ) -> Iterator[AssetCheckResult]:
+    ) -> Iterator[AssetCheckResult | Output]:
         if context.run.job_name != reconcile_job_name(obj.name):
             context.log.info(
                 f"{CHECK_NAME} runs in {reconcile_job_name(obj.name)} (weekly or on demand), not with a "
                 "partition's sync: no result recorded by this run"
             )
+            # Empty outputs, not evaluations: yielding nothing makes Dagster log that the op "did not
+            # yield or return expected outputs", which reads as a fault.
+            for output in context.op_execution_context.op_def.output_defs:
+                yield Output(None, output_name=output.name)
             return
         yield _reconciliation(context, obj, notion_key, salesforce, notion, staging)
 

@@ -3,6 +3,8 @@
 No `from __future__ import annotations` here: Dagster reads the nested function's annotations.
 """
 
+from datetime import date
+
 import duckdb
 from dagster import (
     AssetDep,
@@ -29,7 +31,7 @@ from notion_sync.notion.sync import SyncReport, run_sync
 from notion_sync.partitions import daily_partitions
 from notion_sync.salesforce.extract import describe_object
 from notion_sync.salesforce.resource import SalesforceResource
-from notion_sync.staging import StagingResource
+from notion_sync.staging import StagingResource, was_staged
 
 # Records still failing transiently after the client's retries: run the partition again (records
 # already synced cost nothing). The retry sensor takes over once these are spent.
@@ -74,6 +76,19 @@ def _metadata(report: SyncReport, notion: NotionResource, priority: bool = False
     }
 
 
+def not_staged_message(obj: ObjectConfig, partition_key: str) -> str:
+    return (
+        f"salesforce/{obj.name} was never staged for {partition_key}: materialize salesforce/{obj.name} "
+        f"for {partition_key} first, or both assets in one run (the sync_{obj.name} job does)"
+    )
+
+
+def is_staged(staging: StagingResource, obj: ObjectConfig, partition_key: str) -> bool:
+    """Whether `salesforce/<Object>` staged this day (0 records is a staged day too)."""
+    with staging.connect(read_only=True) as conn:
+        return was_staged(conn, obj.staging_table, date.fromisoformat(partition_key))
+
+
 def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinition:
     """The `notion/<Object>` asset: partition D of `stg_<object>` upserted into the object's data source."""
 
@@ -104,6 +119,9 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
         salesforce: SalesforceResource,
     ) -> MaterializeResult:
         priority = limiter_priority(context.run.tags)
+        # Without this, a day selected alone in the UI "synced" 0 records and showed as green.
+        if not is_staged(staging, obj, context.partition_key):
+            raise Failure(description=not_staged_message(obj, context.partition_key), allow_retries=False)
         try:
             types = salesforce_field_types(
                 staging.connect, obj, lambda name: describe_object(salesforce.get_client().sf, name)
@@ -115,9 +133,7 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
             raise Failure(description=str(error), allow_retries=False) from error
         except duckdb.CatalogException as error:
             raise Failure(
-                description=f"{obj.staging_table} is not staged yet: materialize salesforce/{obj.name} "
-                f"for {context.partition_key} first ({error})",
-                allow_retries=False,
+                description=f"{not_staged_message(obj, context.partition_key)} ({error})", allow_retries=False
             ) from error
         context.log.info(
             f"{obj.name} {context.partition_key}: {dict(report.totals)} in {report.duration_s:.1f}s, "

@@ -15,6 +15,7 @@ from dagster import (
 
 from notion_sync.config import ObjectConfig
 from notion_sync.notion import state
+from notion_sync.notion.assets import is_staged, not_staged_message
 from notion_sync.partitions import daily_partitions
 from notion_sync.staging import StagingResource
 
@@ -61,4 +62,19 @@ def build_notion_checks(obj: ObjectConfig) -> list[AssetChecksDefinition]:
                 batch = state.latest_batch(conn, obj.name, context.partition_key)
             return failure_check_result(batch)
 
-    return [_failure_rate]
+        @asset_check(
+            asset=["notion", obj.name],
+            name="salesforce_day_staged",
+            partitions_def=daily_partitions(obj),
+            description=f"salesforce/{obj.name} was staged for the day (staged_partitions), so its sync had "
+            "the day's records to work on; fails for a day synced without them.",
+        )
+        def _staged(context: AssetCheckExecutionContext, staging: StagingResource) -> AssetCheckResult:
+            staged = is_staged(staging, obj, context.partition_key)
+            return AssetCheckResult(
+                passed=staged,
+                description=None if staged else not_staged_message(obj, context.partition_key),
+                metadata={"staging_table": obj.staging_table},
+            )
+
+    return [_failure_rate, _staged]

@@ -13,6 +13,8 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -183,6 +185,33 @@ class FaultInjector:
                         self._faults.remove(fault)
                     return fault
         return None
+
+
+class WriteConflicts:
+    """Concurrent writes to one data source: a write arriving while another to the same data source
+    is in flight answers 409 ``conflict_error`` (nothing written) with probability ``rate``, as
+    Notion's transactions do under concurrent writers. Notion publishes no rate: 0 unless set."""
+
+    def __init__(self, rate: float = 0.0) -> None:
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._in_flight: Counter[str] = Counter()
+
+    @contextmanager
+    def writing(self, key: str | None) -> Iterator[bool]:
+        """Hold a write to ``key`` (a data source id; None: not a page write) for the block; yields
+        whether it conflicts with one already in flight."""
+        if key is None:
+            yield False
+            return
+        with self._lock:
+            conflict = self._in_flight[key] > 0 and random.random() < self.rate
+            self._in_flight[key] += 1
+        try:
+            yield conflict
+        finally:
+            with self._lock:
+                self._in_flight[key] -= 1
 
 
 class Latency:

@@ -5,7 +5,7 @@ model and validation live in ``notion_store``; the token bucket, latency, faults
 ``notion_limits``. Administration (no auth) is under ``/_sandbox/``:
 
 - ``POST /_sandbox/config`` ``{rps, burst, latency_ms, jitter_ms, speed, workspace_rps,
-  workspace_retry_after, block_limit}`` (any subset); ``GET /_sandbox/config``
+  workspace_retry_after, block_limit, conflict_rate}`` (any subset); ``GET /_sandbox/config``
 - ``POST /_sandbox/faults`` ``{status, count, path_prefix, method, apply_write, retry_after, reason,
   committed}`` or ``{"timeout": seconds | null, count, ...}`` or ``{"clear": true}``;
   ``GET /_sandbox/faults``
@@ -44,6 +44,7 @@ from notion_sync.sandbox.notion_limits import (
     RateLimiter,
     RequestStats,
     VirtualClock,
+    WriteConflicts,
 )
 from notion_sync.sandbox.notion_store import BOT_USER_ID, V2025, V2026, NotionError, Store, invalid
 
@@ -181,16 +182,19 @@ class _Handler(BaseHTTPRequestHandler):
         route, action, params = _match(self.command, path)
         fault = None
         try:
-            sandbox._latency.sleep()
-            self._gate(request_id)
-            if action is None:
-                raise _error(NotionError(400, "invalid_request_url", "Invalid request URL."), request_id)
-            fault = sandbox._faults.take(self.command, path)
-            if fault is not None:
-                self._faulted(fault, action, params, query, raw, request_id)
-                sandbox._stats.record(route, "timeout", faulted=True, body_bytes=len(raw))
-                return
-            status, body, headers = 200, self._execute(action, params, query, raw, request_id), {}
+            with sandbox._conflicts.writing(sandbox._write_target(action, params, raw)) as conflict:
+                sandbox._latency.sleep()  # the write is in flight meanwhile
+                self._gate(request_id)
+                if action is None:
+                    raise _error(NotionError(400, "invalid_request_url", "Invalid request URL."), request_id)
+                fault = sandbox._faults.take(self.command, path)
+                if fault is not None:
+                    self._faulted(fault, action, params, query, raw, request_id)
+                    sandbox._stats.record(route, "timeout", faulted=True, body_bytes=len(raw))
+                    return
+                if conflict:
+                    raise _error(NotionError(409, *FAULT_ERRORS[409]), request_id)
+                status, body, headers = 200, self._execute(action, params, query, raw, request_id), {}
         except _Reply as reply:
             status, body, headers = reply.status, reply.body, reply.headers
         sandbox._stats.record(route, status, faulted=fault is not None, body_bytes=len(raw))
@@ -375,6 +379,7 @@ class NotionSandbox:
         self._limiter = RateLimiter(self._clock, rps, burst, workspace_rps, workspace_retry_after)
         self._latency = Latency(self._clock, latency_ms, latency_jitter_ms)
         self._faults = FaultInjector()
+        self._conflicts = WriteConflicts()
         self._stats = RequestStats(self._clock)
         self.store = Store(self._clock)
         self.parent_page_id = self.store.root_page_id
@@ -455,6 +460,24 @@ class NotionSandbox:
     def set_speed(self, speed: float) -> None:
         self._clock.set_speed(speed)
 
+    def set_conflict_rate(self, rate: float) -> None:
+        """Share of page writes answered 409 ``conflict_error`` while another write to the same data
+        source is in flight (0, the default: Notion publishes no rate)."""
+        self._conflicts.rate = rate
+
+    def _write_target(self, action: str | None, params: dict[str, str], raw: bytes) -> str | None:
+        """The data source a page create or update writes to (None for anything else)."""
+        if action == "create_page":
+            try:
+                return str(json.loads(raw).get("parent", {}).get("data_source_id") or "") or None
+            except (ValueError, AttributeError):
+                return None
+        if action == "update_page":
+            page = self.store.pages.get(params["id"])
+            parent = page.parent if page is not None else None
+            return getattr(parent, "id", None)
+        return None
+
     def set_block_limit(self, blocks: int | None) -> None:
         """The Free plan's block limit (1,000 for a workspace with several members): creates past
         it answer 403. ``None``: a paid plan."""
@@ -497,6 +520,7 @@ class NotionSandbox:
             "workspace_rps": self._limiter.workspace_rps,
             "workspace_retry_after": self._limiter.workspace_retry_after,
             "block_limit": self.store.block_limit,
+            "conflict_rate": self._conflicts.rate,
             "latency_ms": self._latency.ms,
             "jitter_ms": self._latency.jitter_ms,
             "speed": self.speed,
@@ -677,6 +701,8 @@ class NotionSandbox:
             self._limiter.workspace_rps = body["workspace_rps"]
         if "workspace_retry_after" in body:
             self._limiter.workspace_retry_after = int(body["workspace_retry_after"])
+        if "conflict_rate" in body:
+            self.set_conflict_rate(float(body["conflict_rate"]))
         if "block_limit" in body:
             self.set_block_limit(None if body["block_limit"] is None else int(body["block_limit"]))
         if "latency_ms" in body or "jitter_ms" in body:
