@@ -199,9 +199,29 @@ class RetryConfig(_Strict):
 
 
 class RealtimeConfig(_Strict):
-    """The change sensors of objects with mode `realtime`."""
+    """The `realtime_changes` sensor of objects with mode `realtime` (notion_sync.automation.realtime)."""
 
-    interval_seconds: int = Field(default=15, ge=1, description="How often each change sensor polls")
+    interval_seconds: int = Field(
+        default=15, ge=1, description="How often an object without change events is polled"
+    )
+    change_events: bool = Field(
+        default=True,
+        description="Take changes from Change Data Capture (Pub/Sub API) for objects selected for CDC; "
+        "the others are polled",
+    )
+    listen_seconds: float = Field(
+        default=4.0,
+        gt=0,
+        le=50,
+        description="How long a tick waits for change events (the daemon starts a tick every 5 s at most)",
+    )
+    events_per_tick: int = Field(default=1_000, ge=1, le=10_000, description="Change events read per tick")
+    cdc_retry_minutes: float = Field(
+        default=60,
+        ge=0,
+        description="After the Pub/Sub API refused an object (not selected for CDC, delivery allocation "
+        "spent), it is polled for this long before change events are tried again",
+    )
 
 
 class ReconcileConfig(_Strict):

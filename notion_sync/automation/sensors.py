@@ -2,7 +2,8 @@
 
 - `notion_sync_retry`: re-launches failed partitions of every `salesforce/*` and `notion/*` asset
   following :mod:`.retry_policy`; its cursor holds the retry counts.
-- `changes_<Object>` (mode realtime): the near-real-time lane, :mod:`.changes`.
+- `realtime_changes` (objects with mode realtime): the near-real-time lane, :mod:`.realtime`
+  (Change Data Capture events, or polling through the Composite API, :mod:`.changes`).
 - `notion_sync_run_failure_alert` and `notion_sync_health`: :mod:`.alerts`.
 - `reconcile_resync`: launches the partitions a successful `reconcile_<Object>` or
   `refresh_formulas_<Object>` run asked for.
@@ -25,9 +26,9 @@ from dagster import (
 )
 
 from notion_sync.automation.alerts import build_health_sensor, build_run_failure_alert_sensor, send_alert
-from notion_sync.automation.changes import build_change_sensor
 from notion_sync.automation.failures import find_failed_partitions
 from notion_sync.automation.jobs import sync_job
+from notion_sync.automation.realtime import build_realtime_sensor
 from notion_sync.automation.reconcile import resync_requests
 from notion_sync.automation.retry_policy import RetryState, plan_retries
 from notion_sync.config import SyncConfig
@@ -88,7 +89,7 @@ def build_sensors(config: SyncConfig) -> list[SensorDefinition]:
     realtime = [obj for obj in config.objects.values() if obj.mode == "realtime"]
     return [
         build_retry_sensor(config),
-        *(build_change_sensor(obj, config.realtime) for obj in realtime),
+        *([build_realtime_sensor(realtime, config.realtime)] if realtime else []),
         build_run_failure_alert_sensor(config.alerts),
         build_health_sensor(config),
         build_resync_sensor(config),

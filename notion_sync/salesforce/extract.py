@@ -170,11 +170,21 @@ def read_deleted(
     """Records deleted in `[start, end)`, hard deletes and Recycle Bin purges included, from getDeleted
     (`sobjects/<Object>/deleted`), clamped to what it serves: whole minutes, at most 30 days back, up
     to now. None when a minute or less remains (Salesforce refuses such a window)."""
-    now = now or datetime.now(UTC)
+    span = deleted_span(start, end, now or datetime.now(UTC))
+    return None if span is None else deleted_window(getattr(sf, object_name).deleted(*span))
+
+
+def deleted_span(start: datetime, end: datetime, now: datetime) -> tuple[datetime, datetime] | None:
+    """`[start, end)` clamped to what getDeleted serves (whole minutes, 30 days back, up to now);
+    None when a minute or less remains (Salesforce refuses such a window)."""
     start = _whole_minute(max(start, now - DELETE_LOG_REACH))
     if _whole_minute(min(end, now)) - start <= timedelta(minutes=1):
         return None
-    result = getattr(sf, object_name).deleted(start, min(end, now))
+    return start, min(end, now)
+
+
+def deleted_window(result: dict) -> DeletedWindow:
+    """getDeleted's answer as a :class:`DeletedWindow`."""
     return DeletedWindow(
         records=[(record["id"], record["deletedDate"]) for record in result["deletedRecords"]],
         covered=parse_modstamp(result["latestDateCovered"]),

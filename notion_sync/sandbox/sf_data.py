@@ -933,7 +933,9 @@ class SalesforceData:
             fields = (*changes, "LastModifiedDate")
         else:
             fields = tuple(name for name, value in record.items() if value is not None)
-        change = Change(obj, change_type, dict(record), fields, int(self.clock() * 1000))
+        # Committed now; an edit stamped now has its SystemModstamp as commit time (a late one: now).
+        commit_ms = max(int(self.clock() * 1000), parse_datetime(record["SystemModstamp"]))
+        change = Change(obj, change_type, dict(record), fields, commit_ms)
         for listener in self.listeners:
             listener(change)
 
