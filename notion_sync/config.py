@@ -83,6 +83,11 @@ class ObjectConfig(_Strict):
         description="The change sensor reads again this far behind the newest change it saw, for "
         "transactions that commit late with an earlier SystemModstamp (Airbyte uses 600)",
     )
+    drift: Literal["resync", "report"] = Field(
+        default="resync",
+        description="Pages edited by hand in Notion (synced values that differ from the staged record), "
+        "found by the weekly reconcile: sync them again (resync) or only count them (report)",
+    )
     owners: tuple[str, ...] = Field(
         default=(), description="Dagster asset owners: emails or 'team:name', shown in the UI"
     )
