@@ -364,6 +364,9 @@ def main() -> int:
                     return wait_quietly(lambda: positioned(instance), 3.0)
 
                 wait_for(edit_until_positioned, 180, "a replay position for both objects", interval_s=0.1)
+                going = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING]
+                going.append(DagsterRunStatus.STARTED)
+                wait_for(lambda: not runs(instance, "realtime", going), 600, "the warm-up edits' runs")
                 print(f"both objects positioned (replay ids stored) after {time.monotonic() - started:.1f} s")
             launched = time.time()
             backfill = dagster_cli(
