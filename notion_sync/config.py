@@ -76,12 +76,22 @@ class ObjectConfig(_Strict):
         default=90, ge=1, description="sync_log and api_usage rows of the object kept this many days"
     )
     mode: Literal["realtime", "batch", "scheduled"] = "batch"
+    formula_refresh: ScheduleConfig | None = Field(
+        default=None,
+        description="When the mapped formula fields are re-read (they change without SystemModstamp); "
+        "default: with the weekly reconcile (reconcile.schedule)",
+    )
     lookback_seconds: int = Field(
         default=600,
         ge=0,
         le=86_400,
         description="The change sensor reads again this far behind the newest change it saw, for "
         "transactions that commit late with an earlier SystemModstamp (Airbyte uses 600)",
+    )
+    drift: Literal["resync", "report"] = Field(
+        default="resync",
+        description="Pages edited by hand in Notion (synced values that differ from the staged record), "
+        "found by the weekly reconcile: sync them again (resync) or only count them (report)",
     )
     owners: tuple[str, ...] = Field(
         default=(), description="Dagster asset owners: emails or 'team:name', shown in the UI"

@@ -12,7 +12,9 @@ through a read-only connection so that a report never blocks a running sync for 
 - API usage: `api_usage` overall and per object, plus a time series for the HTML charts;
 - failure patterns: failed record attempts of `sync_log` grouped by object, status and error code,
   and skipped records by reason;
-- 429s by the Notion limit they hit (`api_usage.rate_limit_reason`).
+- 429s by the Notion limit they hit (`api_usage.rate_limit_reason`);
+- reconciliations: the latest of each object (`reconciliations`): orphaned, missing and drifted
+  pages (edited by hand in Notion; synced again or only reported, by the object's ``drift``).
 
 Rates are measured in real time. Against the sandbox at speed K (``NOTION_TIME_SCALE``) the limit
 is ``NOTION_RATE_LIMIT_RPS * K`` real requests per second, which is what the charts draw.
@@ -113,6 +115,20 @@ class Bucket:
 
 
 @dataclass(frozen=True)
+class ReconciliationStatus:
+    """The latest reconciliation of one object."""
+
+    object: str
+    at: datetime
+    salesforce_records: int
+    pages: int
+    orphaned: int
+    missing: int
+    drifted: int
+    drift: str
+
+
+@dataclass(frozen=True)
 class StatusReport:
     path: Path
     generated_at: datetime
@@ -127,6 +143,7 @@ class StatusReport:
     rate_limit_reasons: dict[str, int]  # 429s by additional_data.rate_limit_reason
     bucket_width_s: float
     timeline: list[Bucket]
+    reconciliations: list[ReconciliationStatus]
 
 
 def limit_rps_from_env() -> float:
@@ -257,6 +274,19 @@ def _timeline(conn: duckdb.DuckDBPyConnection) -> tuple[float, list[Bucket]]:
     ]
 
 
+def _reconciliations(conn: duckdb.DuckDBPyConnection, tables: set[str]) -> list[ReconciliationStatus]:
+    if "reconciliations" not in tables:  # no reconciliation ran with this version yet
+        return []
+    rows = conn.execute(
+        f"""
+        SELECT object, "at", salesforce_records, pages, orphaned, missing, drifted, drift
+        FROM reconciliations WHERE {_WINDOW}
+        QUALIFY row_number() OVER (PARTITION BY object ORDER BY "at" DESC) = 1 ORDER BY object
+        """
+    ).fetchall()
+    return [ReconciliationStatus(*row) for row in rows]
+
+
 def _require_file(path: Path) -> None:
     if not path.exists():
         raise StatusUnavailable(
@@ -292,6 +322,7 @@ def load_report(
             failures, skips = _patterns(conn, "status LIKE '%error'"), _patterns(conn, "status = 'skipped'")
             reasons = _rate_limit_reasons(conn)
             width, timeline = _timeline(conn)
+            reconciliations = _reconciliations(conn, tables)
     except staging.StagingLockedError as error:
         raise StatusUnavailable(str(error)) from error
     return StatusReport(
@@ -308,6 +339,7 @@ def load_report(
         rate_limit_reasons=reasons,
         bucket_width_s=width,
         timeline=timeline,
+        reconciliations=reconciliations,
     )
 
 
@@ -419,6 +451,20 @@ PARTITIONS_TITLE = (
 USAGE_NOTE = "req/min averaged over the clock minutes with calls, peak/min the busiest of them"
 
 
+RECONCILIATIONS_TITLE = (
+    "Reconciliations (latest of each object; drifted = pages edited by hand in Notion, synced again "
+    "(resync) or only reported (report), by the object's drift setting)"
+)
+RECONCILIATION_HEADERS = ["object", "at (UTC)", "records", "pages", "orphaned", "missing", "drifted", "drift"]
+
+
+def reconciliation_rows(report: StatusReport) -> list[list[object]]:
+    return [
+        [r.object, _when(r.at), r.salesforce_records, r.pages, r.orphaned, r.missing, r.drifted, r.drift]
+        for r in report.reconciliations
+    ]
+
+
 def heading(report: StatusReport) -> str:
     scope = f" object {report.object}" if report.object else ""
     since = f" since {_when(report.since)}" if report.since else ""
@@ -447,6 +493,9 @@ def render_text(report: StatusReport) -> str:
         "",
         "Skipped records (by reason)",
         table(SKIP_HEADERS, pattern_rows(report.skips)) if report.skips else "  none",
+        "",
+        RECONCILIATIONS_TITLE,
+        table(RECONCILIATION_HEADERS, rows) if (rows := reconciliation_rows(report)) else "  none",
     ]
     return "\n".join(parts) + "\n"
 

@@ -25,6 +25,8 @@ from notion_sync.status import (
     FAILURE_HEADERS,
     PARTITION_HEADERS,
     PARTITIONS_TITLE,
+    RECONCILIATION_HEADERS,
+    RECONCILIATIONS_TITLE,
     SKIP_HEADERS,
     USAGE_HEADERS,
     USAGE_NOTE,
@@ -34,6 +36,7 @@ from notion_sync.status import (
     partition_rows,
     pattern_rows,
     rate_limit_text,
+    reconciliation_rows,
     usage_rows,
 )
 
@@ -216,6 +219,9 @@ def render_html(report: StatusReport) -> str:
             _html_table(FAILURE_HEADERS, pattern_rows(report.failures)),
             "<h2>Skipped records</h2>",
             _html_table(SKIP_HEADERS, pattern_rows(report.skips)),
+            "<h2>Reconciliations</h2>",
+            f"<p>{escape(RECONCILIATIONS_TITLE)}</p>",
+            _html_table(RECONCILIATION_HEADERS, reconciliation_rows(report)),
             "</body></html>",
         ]
     )

@@ -23,7 +23,7 @@ from dagster import (
     materialize,
 )
 from simple_salesforce import Salesforce
-from simple_salesforce.exceptions import SalesforceAuthenticationFailed
+from simple_salesforce.exceptions import SalesforceAuthenticationFailed, SalesforceExpiredSession
 
 from notion_sync.automation.alerts import salesforce_budget
 from notion_sync.automation.changes import build_change_sensor
@@ -124,6 +124,14 @@ def _logins(sandbox: SalesforceSandbox) -> int:
 # ------------------------------------------------------------------------ the sandbox's logins
 
 
+def _login_session(sandbox: SalesforceSandbox) -> requests.Session:
+    """A plain session that reaches the sandbox's login hosts through its proxy."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify, session.proxies = str(sandbox.ca_file), {"https": sandbox.password_env()["HTTPS_PROXY"]}
+    return session
+
+
 def _token(sandbox: SalesforceSandbox, host: str, **claims) -> requests.Response:
     """Post a JWT bearer assertion signed with the connected app's key, `claims` overriding."""
     env = sandbox.jwt_env()
@@ -135,11 +143,8 @@ def _token(sandbox: SalesforceSandbox, host: str, **claims) -> requests.Response
         **claims,
     }
     key = Path(env["SALESFORCE_PRIVATE_KEY_FILE"]).read_bytes()
-    session = requests.Session()
-    session.trust_env = False
-    session.verify, session.proxies = env["SALESFORCE_CA_BUNDLE"], {"https": env["HTTPS_PROXY"]}
     data = {"grant_type": sf_login.JWT_BEARER, "assertion": jwt.encode(payload, key, algorithm="RS256")}
-    return session.post(f"https://{host}/services/oauth2/token", data=data)
+    return _login_session(sandbox).post(f"https://{host}/services/oauth2/token", data=data)
 
 
 @pytest.mark.parametrize(
@@ -187,10 +192,7 @@ def test_sandbox_refuses_a_jwt_signed_with_another_key(sandbox, tmp_path):
 
 
 def test_sandbox_soap_login_is_gone_from_api_65(sandbox):
-    session = requests.Session()
-    session.trust_env = False
-    session.verify, session.proxies = str(sandbox.ca_file), {"https": sandbox.password_env()["HTTPS_PROXY"]}
-    login = {"username": sandbox.username, "password": sandbox.password, "session": session}
+    login = {"username": sandbox.username, "password": sandbox.password, "session": _login_session(sandbox)}
     Salesforce(**login, security_token=sandbox.security_token, version="64.0")
     with pytest.raises(SalesforceAuthenticationFailed) as refused:
         Salesforce(**login, security_token=sandbox.security_token, version="65.0")
@@ -198,18 +200,25 @@ def test_sandbox_soap_login_is_gone_from_api_65(sandbox):
     assert "not available in the API version specified (65.0)" in refused.value.auth_message
 
 
-def test_sandbox_caps_logins_per_user_per_hour(sandbox, use_env):
-    sandbox.set_login_limit(2)
+def test_sandbox_caps_logins_per_user_per_hour_and_expires_sessions(sandbox):
+    admin = f"{sandbox.url}/_sandbox"
+    requests.post(f"{admin}/logins", json={"per_hour": 2}, verify=str(sandbox.ca_file)).raise_for_status()
     env = sandbox.client_credentials_env()
-    session = requests.Session()
-    session.trust_env = False
-    session.verify, session.proxies = env["SALESFORCE_CA_BUNDLE"], {"https": env["HTTPS_PROXY"]}
     credentials = {k: env[f"SALESFORCE_{k.upper()}"] for k in ("consumer_key", "consumer_secret", "domain")}
-    for _ in range(2):
+    session = _login_session(sandbox)
+    sf = Salesforce(**credentials, session=session)
+    assert sf.query("SELECT Id FROM Account LIMIT 1")["totalSize"] == 1
+    expired = requests.delete(f"{admin}/sessions", verify=str(sandbox.ca_file)).json()["expired"]
+    assert expired == 2  # the fixed SALESFORCE_SESSION_ID and the one just issued
+    with pytest.raises(SalesforceExpiredSession) as refused_call:
+        Salesforce(instance_url=sandbox.url, session_id=sf.session_id, session=session).query(
+            "SELECT Id FROM Account"
+        )
+    assert refused_call.value.content[0]["errorCode"] == "INVALID_SESSION_ID"
+    Salesforce(**credentials, session=session)  # the second login of the hour
+    with pytest.raises(SalesforceAuthenticationFailed) as refused_login:
         Salesforce(**credentials, session=session)
-    with pytest.raises(SalesforceAuthenticationFailed) as refused:
-        Salesforce(**credentials, session=session)
-    assert refused.value.code == "rate_limit_exceeded"
+    assert refused_login.value.code == "rate_limit_exceeded"
     assert sandbox.stats()["logins_this_hour"] == 2
 
 

@@ -11,6 +11,7 @@
 | `notion_target_claims` | object whose database a run is creating now: the run, since when |
 | `pending_relations` | relation whose parent page did not exist yet when the child was written |
 | `sf_fields` | configured Salesforce field: its describe type (drives the Notion property types) |
+| `reconciliations` | reconciliation run of an object: what it found (orphaned, missing, drifted pages) |
 
 Writes during a sync go through :class:`StateWriter`, which buffers them and flushes a few hundred
 rows at a time in one short transaction, so the staging file is never held while Notion is called
@@ -68,6 +69,10 @@ _TABLES = {
     "sf_fields": """
         object VARCHAR NOT NULL, field VARCHAR NOT NULL, sf_type VARCHAR NOT NULL, label VARCHAR,
         reference_to VARCHAR, PRIMARY KEY (object, field)""",
+    "reconciliations": """
+        run_id VARCHAR NOT NULL, object VARCHAR NOT NULL, "at" TIMESTAMPTZ NOT NULL,
+        salesforce_records BIGINT, pages BIGINT, orphaned BIGINT, missing BIGINT, drifted BIGINT,
+        drift VARCHAR""",
 }
 SYNC_STATE_COLUMNS = ["object", "sf_id", "page_id", "content_hash", "updated_at", "in_trash"]
 SYNC_LOG_COLUMNS = [
@@ -252,6 +257,47 @@ def forget(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]
         conn.execute(
             f"DELETE FROM sync_state WHERE object = ? AND sf_id IN (SELECT sf_id FROM {frame})", [object_name]
         )
+
+
+def mark_stale(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]) -> None:
+    """Forget what the pages of ``ids`` hold (not which pages they are): their next sync writes them."""
+    with _id_frame(conn, ids) as frame:
+        conn.execute(
+            "UPDATE sync_state SET content_hash = NULL "
+            f"WHERE object = ? AND sf_id IN (SELECT sf_id FROM {frame})",
+            [object_name],
+        )
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """What one reconciliation of an object found (a row of ``reconciliations``)."""
+
+    run_id: str
+    object: str
+    salesforce_records: int
+    pages: int
+    orphaned: int
+    missing: int
+    drifted: int
+    drift: str  # resync | report: what was done about the drifted pages
+
+
+def record_reconciliation(conn: duckdb.DuckDBPyConnection, result: Reconciliation) -> None:
+    conn.execute(
+        "INSERT INTO reconciliations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            result.run_id,
+            result.object,
+            now(),
+            result.salesforce_records,
+            result.pages,
+            result.orphaned,
+            result.missing,
+            result.drifted,
+            result.drift,
+        ],
+    )
 
 
 def prune_history(conn: duckdb.DuckDBPyConnection, object_name: str, days: int) -> int:

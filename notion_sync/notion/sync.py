@@ -133,7 +133,7 @@ class PartitionSurvey:
     columns: tuple[str, ...]  # the staged columns the sync reads
 
 
-def _read_columns(conn: Any, obj: ObjectConfig, specs: Sequence[PropertySpec]) -> tuple[str, ...]:
+def staged_columns(conn: Any, obj: ObjectConfig, specs: Sequence[PropertySpec]) -> tuple[str, ...]:
     """Id, IsDeleted and the synced fields: a partition is read without its dozens of other columns."""
     staged = {
         d[0] for d in conn.execute(f"SELECT * FROM {quote_ident(obj.staging_table)} LIMIT 0").description
@@ -148,7 +148,7 @@ def survey_partition(
     """Counts that decide how the partition is synced, without reading its rows into memory."""
     table = quote_ident(obj.staging_table)
     with connect() as conn:
-        columns = _read_columns(conn, obj, specs)
+        columns = staged_columns(conn, obj, specs)
         live = "NOT coalesce(IsDeleted, false)" if "IsDeleted" in columns else "true"
         records, unmapped = conn.execute(
             f"SELECT count(*), count(*) FILTER (WHERE {live} AND s.sf_id IS NULL) FROM {table} t "
@@ -252,10 +252,10 @@ def rebuild_state(
     copies: dict[str, list[PageCopy]] = {}  # sf_id -> its other pages, for records with several
     self_relations = [spec for spec in specs if spec.relation_to == writer.object_name]
     referenced: set[str] = set()  # pages of this data source that its pages relate to
-    for chunk in _chunks(client.all_pages(data_source_id), REBUILD_CHUNK):
+    for chunk in chunked(client.all_pages(data_source_id), REBUILD_CHUNK):
         parents = _related_records(writer, specs, chunk)
         for page in chunk:
-            referenced.update(_relation_ids(self_relations, [page]))
+            referenced.update(relation_ids(self_relations, [page]))
             sf_id = page_salesforce_id(page)
             if not sf_id:
                 continue
@@ -307,13 +307,13 @@ def _settle_copies(
     log.info("%s: %d records have several pages; kept one of each", writer.object_name, len(copies))
 
 
-def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+def chunked(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
 
 
-def _relation_ids(specs: Sequence[PropertySpec], pages: Sequence[dict[str, Any]]) -> set[str]:
+def relation_ids(specs: Sequence[PropertySpec], pages: Sequence[dict[str, Any]]) -> set[str]:
     """The page ids the relation properties (of ``specs``) of ``pages`` point to."""
     return {
         item["id"]
@@ -328,7 +328,7 @@ def _related_records(
     writer: state.StateWriter, specs: Sequence[PropertySpec], pages: Sequence[dict[str, Any]]
 ) -> dict[str, str]:
     """The Salesforce Ids of the pages that ``pages`` relate to (one short read per chunk)."""
-    related = _relation_ids(specs, pages)
+    related = relation_ids(specs, pages)
     if not related:
         return {}
     writer.flush()  # parents discovered earlier in this rebuild (self-relations) must be readable
@@ -361,6 +361,14 @@ def _relations(
     return pages, pending, resolved
 
 
+def hashed_row(specs: Sequence[PropertySpec], row: dict[str, Any]) -> dict[str, Any]:
+    """A staged row as the page properties its content hash covers: relations named by the parent's
+    Salesforce Id, so the hash does not change when a pending relation is filled in later."""
+    return page_properties(
+        specs, row, {s.field: [row[s.field]] for s in specs if s.relation_to and row.get(s.field)}
+    )
+
+
 def _unchanged(
     specs: Sequence[PropertySpec], current: state.PageState, digest: str, hashed: dict[str, Any]
 ) -> bool:
@@ -368,6 +376,11 @@ def _unchanged(
     if current.content_hash and current.content_hash.startswith(FOUND_PREFIX):
         return current.content_hash == found_hash(specs, hashed)
     return current.content_hash == digest
+
+
+def written_with(specs: Sequence[PropertySpec], current: state.PageState, hashed: dict[str, Any]) -> bool:
+    """Whether sync_state says the page was last written with (or found holding) ``hashed``."""
+    return _unchanged(specs, current, content_hash(hashed), hashed)
 
 
 def plan(
@@ -390,9 +403,7 @@ def plan(
             else:
                 idle.append((sf_id, "unchanged" if current else "skipped"))
             continue
-        hashed = page_properties(
-            specs, row, {s.field: [row[s.field]] for s in specs if s.relation_to and row.get(s.field)}
-        )
+        hashed = hashed_row(specs, row)
         digest = content_hash(hashed)
         if current and _unchanged(specs, current, digest, hashed) and not current.in_trash:
             idle.append((sf_id, "unchanged"))
