@@ -74,6 +74,26 @@ def test_a_tick_whose_run_failed_is_covered_again():
         assert keys == ["2026-11-20"]
 
 
+def test_a_tick_waits_while_one_of_its_days_is_being_materialized(defs):
+    tick = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
+    with instance_for_test() as instance:
+        running = instance.create_run_for_job(
+            defs.resolve_job_def("sync_Opportunity"),
+            tags={"dagster/partition": "2026-11-20"},
+            status=DagsterRunStatus.STARTED,
+        )
+        context = build_schedule_context(
+            instance=instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+        )
+        waiting = defs.resolve_schedule_def(SCHEDULE).evaluate_tick(context)
+        assert not waiting.run_requests
+        assert waiting.skip_message == (
+            "waiting for Opportunity partitions ['2026-11-20']: the next tick covers them"
+        )
+        instance.report_run_failed(running)
+        assert [r.partition_key for r in _tick(defs, instance, tick)] == ["2026-11-20"]
+
+
 @pytest.fixture
 def defs(tmp_path, notion_sandbox, own_salesforce_sandbox):
     return copy(

@@ -15,7 +15,9 @@ successful tick, one run per partition in the ``scheduled`` lane:
   transaction that commits after a tick with an earlier `SystemModstamp`. Without any successful
   tick yet (a new schedule), only the tick's own day: history is the backfills' job.
 - The run key is `schedule:<Object>:<tick time>:<partition>`: evaluating the same tick twice does
-  not launch a partition twice. Failed runs are re-launched by the retry sensor as for any lane.
+  not launch a partition twice. While one of the days is still being materialized the tick launches
+  nothing (two runs must not write the same pages at once, as in the change sensor); the next tick
+  covers its days. Failed runs are re-launched by the retry sensor as for any lane.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from dagster import (
     schedule,
 )
 from dagster._core.storage.dagster_run import RunRecord
+from dagster._core.storage.partition_status_cache import AssetPartitionStatus
 
+from notion_sync.automation.failures import partitions_by_status
 from notion_sync.automation.jobs import sync_job
 from notion_sync.automation.lanes import LANE_TAG, lane_tags
 from notion_sync.automation.names import sync_job_name
@@ -98,6 +102,9 @@ def build_object_schedule(obj: ObjectConfig) -> ScheduleDefinition:
         ]
         if not days:
             return SkipReason(f"{tick.isoformat()} is before the first partition ({obj.start_date})")
+        busy = partitions_by_status(context.instance, obj, days).get(AssetPartitionStatus.IN_PROGRESS)
+        if busy:
+            return SkipReason(f"waiting for {obj.name} partitions {sorted(busy)}: the next tick covers them")
         tags = {**lane_tags("scheduled"), SCHEDULED_AT_TAG: tick.astimezone(UTC).isoformat()}
         return [
             RunRequest(
