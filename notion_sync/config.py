@@ -76,6 +76,11 @@ class ObjectConfig(_Strict):
         default=90, ge=1, description="sync_log and api_usage rows of the object kept this many days"
     )
     mode: Literal["realtime", "batch", "scheduled"] = "batch"
+    formula_refresh: ScheduleConfig | None = Field(
+        default=None,
+        description="When the mapped formula fields are re-read (they change without SystemModstamp); "
+        "default: with the weekly reconcile (reconcile.schedule)",
+    )
     lookback_seconds: int = Field(
         default=600,
         ge=0,

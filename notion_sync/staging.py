@@ -495,6 +495,43 @@ def _collect_tombstones(
         conn.unregister("_deleted")
 
 
+def update_values(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    spool_path: Path,
+    fields: Sequence[str],
+    staged_before: datetime,
+) -> dict[date, int]:
+    """Set `fields` of staged rows to the spool's values (joined by Id) where they differ; returns
+    the changed rows per partition. Rows staged since `staged_before` were read after the spool
+    and are left alone."""
+    _bound_memory(conn)
+    target, new = quote_ident(table), f"spool.{SPOOL_TABLE}"
+    differs = " OR ".join(f"t.{quote_ident(f)} IS DISTINCT FROM n.{quote_ident(f)}" for f in fields)
+    matched = f"t.Id = n.Id AND t.{STAGED_AT_COLUMN} < ? AND ({differs})"
+    conn.execute(f"ATTACH '{spool_path}' AS spool (READ_ONLY)")
+    try:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            changed = conn.execute(
+                f"SELECT t.{PARTITION_COLUMN}, count(*) FROM {target} t JOIN {new} n ON {matched} GROUP BY 1",
+                [staged_before],
+            ).fetchall()
+            values = ", ".join(f"{quote_ident(f)} = n.{quote_ident(f)}" for f in fields)
+            conn.execute(
+                f"UPDATE {target} AS t SET {values}, {STAGED_AT_COLUMN} = now() "
+                f"FROM {new} AS n WHERE {matched}",
+                [staged_before],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("DETACH spool")
+    return dict(changed)
+
+
 def partition_rows(conn: duckdb.DuckDBPyConnection, table: str, partition: date) -> int:
     return conn.execute(
         f"SELECT count(*) FROM {quote_ident(table)} WHERE {PARTITION_COLUMN} = ?", [partition]

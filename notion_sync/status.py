@@ -443,9 +443,10 @@ def pattern_rows(patterns: list[FailurePattern]) -> list[list[object]]:
 
 
 PARTITIONS_TITLE = (
-    "Partitions (latest run of each; synced = created + updated + unchanged + archived; pending = "
-    "relations waiting for their parent page; requests = Notion calls of the syncs, as in the run "
-    "metadata; setup = calls before them, finding or creating the database; both over all runs)"
+    "Partitions (latest run of each)\n"
+    "  synced = created + updated + unchanged + archived; pending = relations waiting for their parent page\n"
+    "  requests = Notion calls of the syncs (the run metadata's requests); setup = calls before them that\n"
+    "  find, create or check the database; both over all runs of the partition"
 )
 USAGE_NOTE = "req/min averaged over the clock minutes with calls, peak/min the busiest of them"
 

@@ -92,6 +92,19 @@ def _reconcile_schedule(env: Env, name: str) -> None:
     assert request.partition_key is None
 
 
+def _formula_refresh_schedule(env: Env, name: str) -> None:
+    """By default with the weekly reconcile (objects.<Object>.formula_refresh overrides the cron)."""
+    schedule = env.defs.resolve_schedule_def(name)
+    object_name = name.removeprefix("refresh_formulas_").removesuffix("_schedule")
+    assert schedule.job_name == f"refresh_formulas_{object_name}"
+    assert (
+        schedule.cron_schedule
+        == env.defs.resolve_schedule_def(f"reconcile_{object_name}_weekly").cron_schedule
+    )
+    (request,) = env.tick_schedule(name).run_requests
+    assert request.partition_key is None
+
+
 def _realtime_sensor(env: Env, name: str) -> None:
     """The first tick polls (recording the newest modstamps) and subscribes at LATEST; an edit (admin
     API) during the next tick's listen arrives as a change event and launches the edit's day."""
@@ -176,6 +189,7 @@ TICK_TESTS: dict[str, Callable[[Env, str], None]] = {
     "schedule_": _object_schedule,
     "reconcile_resync": _resync_sensor,
     "reconcile_": _reconcile_schedule,
+    "refresh_formulas_": _formula_refresh_schedule,
     "realtime_changes": _realtime_sensor,
     "notion_sync_retry": _retry_sensor,
     "notion_sync_health": _health_sensor,

@@ -23,7 +23,7 @@ from simple_salesforce.exceptions import (
 
 from notion_sync.sandbox import soql
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
-from notion_sync.sandbox.sf_data import SalesforceData, case_safe_id, make_id, parse_id
+from notion_sync.sandbox.sf_data import DataError, SalesforceData, case_safe_id, make_id, parse_id
 
 SF_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+0000$")
 ACCOUNT_FIELDS = "Id, Name, Type, AnnualRevenue, NumberOfEmployees, Regions__c, Active__c, SystemModstamp"
@@ -678,6 +678,32 @@ def test_render_cache_serves_the_same_bytes_and_admin_edits_win(tmp_path: Path) 
         assert again.warm(everything, bulk=False, version="62.0") == 0  # shared on disk
     with SalesforceSandbox(**{**options, "seed": 4}, workdir=tmp_path / "other", render_cache=cache) as other:
         assert other.warm(everything, bulk=False, version="62.0") == 1  # other data
+
+
+def test_a_cross_object_formula_follows_its_account_without_a_modstamp(tmp_path: Path) -> None:
+    with SalesforceSandbox(records=50, workdir=tmp_path / "sf", render_cache=tmp_path / "cache") as sandbox:
+        sf = client(sandbox)
+        field = next(f for f in sf.Contact.describe()["fields"] if f["name"] == "Account_Name__c")
+        assert field["calculated"] is True and field["calculatedFormula"] == "Account.Name"
+        assert field["type"] == "string" and field["updateable"] is False
+        contact = next(
+            r["Id"]
+            for r in sf.query("SELECT Id, AccountId FROM Contact WHERE AccountId != null")["records"]
+            if not sandbox.get("Account", r["AccountId"])["IsDeleted"]
+        )
+        query = f"SELECT Id, AccountId, Account_Name__c, SystemModstamp FROM Contact WHERE Id = '{contact}'"
+        before = sf.query(query)["records"][0]
+        assert before["Account_Name__c"] == sandbox.get("Account", before["AccountId"])["Name"]
+        sandbox.update("Account", before["AccountId"], {"Name": "Renamed Holdings"})
+        after = sf.query(query)["records"][0]  # the render cache does not serve the old name
+        assert after["Account_Name__c"] == "Renamed Holdings"
+        assert after["SystemModstamp"] == before["SystemModstamp"]  # the Contact itself did not change
+        sandbox.update("Contact", contact, {"Title": "CFO"})  # an edited record computes it as well
+        sandbox.update("Account", before["AccountId"], {"Name": "Renamed Again"})
+        assert sf.query(query)["records"][0]["Account_Name__c"] == "Renamed Again"
+        with pytest.raises(DataError) as refused:
+            sandbox.update("Contact", contact, {"Account_Name__c": "x"})
+        assert refused.value.error_code == "INVALID_FIELD_FOR_INSERT_UPDATE"
 
 
 def test_soql_parser_grammar() -> None:

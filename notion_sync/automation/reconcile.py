@@ -45,6 +45,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from notion_sync.automation.lanes import lane_tags
 from notion_sync.automation.modstamps import modstamp_day
 from notion_sync.automation.names import (
+    NOTION_RESYNC_METADATA_KEY,
     RESYNC_METADATA_KEY,
     object_asset_keys,
     reconcile_job_name,
@@ -273,19 +274,25 @@ _RESYNC_EVENTS = {DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.ASSE
 
 def resync_requests(context: RunStatusSensorContext) -> Iterator[RunRequest]:
     """The partitions a successful run asked to sync again: a reconciliation found records without
-    a page, or a sync replaced the object's gone database (`notion_sync.notion.schema`)."""
+    a page, a sync replaced the object's gone database (`notion_sync.notion.schema`), or a formula
+    refresh staged new values (`notion/<Object>` only: the rows are staged already)."""
     run = context.dagster_run
     for entry in context.instance.all_logs(run.run_id, of_type=_RESYNC_EVENTS):
         data = entry.dagster_event.event_specific_data if entry.dagster_event else None
         evaluation = getattr(data, "materialization", data)  # a materialization is wrapped
-        partitions = evaluation.metadata.get(RESYNC_METADATA_KEY) if evaluation else None
-        if partitions is None:
+        if evaluation is None:
             continue
         object_name = evaluation.asset_key.path[-1]
-        for partition in partitions.value:
-            yield RunRequest(
-                run_key=f"reconcile:{run.run_id}:{partition}",
-                job_name=sync_job_name(object_name),
-                partition_key=partition,
-                tags=lane_tags("backfill"),
-            )
+        for key, selection in (
+            (RESYNC_METADATA_KEY, None),
+            (NOTION_RESYNC_METADATA_KEY, [object_asset_keys(object_name)[1]]),
+        ):
+            partitions = evaluation.metadata.get(key)
+            for partition in partitions.value if partitions is not None else []:
+                yield RunRequest(
+                    run_key=f"reconcile:{run.run_id}:{partition}",
+                    job_name=sync_job_name(object_name),
+                    partition_key=partition,
+                    asset_selection=selection,
+                    tags=lane_tags("backfill"),
+                )

@@ -40,6 +40,7 @@ from dagster._core.storage.dagster_run import RunRecord
 from dagster._core.storage.partition_status_cache import AssetPartitionStatus
 
 from notion_sync.automation.failures import partitions_by_status
+from notion_sync.automation.formulas import build_formula_refresh_schedule
 from notion_sync.automation.jobs import sync_job
 from notion_sync.automation.lanes import LANE_TAG, lane_tags
 from notion_sync.automation.names import sync_job_name
@@ -132,4 +133,5 @@ def build_schedules(config: SyncConfig) -> list[ScheduleDefinition]:
     return [
         *(build_object_schedule(obj) for obj in objects if obj.schedule is not None and obj.schedule.enabled),
         *(build_reconcile_schedule(obj, config.reconcile.schedule) for obj in objects),
+        *(build_formula_refresh_schedule(obj, config.reconcile.schedule) for obj in objects),
     ]

@@ -5,7 +5,8 @@
 - `realtime_changes` (objects with mode realtime): the near-real-time lane, :mod:`.realtime`
   (Change Data Capture events, or polling through the Composite API, :mod:`.changes`).
 - `notion_sync_run_failure_alert` and `notion_sync_health`: :mod:`.alerts`.
-- `reconcile_resync`: launches the partitions a successful `reconcile_<Object>` run asked for.
+- `reconcile_resync`: launches the partitions a successful `reconcile_<Object>` or
+  `refresh_formulas_<Object>` run asked for.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def build_resync_sensor(config: SyncConfig) -> SensorDefinition:
         request_jobs=[sync_job(obj) for obj in objects],
         default_status=DefaultSensorStatus.RUNNING,
         description="Syncs again the partitions a run asked for: records a reconciliation found missing "
-        "in Notion, or every partition of an object whose gone Notion database was replaced.",
+        "in Notion, every partition of an object whose gone Notion database was replaced, or (Notion "
+        "only) the partitions whose formula values a formula refresh found stale.",
     )
     def reconcile_resync(context: RunStatusSensorContext) -> list[RunRequest] | None:
         # None, not an empty list, for runs with nothing to sync again: Dagster ends a tick at the

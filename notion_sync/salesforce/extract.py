@@ -148,8 +148,11 @@ def staging_columns(describe_fields: Sequence[Mapping[str, Any]]) -> list[Column
     ]
 
 
-def count_window(sf: Salesforce, object_name: str, start: datetime, end: datetime) -> int:
-    """Records in the window, deleted ones included (queryAll), as the extraction will see them."""
+def count_window(
+    sf: Salesforce, object_name: str, start: datetime | None = None, end: datetime | None = None
+) -> int:
+    """Records in the window (all without one), deleted ones included (queryAll), as the extraction
+    will see them."""
     return sf.query(soql.count_query(object_name, start, end), include_deleted=True)["totalSize"]
 
 
@@ -261,12 +264,15 @@ def _prefetched(pages: Iterator[Path]) -> Iterator[Path]:
             yield page
 
 
+Window = tuple[datetime, datetime] | None  # a partition's [start, end), or None: the whole object
+
+
 def _spool_rest(
     sf: Salesforce,
     spool: Spool,
     object_name: str,
     columns: Sequence[Column],
-    window: tuple[datetime, datetime],
+    window: Window,
     batch_size: int,
     on_page: PageCallback,
 ) -> int:
@@ -278,7 +284,7 @@ def _spool_rest(
     for table, fields in zip(tables, chunks, strict=True):
         chunk_columns = [by_name[name] for name in fields]
         spool.create_table(table, chunk_columns)
-        for records in rest_pages(sf, soql.select_query(object_name, fields, *window), batch_size):
+        for records in rest_pages(sf, soql.select_query(object_name, fields, *(window or ())), batch_size):
             page_file = spool.directory / f"page-{pages}.json"
             page_file.write_text(json.dumps(records))
             rows += spool.load_json(table, page_file, chunk_columns)
@@ -295,13 +301,13 @@ def _spool_bulk(
     spool: Spool,
     object_name: str,
     columns: Sequence[Column],
-    window: tuple[datetime, datetime],
+    window: Window,
     page_records: int,
     on_page: PageCallback,
 ) -> int:
     spool.create_table(SPOOL_TABLE, columns)
     types = {c.name: c.type for c in columns}
-    query = soql.select_query(object_name, list(types), *window, ordered=False)
+    query = soql.select_query(object_name, list(types), *(window or ()), ordered=False)
     pages = rows = 0
     for page_file in _prefetched(bulk_pages(client, object_name, query, spool.directory, page_records)):
         rows += spool.load_csv(SPOOL_TABLE, page_file, types)
@@ -311,23 +317,30 @@ def _spool_bulk(
     return pages
 
 
-def _spool_bulk_or_rest(
+def choose_method(obj: ObjectConfig, estimated: int) -> Method:
+    return Method.REST if estimated <= obj.bulk_threshold else Method.BULK
+
+
+def spool_records(
     client: SalesforceClient,
     spool: Spool,
     object_name: str,
     columns: Sequence[Column],
-    window: tuple[datetime, datetime],
+    window: Window,
+    method: Method,
     sizes: tuple[int, int],
     on_page: PageCallback,
     log: logging.Logger,
 ) -> tuple[int, Method]:
-    """Bulk 2.0, or REST for this window when Bulk cannot read it (as Airbyte does); `sizes` are the
+    """Read `columns` of the window's records (deleted included) into the spool with `method`; Bulk
+    falls back to REST for this window when Bulk cannot read it (as Airbyte does). `sizes` are the
     Bulk page records and the REST batch size. Returns the pages and the method that read them."""
-    try:
-        return _spool_bulk(client, spool, object_name, columns, window, sizes[0], on_page), Method.BULK
-    except BulkUnavailable as error:
-        log.warning(f"{error}; reading this window with REST instead")
-    spool.drop_table(SPOOL_TABLE)
+    if method is Method.BULK:
+        try:
+            return _spool_bulk(client, spool, object_name, columns, window, sizes[0], on_page), Method.BULK
+        except BulkUnavailable as error:
+            log.warning(f"{error}; reading this window with REST instead")
+        spool.drop_table(SPOOL_TABLE)
     return _spool_rest(client.sf, spool, object_name, columns, window, sizes[1], on_page), Method.REST
 
 
@@ -350,7 +363,7 @@ def stage_partition(
     columns = staging_columns(describe["fields"])
     window = partition_window(partition_key)
     estimated = count_window(sf, obj.name, *window)
-    method = Method.REST if estimated <= obj.bulk_threshold else Method.BULK
+    method = choose_method(obj, estimated)
     log.info(
         f"{obj.name} {partition_key}: about {estimated} records (deleted included), {len(columns)} fields; "
         f"reading them with {method.value} (bulk_threshold {obj.bulk_threshold})"
@@ -359,11 +372,8 @@ def stage_partition(
     for directory, size in remove_abandoned_spools(staging.path):
         log.warning(f"removed {directory.name} ({size / 2**20:.0f} MB), the spool of a run that was killed")
     with Spool.create(staging.path) as spool:
-        if method is Method.REST:
-            pages = _spool_rest(sf, spool, obj.name, columns, window, rest_batch_size, on_page)
-        else:
-            sizes = (bulk_page_records, rest_batch_size)
-            pages, method = _spool_bulk_or_rest(client, spool, obj.name, columns, window, sizes, on_page, log)
+        sizes = (bulk_page_records, rest_batch_size)
+        pages, method = spool_records(client, spool, obj.name, columns, window, method, sizes, on_page, log)
         rows = spool.count(SPOOL_TABLE)
         flagged = "IsDeleted" in {c.name for c in columns}
         deleted = spool.count(SPOOL_TABLE, '"IsDeleted"') if flagged else 0

@@ -43,18 +43,29 @@ def window_filter(start: datetime, end: datetime) -> str:
 
 
 def select_query(
-    object_name: str, fields: Sequence[str], start: datetime, end: datetime, *, ordered: bool = True
+    object_name: str,
+    fields: Sequence[str],
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    ordered: bool = True,
 ) -> str:
-    """Every record of the window; ordered by (SystemModstamp, Id) so paging is deterministic.
+    """Every record of the window (of the object without one); ordered by (SystemModstamp, Id), or
+    by Id without a window, so paging is deterministic.
 
     Bulk jobs are unordered anyway and gain nothing from ORDER BY, hence `ordered=False` for them.
     """
-    query = f"SELECT {', '.join(fields)} FROM {object_name} WHERE {window_filter(start, end)}"
-    return f"{query} ORDER BY {CURSOR_FIELD}, Id" if ordered else query
+    query = f"SELECT {', '.join(fields)} FROM {object_name}{_where(start, end)}"
+    order = f"{CURSOR_FIELD}, Id" if start is not None else "Id"
+    return f"{query} ORDER BY {order}" if ordered else query
 
 
-def count_query(object_name: str, start: datetime, end: datetime) -> str:
-    return f"SELECT COUNT() FROM {object_name} WHERE {window_filter(start, end)}"
+def count_query(object_name: str, start: datetime | None = None, end: datetime | None = None) -> str:
+    return f"SELECT COUNT() FROM {object_name}{_where(start, end)}"
+
+
+def _where(start: datetime | None, end: datetime | None) -> str:
+    return f" WHERE {window_filter(start, end)}" if start is not None and end is not None else ""
 
 
 def chunk_fields(fields: Sequence[str], max_chars: int = MAX_QUERY_URL_CHARS) -> list[list[str]]:

@@ -178,11 +178,12 @@ class RenderCache:
 
     Only base records are cached: a record an admin edited, created or purged never appears in a
     result set as a base record (:meth:`SalesforceData.execute` takes it from the overrides), so it
-    is rendered afresh and admin changes always win; nothing needs invalidating. A block file is
-    keyed by everything that decides its bytes: the data's parameters, the object, the rendering
-    (format, fields, delimiter, line ending, API version), the Python version (seeds use ``hash``)
-    and the source of the sandbox itself. Files are written whole and renamed into place, so
-    concurrent fills of one block are harmless.
+    is rendered afresh and admin changes always win. Only cross-object formulas (a Contact's
+    ``Account_Name__c``) change a base record: the key counts the writes to the records they read.
+    A block file is keyed by everything that decides its bytes: the data's parameters, the object,
+    the rendering (format, fields, delimiter, line ending, API version), those writes, the Python
+    version (seeds use ``hash``) and the source of the sandbox itself. Files are written whole and
+    renamed into place, so concurrent fills of one block are harmless.
 
     Block file: ``n`` (uint32 LE), ``n + 1`` offsets (native uint64) into the body, then the body.
     """
@@ -636,7 +637,11 @@ class SalesforceSandbox:
     ) -> list[bytes]:
         if self.render_cache is None:
             return [render(record) for record in records]
-        return self.render_cache.fragments(obj, rendering, records, render)
+        return self.render_cache.fragments(obj, self._cache_key(obj, rendering), records, render)
+
+    def _cache_key(self, obj: str, rendering: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A rendering, plus the writes to what the object's cross-object formulas read."""
+        return (*rendering, self.data.formula_inputs(obj))
 
     def _rest_rendering(
         self, obj: str, fields: list[str], version: str
@@ -680,7 +685,9 @@ class SalesforceSandbox:
             rendering, render = self._csv_rendering(parsed.fields, delimiter, line_ending)
         else:
             rendering, render = self._rest_rendering(parsed.sobject, parsed.fields, version)
-        return self.render_cache.warm(parsed.sobject, rendering, indexes, render)
+        return self.render_cache.warm(
+            parsed.sobject, self._cache_key(parsed.sobject, rendering), indexes, render
+        )
 
     def rest_record(self, obj: str, record: Any, fields: list[str], version: str) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -243,6 +243,14 @@ CONTACT = SObject(
         Field("Birthdate", "date", "Birthdate"),
         Field("HasOptedOutOfEmail", "boolean", "Email Opt Out", nillable=False),
         Field("Description", "textarea", "Contact Description", length=32000),
+        Field(
+            "Account_Name__c",
+            "string",
+            "Account Name",
+            length=1300,
+            custom=True,
+            formula="Account.Name",  # cross-object: changes with the Account, not the Contact's modstamp
+        ),
         *_system_fields(),
     ),
 )
@@ -439,6 +447,14 @@ def _phone(rng: _Rng) -> str | None:
     return None if rng.random() < 0.2 else f"+1 ({_int(rng, 200, 999)}) 555-{_int(rng, 0, 9999):04d}"
 
 
+def _account_name(rng: _Rng, index: int) -> str:
+    """An Account's Name: the first draws of its generator, so formulas can read it alone."""
+    fixed = {0: "Müller & Søn", 1: "東京 Trading"}
+    return (
+        fixed.get(index) or f"{_pick(rng, _COMPANY_A)} {_pick(rng, _COMPANY_B)}{_pick(rng, _COMPANY_SUFFIX)}"
+    )
+
+
 # ----------------------------------------------------------------------------------------- the data
 
 
@@ -557,6 +573,7 @@ class SalesforceData:
         # The delete log behind getDeleted: index -> epoch ms of its deletion, for admin deletes
         # (base records generated deleted were deleted at their SystemModstamp).
         self._delete_log: dict[str, dict[int, int]] = {n: {} for n in self.sobjects}
+        self._writes = dict.fromkeys(self.sobjects, 0)  # admin writes per object (see formula_inputs)
         self._lock = threading.Lock()
         self._last_write_ms = 0
         self._edges = {name: self._edge_stamps(name) for name in self.sobjects}
@@ -639,13 +656,39 @@ class SalesforceData:
             **self._dates(obj, index),
         }
         record.update(getattr(self, f"_gen_{obj.lower()}")(rng, index))
+        return self._with_formulas(obj, record)
+
+    # -------------------------------------------------------------------------------- formulas
+
+    def _with_formulas(self, obj: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Set the formula fields as Salesforce computes them: when the record is read, from its
+        current values and (cross-object) its Account's, so they change without a modstamp."""
+        if obj == "Account":
+            revenue, employees = record["AnnualRevenue"], record["NumberOfEmployees"]
+            record["Revenue_Per_Employee__c"] = (
+                round(revenue / employees, 2) if revenue and employees else None
+            )
+        elif obj == "Contact":
+            account = parse_id("001", record["AccountId"]) if record["AccountId"] else None
+            record["Account_Name__c"] = None if account is None else self.account_name(account)
         return record
 
+    def account_name(self, index: int) -> str | None:
+        """The current Name of Account ``index`` (None once it is purged)."""
+        if index in self._overrides["Account"]:
+            override = self._overrides["Account"][index]
+            return None if override is None else override["Name"]
+        if index >= self.counts["Account"]:
+            return None
+        return _account_name(_Rng(_mix(self.seed, self.sobjects["Account"].code, index, 3)), index)
+
+    def formula_inputs(self, obj: str) -> int:
+        """How often the other records its formulas read were written (Contact reads Account):
+        rendered Contacts cached before such a write are stale."""
+        return self._writes["Account"] if obj == "Contact" else 0
+
     def _gen_account(self, rng: _Rng, index: int) -> dict[str, Any]:
-        fixed = {0: "Müller & Søn", 1: "東京 Trading"}
-        name = fixed.get(index) or (
-            f"{_pick(rng, _COMPANY_A)} {_pick(rng, _COMPANY_B)}{_pick(rng, _COMPANY_SUFFIX)}"
-        )
+        name = _account_name(rng, index)
         revenue = None if rng.random() < 0.2 else float(round(_lognormal(rng, 15, 1.5), -3))
         employees = None if rng.random() < 0.15 else int(_lognormal(rng, 4, 1.8)) + 1
         record: dict[str, Any] = {
@@ -654,7 +697,6 @@ class SalesforceData:
             "Industry": None if rng.random() < 0.15 else _pick(rng, INDUSTRIES),
             "AnnualRevenue": revenue,
             "NumberOfEmployees": employees,
-            "Revenue_Per_Employee__c": round(revenue / employees, 2) if revenue and employees else None,
             "Website": None if rng.random() < 0.2 else f"https://www.{_ascii(name)}.example.com",
             "Phone": _phone(rng),
             "Description": _description(rng),
@@ -785,7 +827,7 @@ class SalesforceData:
 
     def _current(self, obj: str, index: int) -> dict[str, Any]:
         override = self._overrides[obj].get(index)
-        return dict(override) if override is not None else self.generate(obj, index)
+        return self._with_formulas(obj, dict(override)) if override is not None else self.generate(obj, index)
 
     # ----------------------------------------------------------------------------- admin edits
 
@@ -816,7 +858,8 @@ class SalesforceData:
             record["IsClosed"] = str(record["StageName"]).startswith("Closed")
             record["IsWon"] = record["StageName"] == "Closed Won"
         self._overrides[obj] = {**self._overrides[obj], index: record}  # copy-on-write: see snapshot()
-        return dict(record)
+        self._writes[obj] += 1
+        return self._with_formulas(obj, dict(record))
 
     def update(
         self, obj: str, record_id: str, changes: Mapping[str, Any], *, modstamp: str | None = None
@@ -851,15 +894,16 @@ class SalesforceData:
                 self._delete_log[obj][index] = parse_datetime(modstamp or self._now())
                 self._publish(obj, "DELETE", record, {})
             self._overrides[obj] = {**self._overrides[obj], index: None}
+            self._writes[obj] += 1
 
     def deleted(self, obj: str, start_ms: int, end_ms: int) -> list[tuple[str, int]]:
         """(Id, deleted at) of the records deleted in ``[start_ms, end_ms)``, oldest first."""
         self._resolve(obj)
-        log = dict(self._delete_log[obj])
+        log, overrides = dict(self._delete_log[obj]), self._overrides[obj]
         first = _first(0, self.counts[obj], lambda i: self.stamp_ms(obj, i) >= start_ms)
         last = _first(first, self.counts[obj], lambda i: self.stamp_ms(obj, i) >= end_ms)
-        for index in range(first, last):
-            if self.cheap_value(obj, index, "IsDeleted"):
+        for index in range(first, last):  # generated deleted, unless undeleted since
+            if self.cheap_value(obj, index, "IsDeleted") and overrides.get(index) is None:
                 log.setdefault(index, self.stamp_ms(obj, index))
         prefix = self.sobjects[obj].key_prefix
         return sorted(
@@ -990,7 +1034,8 @@ class SalesforceData:
         def key(record: Mapping[str, Any]) -> Any:
             return record["Id"] if order == ["Id"] else (record["SystemModstamp"], record["Id"])
 
-        extra = [r for r in overrides.values() if r is not None and matches(r)]
+        live = (self._with_formulas(obj, dict(r)) for r in overrides.values() if r is not None)
+        extra = [r for r in live if matches(r)]
         stop = None if query.limit is None else query.offset + query.limit
 
         def base() -> Iterator[Mapping[str, Any]]:
