@@ -6,6 +6,7 @@ import argparse
 import os
 import shlex
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -146,9 +147,24 @@ def _demo_state(data_dir: Path) -> tuple[Path, Path]:
     return home, duckdb_file
 
 
+def _require_free_port(port: int) -> None:
+    """Fail before anything is removed or started when the UI's port is taken: the Dagster UI of
+    another demo still running (or of one killed with SIGKILL, which could not stop it)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the webserver: TIME_WAIT is fine
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise SystemExit(
+                f"error: port {port} is in use ({error.strerror}): is another demo's Dagster UI still "
+                "running? Stop it (its `dagster dev` process), or pass --port"
+            ) from error
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    _require_free_port(args.port)
     with ExitStack() as stack:
-        sandbox_env = _start_sandboxes(stack, args)  # first: fails at once while another demo runs
+        sandbox_env = _start_sandboxes(stack, args)  # fails at once while another demo runs
         home, duckdb_file = _demo_state(args.data_dir)
         _prepare_dagster_home(home)
         _init_instance(home)
