@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+from dagster import DagsterInstance
 
 from notion_sync import staging
 from notion_sync.notion.errors import RATE_LIMIT_REASONS
@@ -443,9 +444,10 @@ def pattern_rows(patterns: list[FailurePattern]) -> list[list[object]]:
 
 
 PARTITIONS_TITLE = (
-    "Partitions (latest run of each; synced = created + updated + unchanged + archived; pending = "
-    "relations waiting for their parent page; requests = Notion calls of the syncs, as in the run "
-    "metadata; setup = calls before them, finding or creating the database; both over all runs)"
+    "Partitions (latest run of each)\n"
+    "  synced = created + updated + unchanged + archived; pending = relations waiting for their parent page\n"
+    "  requests = Notion calls of the syncs (the run metadata's requests); setup = calls before them that\n"
+    "  find, create or check the database; both over all runs of the partition"
 )
 USAGE_NOTE = "req/min averaged over the clock minutes with calls, peak/min the busiest of them"
 
@@ -499,6 +501,23 @@ def render_text(report: StatusReport) -> str:
     return "\n".join(parts) + "\n"
 
 
+def realtime_paths_text() -> str:
+    """Which realtime object takes change events and which is polled, from the Dagster instance
+    (DAGSTER_HOME) where the `realtime_changes` sensor stores its cursor."""
+    from notion_sync.automation.realtime import SENSOR_NAME, describe_paths, stored_cursor
+
+    title = f"\nRealtime lane ({SENSOR_NAME} sensor)\n"
+    if not os.environ.get("DAGSTER_HOME"):
+        return title + "  DAGSTER_HOME is not set: no Dagster instance to read the sensor's state from\n"
+    try:
+        with DagsterInstance.get() as instance:
+            cursor = stored_cursor(instance)
+    except Exception as error:  # a broken or locked instance must not hide the report above
+        return title + f"  the Dagster instance could not be read: {error}\n"
+    lines = describe_paths(cursor) if cursor else ["the sensor has not ticked yet"]
+    return title + "".join(f"  {line}\n" for line in lines)
+
+
 def run_status(
     html: str | None = None, object_name: str | None = None, since_days: float | None = None
 ) -> int:
@@ -509,6 +528,7 @@ def run_status(
         print(f"notion-sync status: {error}", file=sys.stderr)
         return error.exit_code
     sys.stdout.write(render_text(report))
+    sys.stdout.write(realtime_paths_text())
     if html:
         from notion_sync.status_html import render_html  # imported here: it imports this module
 

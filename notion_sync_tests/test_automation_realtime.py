@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from dagster import instance_for_test
 
-from notion_sync.automation.realtime import REPLAYS_TAG, ObjectState, RealtimeCursor
-from notion_sync.config import RealtimeConfig
+from notion_sync.automation.realtime import REPLAYS_TAG, ObjectState, RealtimeCursor, describe_paths
+from notion_sync.config import RealtimeConfig, parse_config
 from notion_sync.notion.sync import page_salesforce_id
 from notion_sync.salesforce.resource import SalesforceResource
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
@@ -191,3 +191,56 @@ def test_gap_and_overflow_events_re_read_the_records_and_window(own_salesforce_s
     overflow = tick(gap.cursor)
     assert [r.partition_key for r in overflow.run_requests] == [today()]
     assert sandbox.stats()["requests"]["queryAll"] == before + 2  # the window since the commit
+
+
+FIVE = parse_config(
+    {
+        "defaults": {"start_date": "2026-10-01", "mode": "realtime"},
+        "objects": {
+            "Account": {"title_field": "Name"},
+            "Contact": {"title_field": "LastName"},
+            "Opportunity": {"title_field": "Name"},
+            "Lead": {"title_field": "LastName"},
+            "Case": {"title_field": "Subject"},
+        },
+    }
+).objects
+
+
+def test_objects_without_cdc_are_polled_five_to_one_composite_call(tmp_path):
+    with (
+        SalesforceSandbox(records=50, workdir=tmp_path / "sf", extra_objects=("Lead", "Case")) as sandbox,
+        instance_for_test() as instance,
+    ):
+        tick = Ticker(instance, salesforce_resource(sandbox), objects=list(FIVE.values()))
+        before = sandbox.stats()
+        first = tick(None)  # Account and Contact: change events; the other three: not selected for CDC
+        after = sandbox.stats()
+        assert after["api_usage"]["used"] == before["api_usage"]["used"] + 1  # one call for five polls
+        assert after["requests"]["composite:queryAll"] == 5
+        paths = dict(line.split(": ", 1) for line in describe_paths(first.cursor))
+        assert paths["Account"].startswith("change events (/data/AccountChangeEvent), no position yet")
+        for name in ("Opportunity", "Lead", "Case"):
+            assert paths[name].startswith("polling (Composite API, five objects a call)")
+            assert "NOT_FOUND" in paths[name] and f"{name} [polling" in first.skip_message
+        lead = tick.some_id(2, "Lead")
+        sandbox.update("Lead", lead, {"Status": "Working - Contacted"})
+        used_before = sandbox.stats()["api_usage"]["used"]
+        second = tick(first.cursor)
+        assert sandbox.stats()["api_usage"]["used"] == used_before + 1
+        (request,) = second.run_requests
+        assert request.job_name == "sync_Lead" and request.run_key.startswith("changes:Lead:")
+        assert request.partition_key == today()
+
+
+def test_a_spent_delivery_allocation_moves_the_object_to_polling(own_salesforce_sandbox, tick):
+    sandbox = own_salesforce_sandbox
+    cursor = positioned(sandbox, tick.some_id(5))
+    sandbox.set_delivery_allocation(0)
+    sandbox.update("Account", tick.some_id(6), {"Phone": "+1 555 0500"})
+    spent = tick(cursor)
+    state = state_of(spent.cursor)
+    assert state.path == "polling" and "exceeded the event delivery limit" in state.reason
+    polled = tick(spent.cursor)  # from the last processed change: nothing is lost
+    assert [r.partition_key for r in polled.run_requests] == [today()]
+    assert polled.run_requests[0].run_key.startswith("changes:Account:")

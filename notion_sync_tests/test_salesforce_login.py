@@ -15,21 +15,15 @@ import pytest
 import requests
 from dagster import (
     DagsterInstance,
-    Definitions,
     ExecuteInProcessResult,
-    asset,
     build_resources,
-    build_sensor_context,
     materialize,
 )
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed, SalesforceExpiredSession
 
 from notion_sync.automation.alerts import salesforce_budget
-from notion_sync.automation.changes import build_change_sensor
-from notion_sync.automation.jobs import sync_job
-from notion_sync.config import ObjectConfig, load_config
-from notion_sync.partitions import daily_partitions
+from notion_sync.config import ObjectConfig
 from notion_sync.salesforce import SalesforceResource, build_salesforce_asset
 from notion_sync.salesforce.assets import PERMANENT_ERRORS
 from notion_sync.salesforce.extract import stage_partition
@@ -37,6 +31,7 @@ from notion_sync.salesforce.resource import SalesforceAuthError, SalesforceConfi
 from notion_sync.sandbox import sf_login
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
 from notion_sync.staging import StagingResource, connect
+from notion_sync_tests.realtime_helpers import POLLING, Ticker
 
 DAY = "2026-11-20"
 LOGIN_VARIABLES = (
@@ -280,41 +275,26 @@ def test_password_login_below_65_works_with_a_warning_pointing_to_oauth(sandbox,
 # ------------------------------------------------------------------------ one session per process
 
 
-def _definitions(sensor) -> Definitions:
-    """No-op assets with the project's keys: the change sensor only needs its job to resolve."""
-    account = load_config().objects["Account"]
-
-    @asset(key=["salesforce", "Account"], partitions_def=daily_partitions(account))
-    def extract() -> None: ...
-
-    @asset(key=["notion", "Account"], partitions_def=daily_partitions(account), deps=[extract])
-    def sync() -> None: ...
-
-    return Definitions(assets=[extract, sync], jobs=[sync_job(account)], sensors=[sensor])
-
-
 def test_sensor_ticks_checks_and_runs_share_one_login(sandbox, use_env, tmp_path):
-    """200 change-sensor ticks, 20 budget checks and 30 partition runs in one process: one login.
+    """200 realtime-sensor ticks (polling), 20 budget checks and 30 partition runs in one process: one
+    login.
     With a login per `get_client()` the cap of 100 logins an hour would be hit after 100 calls."""
     sandbox.set_login_limit(100)
     resource = use_env(sandbox.jwt_env())
-    config = load_config()
-    sensor = build_change_sensor(config.objects["Account"], config.realtime)
-    defs = _definitions(sensor)
     instance = DagsterInstance.ephemeral()
+    tick = Ticker(instance, resource, config=POLLING)  # polling: a REST (Composite) call every tick
     cursor = None
-    for tick in range(200):
-        context = build_sensor_context(
-            instance=instance, cursor=cursor, resources={"salesforce": resource}, definitions=defs
-        )
-        cursor = sensor.evaluate_tick(context).cursor or cursor
-        if tick % 10 == 0:
+    for n in range(200):
+        cursor = tick(cursor).cursor
+        if n % 10 == 0:
             with build_resources({"salesforce": resource}) as resources:
                 assert salesforce_budget(resources.salesforce)[1] > 0
     for day in (date(2026, 10, 25) + timedelta(days=n) for n in range(30)):
         assert _materialize(
             resource, tmp_path / "s.duckdb", partition_key=day.isoformat(), instance=instance
         ).success
+    requests_by_endpoint = sandbox.stats()["requests"]
+    assert requests_by_endpoint["composite"] >= 200 and requests_by_endpoint["limits"] == 20
     assert _logins(sandbox) == 1
     assert sandbox.stats()["statuses"].get("400", 0) == 0  # no login was ever refused
 

@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 from dagster import (
+    DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
     SensorDefinition,
@@ -265,7 +266,9 @@ class Tick:
             )
             return
         if isinstance(error, CdcUnavailable):
-            self._to_polling(name, str(error))
+            self._to_polling(name, str(error).split(" rpcId:")[0])
+            if not result.events:
+                return
         elif error is not None:
             self.log[name].append(f"Pub/Sub API error ({error}); read again next tick")
             self.unauthenticated |= error.code == grpc.StatusCode.UNAUTHENTICATED
@@ -399,6 +402,31 @@ def evaluate(
     return SensorResult(
         run_requests=requests, cursor=tick.cursor.dump(), skip_reason=None if requests else summary
     )
+
+
+def describe_paths(cursor: str | None) -> list[str]:
+    """One line per object of a stored `realtime_changes` cursor: its path, and why it is polled."""
+    lines = []
+    for name, state in sorted(RealtimeCursor.parse(cursor).objects.items()):
+        if state.path == CDC:
+            where = (
+                f"replay id {state.replay}"
+                if state.replay
+                else "no position yet: polled until its first event"
+            )
+            lines.append(f"{name}: change events ({topic(name)}), {where}")
+        else:
+            lines.append(f"{name}: polling (Composite API, five objects a call): {state.reason}")
+    return lines
+
+
+def stored_cursor(instance: DagsterInstance) -> str | None:
+    """The cursor the daemon stored for `realtime_changes`, if it ticked."""
+    for instigator in instance.all_instigator_state():
+        data = instigator.instigator_data
+        if instigator.name == SENSOR_NAME and data is not None and getattr(data, "cursor", None):
+            return data.cursor
+    return None
 
 
 def build_realtime_sensor(objects: Sequence[ObjectConfig], realtime: RealtimeConfig) -> SensorDefinition:

@@ -328,6 +328,7 @@ class SalesforceSandbox:
         render_cache: Path | None = None,
         logins_per_hour: int = sf_login.LOGINS_PER_HOUR,
         cdc_objects: Sequence[str] = ("Account", "Contact"),
+        extra_objects: Sequence[str] = (),
     ) -> None:
         self.data = SalesforceData(
             records,
@@ -337,6 +338,7 @@ class SalesforceSandbox:
             invalid_emails=invalid_emails,
             custom_fields=custom_fields,
             long_text_fields=long_text_fields,
+            extra_objects=extra_objects,
         )
         self._clock_offset = 0.0
         self.data.clock = lambda: time.time() + self._clock_offset

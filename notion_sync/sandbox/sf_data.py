@@ -299,7 +299,7 @@ ACCOUNT_HISTORY = SObject(
     "Account History",
     "Account History",
     "017",
-    4,
+    6,
     (
         *_id_fields(),
         Field("AccountId", "reference", "Account ID", length=18, reference_to=("Account",), system=True),
@@ -311,12 +311,49 @@ ACCOUNT_HISTORY = SObject(
     ),
 )
 
+# Two more standard objects, small, served only when asked for (``extra_objects``): enough objects
+# for a Composite API call of five queries.
+LEAD_STATUSES = _values("Open - Not Contacted|Working - Contacted|Closed - Converted|Closed - Not Converted")
+CASE_STATUSES = _values("New|Working|Escalated|Closed")
+LEAD = SObject(
+    "Lead",
+    "Lead",
+    "Leads",
+    "00Q",
+    4,
+    (
+        *_id_fields(),
+        Field("LastName", "string", "Last Name", length=80, nillable=False),
+        Field("Company", "string", "Company", length=255, nillable=False),
+        Field("Status", "picklist", "Lead Status", length=255, nillable=False, picklist=LEAD_STATUSES),
+        Field("Email", "email", "Email", length=80),
+        *_system_fields(),
+    ),
+)
+CASE = SObject(
+    "Case",
+    "Case",
+    "Cases",
+    "500",
+    5,
+    (
+        *_id_fields(),
+        Field("AccountId", "reference", "Account ID", length=18, reference_to=("Account",)),
+        Field("Subject", "string", "Subject", length=255),
+        Field("Status", "picklist", "Status", length=255, picklist=CASE_STATUSES),
+        *_system_fields(),
+    ),
+)
+EXTRA_OBJECTS = {"Lead": LEAD, "Case": CASE}
+
 REQUIRED_ON_CREATE = {
     "Account": ("Name",),
     "Contact": ("LastName",),
     "Opportunity": ("Name", "StageName", "CloseDate"),
+    "Lead": ("LastName", "Company", "Status"),
+    "Case": (),
 }
-_PER_ACCOUNT = {"Account": 1, "Contact": 2, "Opportunity": 1, "AccountHistory": 1}
+_PER_ACCOUNT = {"Account": 1, "Contact": 2, "Opportunity": 1, "AccountHistory": 1, "Lead": 1, "Case": 1}
 
 
 # ----------------------------------------------------------------------------------- ids and datetimes
@@ -587,6 +624,7 @@ class SalesforceData:
         invalid_emails: bool = True,
         custom_fields: int = 40,
         long_text_fields: int = 0,
+        extra_objects: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.records, self.seed, self.invalid_emails, self.clock = records, seed, invalid_emails, clock
@@ -594,8 +632,8 @@ class SalesforceData:
         self.long_text_fields = long_text_fields
         self.end_ms = int(end.timestamp() * 1000)
         self.start_ms = self.end_ms - days * DAY_MS
-        account = _account(custom_fields, long_text_fields)
-        self.sobjects = {o.name: o for o in (account, CONTACT, OPPORTUNITY, ACCOUNT_HISTORY)}
+        objects = (_account(custom_fields, long_text_fields), CONTACT, OPPORTUNITY, ACCOUNT_HISTORY)
+        self.sobjects = {o.name: o for o in (*objects, *(EXTRA_OBJECTS[name] for name in extra_objects))}
         self.fields = {name: o.field_map() for name, o in self.sobjects.items()}
         self._by_lower = {name.lower(): o for name, o in self.sobjects.items()}
         self._custom_text = [name for name in self.fields["Account"] if name.startswith("Custom_Text_")]
@@ -805,6 +843,21 @@ class SalesforceData:
             "Field": field,
             "OldValue": None if rng.random() < 0.3 else f"old {field.lower()} {index}",
             "NewValue": f"new {field.lower()} {index}",
+        }
+
+    def _gen_lead(self, rng: _Rng, index: int) -> dict[str, Any]:
+        return {
+            "LastName": _pick(rng, _LAST),
+            "Company": f"{_pick(rng, _COMPANY_A)} {_pick(rng, _COMPANY_B)}",
+            "Status": _pick(rng, LEAD_STATUSES),
+            "Email": None if rng.random() < 0.2 else f"lead{index}@example.com",
+        }
+
+    def _gen_case(self, rng: _Rng, index: int) -> dict[str, Any]:
+        return {
+            "AccountId": make_id("001", index),
+            "Subject": f"Case #{index}: {_pick(rng, _NEXT_STEPS)}",
+            "Status": _pick(rng, CASE_STATUSES),
         }
 
     def _gen_opportunity(self, rng: _Rng, index: int) -> dict[str, Any]:
