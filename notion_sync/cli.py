@@ -6,6 +6,7 @@ import argparse
 import os
 import shlex
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -65,8 +66,24 @@ def _write_env_file(data_dir: Path, env: dict[str, str], command: str) -> Path:
     return path
 
 
+# Dagster CLI warnings a demo user can do nothing about: `dagster asset materialize` and `dagster dev`
+# are "superseded" by `dg` (not installed), `--select '*'` uses a beta parameter.
+_DAGSTER_CLI_WARNINGS = (
+    "ignore:Function `asset_materialize_command` is superseded",
+    "ignore:Function `dev_command` is superseded",
+    "ignore:Parameter `include_sources` of function `AssetSelection.all` is currently in beta",
+)
+
+
+def _quiet_dagster_cli(current: str | None) -> str:
+    """``PYTHONWARNINGS`` for the demo's dagster commands: the user's filters, then those above."""
+    return ",".join([*filter(None, [current]), *_DAGSTER_CLI_WARNINGS])
+
+
 def _print_exports(env: dict[str, str], env_file: Path) -> None:
-    print(f"# these variables are also in {env_file}: in another shell, load them with `. {env_file}`")
+    activate = Path(sys.executable).parent / "activate"
+    load = f". {activate} && . {env_file}" if activate.exists() else f". {env_file}"
+    print(f"# these variables are also in {env_file}; in another shell: {load}")
     for name, value in sorted(env.items()):
         print(f"export {name}={shlex.quote(value)}")
     sys.stdout.flush()
@@ -130,20 +147,47 @@ def _demo_state(data_dir: Path) -> tuple[Path, Path]:
     return home, duckdb_file
 
 
+def _require_free_port(port: int) -> None:
+    """Fail before anything is removed or started when the UI's port is taken: the Dagster UI of
+    another demo still running (or of one killed with SIGKILL, which could not stop it)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the webserver: TIME_WAIT is fine
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise SystemExit(
+                f"error: port {port} is in use ({error.strerror}): is another demo's Dagster UI still "
+                "running? Stop it (its `dagster dev` process), or pass --port"
+            ) from error
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    _require_free_port(args.port)
     with ExitStack() as stack:
-        sandbox_env = _start_sandboxes(stack, args)  # first: fails at once while another demo runs
+        sandbox_env = _start_sandboxes(stack, args)  # fails at once while another demo runs
         home, duckdb_file = _demo_state(args.data_dir)
         _prepare_dagster_home(home)
         _init_instance(home)
-        exports = {**sandbox_env, "DAGSTER_HOME": str(home), "NOTION_SYNC_DUCKDB": str(duckdb_file)}
+        config = Path(os.environ.get("NOTION_SYNC_CONFIG") or REPO_ROOT / "notion_sync.yaml").resolve()
+        exports = {
+            **sandbox_env,
+            "DAGSTER_HOME": str(home),
+            "NOTION_SYNC_DUCKDB": str(duckdb_file),
+            "NOTION_SYNC_CONFIG": str(config),
+        }
         _print_exports(exports, _write_env_file(args.data_dir, exports, "demo"))
-        env = {**os.environ, **exports}
+        env = {
+            **os.environ,
+            **exports,
+            "PYTHONWARNINGS": _quiet_dagster_cli(os.environ.get("PYTHONWARNINGS")),
+        }
         dagster_cmd = str(Path(sys.executable).parent / "dagster")  # the one installed beside this Python
         partition = args.partition or time.strftime("%Y-%m-%d", time.gmtime())
         print(f"# syncing the sample data (partition {partition}) before the UI starts ...", flush=True)
         materialize = [dagster_cmd, "asset", "materialize", "-m", "notion_sync.definitions", "--select", "*"]
-        code = run_tree([*materialize, "--partition", partition], env=env, cwd=REPO_ROOT)
+        # Run in the instance folder: from the checkout, `dagster dev` warns that the checkout's
+        # dagster.yaml (the template copied there) is not the instance's.
+        code = run_tree([*materialize, "--partition", partition], env=env, cwd=home)
         print(
             "# sample sync succeeded"
             if code == 0
@@ -152,7 +196,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         print(f"# Dagster UI: http://127.0.0.1:{args.port} (Ctrl-C or SIGTERM stops everything)", flush=True)
         ui = ["dev", "-m", "notion_sync.definitions", "-h", "127.0.0.1", "-p", str(args.port)]
-        return run_tree([dagster_cmd, *ui], env=env, cwd=REPO_ROOT)
+        return run_tree([dagster_cmd, *ui], env=env, cwd=home)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

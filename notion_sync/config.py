@@ -36,6 +36,11 @@ class NotionTarget(_Strict):
 
     database_id: str | None = None
     title: str | None = Field(default=None, description="Title of the database when it is created")
+    trashed_pages: Literal["restore", "skip"] = Field(
+        default="restore",
+        description="A page a person moved to the trash in Notion, when its record changes: restore it "
+        "with the update, or leave it there and skip the record (shown in `notion-sync status`)",
+    )
 
 
 class ScheduleConfig(_Strict):
@@ -71,12 +76,22 @@ class ObjectConfig(_Strict):
         default=90, ge=1, description="sync_log and api_usage rows of the object kept this many days"
     )
     mode: Literal["realtime", "batch", "scheduled"] = "batch"
+    formula_refresh: ScheduleConfig | None = Field(
+        default=None,
+        description="When the mapped formula fields are re-read (they change without SystemModstamp); "
+        "default: with the weekly reconcile (reconcile.schedule)",
+    )
     lookback_seconds: int = Field(
         default=600,
         ge=0,
         le=86_400,
         description="The change sensor reads again this far behind the newest change it saw, for "
         "transactions that commit late with an earlier SystemModstamp (Airbyte uses 600)",
+    )
+    drift: Literal["resync", "report"] = Field(
+        default="resync",
+        description="Pages edited by hand in Notion (synced values that differ from the staged record), "
+        "found by the weekly reconcile: sync them again (resync) or only count them (report)",
     )
     max_partitions_per_run: int = Field(
         default=30,
@@ -196,9 +211,29 @@ class RetryConfig(_Strict):
 
 
 class RealtimeConfig(_Strict):
-    """The change sensors of objects with mode `realtime`."""
+    """The `realtime_changes` sensor of objects with mode `realtime` (notion_sync.automation.realtime)."""
 
-    interval_seconds: int = Field(default=15, ge=1, description="How often each change sensor polls")
+    interval_seconds: int = Field(
+        default=15, ge=1, description="How often an object without change events is polled"
+    )
+    change_events: bool = Field(
+        default=True,
+        description="Take changes from Change Data Capture (Pub/Sub API) for objects selected for CDC; "
+        "the others are polled",
+    )
+    listen_seconds: float = Field(
+        default=4.0,
+        gt=0,
+        le=50,
+        description="How long a tick waits for change events (the daemon starts a tick every 5 s at most)",
+    )
+    events_per_tick: int = Field(default=1_000, ge=1, le=10_000, description="Change events read per tick")
+    cdc_retry_minutes: float = Field(
+        default=60,
+        ge=0,
+        description="After the Pub/Sub API refused an object (not selected for CDC, delivery allocation "
+        "spent), it is polled for this long before change events are tried again",
+    )
 
 
 class ReconcileConfig(_Strict):

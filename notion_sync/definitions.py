@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor
 
+from notion_sync.automation.formulas import build_formula_check
 from notion_sync.automation.jobs import build_jobs
 from notion_sync.automation.reconcile import build_reconcile_check
 from notion_sync.automation.schedules import build_schedules
@@ -22,7 +23,12 @@ def build_definitions(config: SyncConfig) -> Definitions:
     checks = []
     for obj in config.objects.values():
         assets += [build_salesforce_asset(obj), build_notion_asset(obj, config.parents_of(obj.name))]
-        checks += [*build_salesforce_checks(obj), *build_notion_checks(obj), build_reconcile_check(obj)]
+        checks += [
+            *build_salesforce_checks(obj),
+            *build_notion_checks(obj),
+            build_reconcile_check(obj),
+            build_formula_check(obj),
+        ]
     return Definitions(
         assets=assets,
         asset_checks=checks,

@@ -122,12 +122,12 @@ def _target_materialization(
 
 
 def check_days(
-    context: AssetCheckExecutionContext, evaluate: Callable[[str], AssetCheckResult]
+    context: AssetCheckExecutionContext, results: Mapping[str, AssetCheckResult]
 ) -> Iterator[AssetCheckEvaluation | Output]:
-    """One evaluation of the context's single check per day of its run: `evaluate(day)`."""
+    """One evaluation of the context's single check per day of its run (`results` by day, computed
+    before: no staging connection is held while Dagster records the evaluations)."""
     [spec] = context.check_specs
-    for day in context.partition_keys:
-        result = evaluate(day)
+    for day, result in results.items():
         yield AssetCheckEvaluation(
             asset_key=spec.asset_key,
             check_name=spec.name,

@@ -180,6 +180,10 @@ STAGED_AT_COLUMN = "_staged_at"
 SPOOL_MEMORY_LIMIT = "64MB"
 SPOOL_COMPRESSION = "uncompressed"  # the spool file only; the staging file keeps DuckDB's compression
 SPOOL_TABLE = "records"
+# A Bulk CSV row can hold up to 1,638,400 characters of long text (Salesforce's per-object total), up
+# to 4 bytes each and doubled where quotes are escaped: DuckDB's default limit of 2,000,000 bytes a line
+# is far too small. This one reads within the spool's 64 MB memory limit.
+MAX_CSV_LINE_BYTES = 16 << 20
 SPOOL_PREFIX = ".spool-"
 OWNER_FILE = "owner.lock"
 UNOWNED_SPOOL_GRACE_S = 600.0
@@ -277,6 +281,9 @@ class Spool:
         defs = ", ".join(f"{quote_ident(c.name)} {c.type}" for c in columns)
         self.conn.execute(f"CREATE TABLE {quote_ident(table)} ({defs})")
 
+    def drop_table(self, table: str) -> None:
+        self.conn.execute(f"DROP TABLE IF EXISTS {quote_ident(table)}")
+
     def load_csv(self, table: str, path: Path, types: Mapping[str, str]) -> int:
         """Append a CSV page (header row first, Bulk 2.0 dialect) typed by `types`; returns its rows."""
         with path.open(newline="", encoding="utf-8") as handle:
@@ -290,7 +297,7 @@ class Spool:
             table,
             columns,
             f"read_csv('{path}', header = true, auto_detect = false, delim = ',', quote = '\"', "
-            f"escape = '\"', columns = {_struct(columns)})",
+            f"escape = '\"', max_line_size = {MAX_CSV_LINE_BYTES}, columns = {_struct(columns)})",
         )
 
     def load_json(self, table: str, path: Path, columns: Sequence[Column]) -> int:
@@ -376,6 +383,40 @@ def day_filter(cursor: str, partition: date) -> str:
     return f"{quote_ident(cursor)} >= {low} AND {quote_ident(cursor)} < {high}"
 
 
+# `staged_partitions`: one row per (table, day) ever staged, written in the swap's transaction. It is
+# how the Notion sync tells "staged, and the day had no records" from "never staged".
+STAGED_PARTITIONS = "staged_partitions"
+
+
+def _ensure_staged_partitions(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {STAGED_PARTITIONS} (table_name VARCHAR NOT NULL, "
+        f"{PARTITION_COLUMN} DATE NOT NULL, rows BIGINT NOT NULL, {STAGED_AT_COLUMN} TIMESTAMPTZ NOT NULL, "
+        f"PRIMARY KEY (table_name, {PARTITION_COLUMN}))"
+    )
+
+
+def was_staged(conn: duckdb.DuckDBPyConnection, table: str, partition: date) -> bool:
+    """Whether `partition` of `table` was ever staged (with 0 rows or more).
+
+    Partitions staged before `staged_partitions` existed count when they have rows.
+    """
+    queries = (
+        (
+            f"SELECT 1 FROM {STAGED_PARTITIONS} WHERE table_name = ? AND {PARTITION_COLUMN} = ?",
+            [table, partition],
+        ),
+        (f"SELECT 1 FROM {quote_ident(table)} WHERE {PARTITION_COLUMN} = ? LIMIT 1", [partition]),
+    )
+    for query, params in queries:
+        try:
+            if conn.execute(query, params).fetchone():
+                return True
+        except duckdb.CatalogException:  # that table does not exist (yet)
+            continue
+    return False
+
+
 @dataclass(frozen=True)
 class Swap:
     inserted: int  # rows of the spool inserted
@@ -395,7 +436,7 @@ def replace_partition(
     deleted: Sequence[tuple[str, datetime]] = (),
 ) -> Swap:
     """Swap `partition`'s rows for the spool's rows of that day in one transaction (a spool of several
-    days, a backfill range, is swapped in a day at a time).
+    days, a backfill range, is swapped in a day at a time), and record the day in `staged_partitions`.
 
     An Id staged under another day is replaced only by a newer version (by `cursor`), so the table
     keeps one row per record, the latest, whichever order partitions are (re)run in.
@@ -407,6 +448,7 @@ def replace_partition(
     any delete.
     """
     _bound_memory(conn)
+    _ensure_staged_partitions(conn)
     target, ts = quote_ident(table), quote_ident(cursor)
     new = f"(SELECT * FROM spool.{SPOOL_TABLE} WHERE {day_filter(cursor, partition)})"
     conn.execute(f"ATTACH '{spool_path}' AS spool (READ_ONLY)")
@@ -418,6 +460,10 @@ def replace_partition(
             inserted = _insert_newer(conn, target, new, ts, partition)
             if tombstones:
                 _insert_newer(conn, target, TOMBSTONES, ts, partition)
+            conn.execute(
+                f"INSERT OR REPLACE INTO {STAGED_PARTITIONS} VALUES (?, ?, ?, now())",
+                [table, partition, partition_rows(conn, table, partition)],
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -466,6 +512,43 @@ def _collect_tombstones(
         ).fetchone()[0]
     finally:
         conn.unregister("_deleted")
+
+
+def update_values(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    spool_path: Path,
+    fields: Sequence[str],
+    staged_before: datetime,
+) -> dict[date, int]:
+    """Set `fields` of staged rows to the spool's values (joined by Id) where they differ; returns
+    the changed rows per partition. Rows staged since `staged_before` were read after the spool
+    and are left alone."""
+    _bound_memory(conn)
+    target, new = quote_ident(table), f"spool.{SPOOL_TABLE}"
+    differs = " OR ".join(f"t.{quote_ident(f)} IS DISTINCT FROM n.{quote_ident(f)}" for f in fields)
+    matched = f"t.Id = n.Id AND t.{STAGED_AT_COLUMN} < ? AND ({differs})"
+    conn.execute(f"ATTACH '{spool_path}' AS spool (READ_ONLY)")
+    try:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            changed = conn.execute(
+                f"SELECT t.{PARTITION_COLUMN}, count(*) FROM {target} t JOIN {new} n ON {matched} GROUP BY 1",
+                [staged_before],
+            ).fetchall()
+            values = ", ".join(f"{quote_ident(f)} = n.{quote_ident(f)}" for f in fields)
+            conn.execute(
+                f"UPDATE {target} AS t SET {values}, {STAGED_AT_COLUMN} = now() "
+                f"FROM {new} AS n WHERE {matched}",
+                [staged_before],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("DETACH spool")
+    return dict(changed)
 
 
 def partition_rows(conn: duckdb.DuckDBPyConnection, table: str, partition: date) -> int:

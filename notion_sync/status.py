@@ -11,7 +11,10 @@ through a read-only connection so that a report never blocks a running sync for 
   `requests`), ``setup`` before it (finding, creating or checking the Notion database);
 - API usage: `api_usage` overall and per object, plus a time series for the HTML charts;
 - failure patterns: failed record attempts of `sync_log` grouped by object, status and error code,
-  and skipped records by reason.
+  and skipped records by reason;
+- 429s by the Notion limit they hit (`api_usage.rate_limit_reason`);
+- reconciliations: the latest of each object (`reconciliations`): orphaned, missing and drifted
+  pages (edited by hand in Notion; synced again or only reported, by the object's ``drift``).
 
 Rates are measured in real time. Against the sandbox at speed K (``NOTION_TIME_SCALE``) the limit
 is ``NOTION_RATE_LIMIT_RPS * K`` real requests per second, which is what the charts draw.
@@ -27,8 +30,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+from dagster import DagsterInstance
 
 from notion_sync import staging
+from notion_sync.notion.errors import RATE_LIMIT_REASONS
+from notion_sync.notion.state import table_columns
 
 REQUIRED_TABLES = ("sync_batches", "sync_log", "api_usage", "pending_relations")
 TIMELINE_BUCKETS = 60
@@ -109,6 +115,20 @@ class Bucket:
 
 
 @dataclass(frozen=True)
+class ReconciliationStatus:
+    """The latest reconciliation of one object."""
+
+    object: str
+    at: datetime
+    salesforce_records: int
+    pages: int
+    orphaned: int
+    missing: int
+    drifted: int
+    drift: str
+
+
+@dataclass(frozen=True)
 class StatusReport:
     path: Path
     generated_at: datetime
@@ -120,8 +140,10 @@ class StatusReport:
     http_statuses: dict[int, int]
     failures: list[FailurePattern]
     skips: list[FailurePattern]
+    rate_limit_reasons: dict[str, int]  # 429s by additional_data.rate_limit_reason
     bucket_width_s: float
     timeline: list[Bucket]
+    reconciliations: list[ReconciliationStatus]
 
 
 def limit_rps_from_env() -> float:
@@ -218,6 +240,19 @@ def _patterns(conn: duckdb.DuckDBPyConnection, condition: str) -> list[FailurePa
     return [FailurePattern(*row[:4], row[4][:160]) for row in rows]
 
 
+def _rate_limit_reasons(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """429s by reason; a staging file from before the column has none recorded."""
+    if "rate_limit_reason" not in table_columns(conn, "api_usage"):
+        return {}
+    rows = conn.execute(
+        f"""
+        SELECT coalesce(rate_limit_reason, 'unspecified'), count(*) FROM api_usage
+        WHERE {_LIMITED} AND {_WINDOW} GROUP BY ALL ORDER BY count(*) DESC, 1
+        """
+    ).fetchall()
+    return dict(rows)
+
+
 def _timeline(conn: duckdb.DuckDBPyConnection) -> tuple[float, list[Bucket]]:
     first, last = conn.execute(f'SELECT min("at"), max("at") FROM api_usage WHERE {_WINDOW}').fetchone()
     if first is None:
@@ -237,6 +272,19 @@ def _timeline(conn: duckdb.DuckDBPyConnection) -> tuple[float, list[Bucket]]:
         Bucket(datetime.fromtimestamp(origin + i * width, UTC), *found.get(i, (0, 0, None, None)))
         for i in range(max(found) + 1)
     ]
+
+
+def _reconciliations(conn: duckdb.DuckDBPyConnection, tables: set[str]) -> list[ReconciliationStatus]:
+    if "reconciliations" not in tables:  # no reconciliation ran with this version yet
+        return []
+    rows = conn.execute(
+        f"""
+        SELECT object, "at", salesforce_records, pages, orphaned, missing, drifted, drift
+        FROM reconciliations WHERE {_WINDOW}
+        QUALIFY row_number() OVER (PARTITION BY object ORDER BY "at" DESC) = 1 ORDER BY object
+        """
+    ).fetchall()
+    return [ReconciliationStatus(*row) for row in rows]
 
 
 def _require_file(path: Path) -> None:
@@ -272,7 +320,9 @@ def load_report(
             partitions, usage = _partitions(conn), _usage(conn)
             statuses = _http_statuses(conn)
             failures, skips = _patterns(conn, "status LIKE '%error'"), _patterns(conn, "status = 'skipped'")
+            reasons = _rate_limit_reasons(conn)
             width, timeline = _timeline(conn)
+            reconciliations = _reconciliations(conn, tables)
     except staging.StagingLockedError as error:
         raise StatusUnavailable(str(error)) from error
     return StatusReport(
@@ -286,8 +336,10 @@ def load_report(
         http_statuses=statuses,
         failures=failures,
         skips=skips,
+        rate_limit_reasons=reasons,
         bucket_width_s=width,
         timeline=timeline,
+        reconciliations=reconciliations,
     )
 
 
@@ -376,16 +428,42 @@ def usage_rows(report: StatusReport) -> list[list[object]]:
     ]
 
 
+def rate_limit_text(report: StatusReport) -> str:
+    """ "2 the connection's request budget (public_api_request_rate_limit), …" or "none"."""
+    return (
+        ", ".join(
+            f"{count} {RATE_LIMIT_REASONS.get(reason, 'other')} ({reason})"
+            for reason, count in report.rate_limit_reasons.items()
+        )
+        or "none"
+    )
+
+
 def pattern_rows(patterns: list[FailurePattern]) -> list[list[object]]:
     return [[f.object, f.status, f.error_code, f.count, f.example[:70]] for f in patterns]
 
 
 PARTITIONS_TITLE = (
-    "Partitions (latest run of each; synced = created + updated + unchanged + archived; pending = "
-    "relations waiting for their parent page; requests = Notion calls of the syncs, as in the run "
-    "metadata; setup = calls before them, finding or creating the database; both over all runs)"
+    "Partitions (latest run of each)\n"
+    "  synced = created + updated + unchanged + archived; pending = relations waiting for their parent page\n"
+    "  requests = Notion calls of the syncs (the run metadata's requests); setup = calls before them that\n"
+    "  find, create or check the database; both over all runs of the partition"
 )
 USAGE_NOTE = "req/min averaged over the clock minutes with calls, peak/min the busiest of them"
+
+
+RECONCILIATIONS_TITLE = (
+    "Reconciliations (latest of each object; drifted = pages edited by hand in Notion, synced again "
+    "(resync) or only reported (report), by the object's drift setting)"
+)
+RECONCILIATION_HEADERS = ["object", "at (UTC)", "records", "pages", "orphaned", "missing", "drifted", "drift"]
+
+
+def reconciliation_rows(report: StatusReport) -> list[list[object]]:
+    return [
+        [r.object, _when(r.at), r.salesforce_records, r.pages, r.orphaned, r.missing, r.drifted, r.drift]
+        for r in report.reconciliations
+    ]
 
 
 def heading(report: StatusReport) -> str:
@@ -409,14 +487,35 @@ def render_text(report: StatusReport) -> str:
         "",
         "HTTP statuses: "
         + (", ".join(f"{status}: {count}" for status, count in report.http_statuses.items()) or "none"),
+        "429s by the Notion limit they hit: " + rate_limit_text(report),
         "",
         "Failure patterns (failed record attempts by error code)",
         table(FAILURE_HEADERS, pattern_rows(report.failures)) if report.failures else "  none",
         "",
         "Skipped records (by reason)",
         table(SKIP_HEADERS, pattern_rows(report.skips)) if report.skips else "  none",
+        "",
+        RECONCILIATIONS_TITLE,
+        table(RECONCILIATION_HEADERS, rows) if (rows := reconciliation_rows(report)) else "  none",
     ]
     return "\n".join(parts) + "\n"
+
+
+def realtime_paths_text() -> str:
+    """Which realtime object takes change events and which is polled, from the Dagster instance
+    (DAGSTER_HOME) where the `realtime_changes` sensor stores its cursor."""
+    from notion_sync.automation.realtime import SENSOR_NAME, describe_paths, stored_cursor
+
+    title = f"\nRealtime lane ({SENSOR_NAME} sensor)\n"
+    if not os.environ.get("DAGSTER_HOME"):
+        return title + "  DAGSTER_HOME is not set: no Dagster instance to read the sensor's state from\n"
+    try:
+        with DagsterInstance.get() as instance:
+            cursor = stored_cursor(instance)
+    except Exception as error:  # a broken or locked instance must not hide the report above
+        return title + f"  the Dagster instance could not be read: {error}\n"
+    lines = describe_paths(cursor) if cursor else ["the sensor has not ticked yet"]
+    return title + "".join(f"  {line}\n" for line in lines)
 
 
 def run_status(
@@ -429,6 +528,7 @@ def run_status(
         print(f"notion-sync status: {error}", file=sys.stderr)
         return error.exit_code
     sys.stdout.write(render_text(report))
+    sys.stdout.write(realtime_paths_text())
     if html:
         from notion_sync.status_html import render_html  # imported here: it imports this module
 

@@ -25,6 +25,8 @@ from notion_sync.status import (
     FAILURE_HEADERS,
     PARTITION_HEADERS,
     PARTITIONS_TITLE,
+    RECONCILIATION_HEADERS,
+    RECONCILIATIONS_TITLE,
     SKIP_HEADERS,
     USAGE_HEADERS,
     USAGE_NOTE,
@@ -33,6 +35,8 @@ from notion_sync.status import (
     heading,
     partition_rows,
     pattern_rows,
+    rate_limit_text,
+    reconciliation_rows,
     usage_rows,
 )
 
@@ -204,6 +208,7 @@ def render_html(report: StatusReport) -> str:
             f"<p>{escape(USAGE_NOTE)}</p>",
             _html_table(USAGE_HEADERS, usage_rows(report)),
             f"<p>HTTP statuses: {escape(statuses)}</p>",
+            f"<p>429s by the Notion limit they hit: {escape(rate_limit_text(report))}</p>",
             *_charts(report),
             "<h2>Partitions</h2>",
             f"<p>{escape(PARTITIONS_TITLE)}</p>",
@@ -214,6 +219,9 @@ def render_html(report: StatusReport) -> str:
             _html_table(FAILURE_HEADERS, pattern_rows(report.failures)),
             "<h2>Skipped records</h2>",
             _html_table(SKIP_HEADERS, pattern_rows(report.skips)),
+            "<h2>Reconciliations</h2>",
+            f"<p>{escape(RECONCILIATIONS_TITLE)}</p>",
+            _html_table(RECONCILIATION_HEADERS, reconciliation_rows(report)),
             "</body></html>",
         ]
     )

@@ -18,6 +18,7 @@ def salesforce_resource(sandbox: SalesforceSandbox, **overrides: Any) -> Salesfo
         "instance_url": sandbox.url,
         "session_id": sandbox.session_id,
         "ca_bundle": str(sandbox.ca_file),
+        "pubsub_endpoint": sandbox.pubsub_endpoint,
     }
     return SalesforceResource(**{**fields, **overrides})
 

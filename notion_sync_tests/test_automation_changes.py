@@ -1,44 +1,18 @@
-"""The change sensor against the real Salesforce sandbox over HTTPS."""
+"""Polling (the path of realtime objects without change events) against the sandbox over HTTPS."""
 
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
-from dagster import (
-    DagsterRunStatus,
-    Definitions,
-    RunRequest,
-    asset,
-    build_sensor_context,
-    instance_for_test,
-)
+from dagster import DagsterRunStatus, RunRequest, instance_for_test
 
-from notion_sync.automation.changes import ChangeCursor, build_change_sensor
-from notion_sync.automation.jobs import sync_job
+from notion_sync.automation.changes import ChangeCursor
 from notion_sync.automation.modstamps import touched_days
-from notion_sync.config import load_config
-from notion_sync.notion.assets import build_notion_asset
+from notion_sync.automation.realtime import RealtimeCursor
 from notion_sync.notion.sync import page_salesforce_id
-from notion_sync.partitions import daily_partitions
-from notion_sync.salesforce.assets import build_salesforce_asset
 from notion_sync.salesforce.resource import SalesforceResource
+from notion_sync_tests.realtime_helpers import POLLING, Ticker
 from notion_sync_tests.sandbox_resources import sandbox_resources
-
-CONFIG = load_config()
-ACCOUNT = CONFIG.objects["Account"]
-
-
-def definitions(sensor) -> Definitions:
-    """No-op assets with the project's keys: the sensor only needs the job to resolve."""
-    partitions_def = daily_partitions(ACCOUNT)
-
-    @asset(key=["salesforce", "Account"], partitions_def=partitions_def)
-    def extract() -> None: ...
-
-    @asset(key=["notion", "Account"], partitions_def=partitions_def, deps=[extract])
-    def sync() -> None: ...
-
-    return Definitions(assets=[extract, sync], jobs=[sync_job(ACCOUNT)], sensors=[sensor])
 
 
 @pytest.fixture
@@ -51,6 +25,10 @@ def salesforce(own_salesforce_sandbox) -> SalesforceResource:
     )
 
 
+def polled(cursor: str) -> ChangeCursor:
+    return ChangeCursor.parse(RealtimeCursor.parse(cursor).objects["Account"].poll)
+
+
 def test_touched_days_span_oldest_to_newest():
     assert touched_days("2026-11-20T23:59:59.999+0000", "2026-11-22T00:00:00.000+0000") == [
         "2026-11-20",
@@ -60,50 +38,10 @@ def test_touched_days_span_oldest_to_newest():
     assert touched_days("2026-11-20T01:00:00.000+0000", "2026-11-20T02:00:00.000+0000") == ["2026-11-20"]
 
 
-class Ticker:
-    """The Account change sensor on a temporary instance, evaluated one tick at a time."""
-
-    def __init__(self, instance, salesforce: SalesforceResource, resources: dict | None = None) -> None:
-        """`resources`: the real assets on the sandboxes, so that launched runs can be executed."""
-        self.instance = instance
-        self.salesforce = salesforce
-        self.sensor = build_change_sensor(ACCOUNT, CONFIG.realtime)
-        self.defs = (
-            Definitions(
-                assets=[build_salesforce_asset(ACCOUNT), build_notion_asset(ACCOUNT, [])],
-                jobs=[sync_job(ACCOUNT)],
-                sensors=[self.sensor],
-                resources=resources,
-            )
-            if resources
-            else definitions(self.sensor)
-        )
-
-    def __call__(self, cursor: str | None):
-        resources = {"salesforce": self.salesforce}
-        context = build_sensor_context(
-            instance=self.instance, cursor=cursor, resources=resources, definitions=self.defs
-        )
-        return self.sensor.evaluate_tick(context)
-
-    def launch(self, result) -> None:
-        """Run what a tick requested, as the daemon would."""
-        job = self.defs.resolve_job_def("sync_Account")
-        for request in result.run_requests:
-            run = job.execute_in_process(
-                instance=self.instance, partition_key=request.partition_key, tags=request.tags
-            )
-            assert run.success
-
-    def some_account_id(self, offset: int = 0) -> str:
-        query = f"SELECT Id FROM Account ORDER BY Id LIMIT 1 OFFSET {offset}"
-        return self.salesforce.get_client().sf.query(query)["records"][0]["Id"]
-
-
 @pytest.fixture
 def tick(salesforce):
     with instance_for_test() as instance:
-        yield Ticker(instance, salesforce)
+        yield Ticker(instance, salesforce, config=POLLING)
 
 
 def test_launches_only_when_something_changed(own_salesforce_sandbox, tick):
@@ -111,25 +49,23 @@ def test_launches_only_when_something_changed(own_salesforce_sandbox, tick):
     first = tick(None)
     assert not first.run_requests and first.cursor  # starts at the newest modstamp, launches nothing
     quiet = tick(first.cursor)  # its first getDeleted call
-    assert (
-        not quiet.run_requests
-        and ChangeCursor.parse(quiet.cursor).seen == ChangeCursor.parse(first.cursor).seen
-    )
-    before = own_salesforce_sandbox.stats()["requests"]
+    assert not quiet.run_requests and polled(quiet.cursor).seen == polled(first.cursor).seen
+    before = own_salesforce_sandbox.stats()
     assert not tick(quiet.cursor).run_requests
-    after = own_salesforce_sandbox.stats()["requests"]
-    assert after["queryAll"] - before["queryAll"] == 1  # one cheap query per quiet tick,
-    assert after.get("getDeleted", 0) - before.get("getDeleted", 0) <= 1  # and getDeleted once a minute
-    assert sum(after.values()) - sum(before.values()) <= 2
+    after = own_salesforce_sandbox.stats()
+    # one Composite call per quiet tick: the window query, and getDeleted once a minute
+    assert after["api_usage"]["used"] - before["api_usage"]["used"] == 1
+    assert after["requests"]["composite"] - before["requests"]["composite"] == 1
+    assert after["requests"]["composite:queryAll"] - before["requests"]["composite:queryAll"] == 1
 
-    record_id = tick.some_account_id()
+    record_id = tick.some_id()
     own_salesforce_sandbox.update("Account", record_id, {"Phone": "+1 555 0100"})
     changed = tick(first.cursor)
     today = datetime.now(UTC).date().isoformat()
     (request,) = changed.run_requests
     assert request.partition_key == today
     assert request.tags["notion_sync/lane"] == "realtime" and request.tags["dagster/priority"] == "10"
-    assert ChangeCursor.parse(changed.cursor).newest > ChangeCursor.parse(first.cursor).newest
+    assert polled(changed.cursor).newest > polled(first.cursor).newest
 
     assert not tick(changed.cursor).run_requests
     own_salesforce_sandbox.delete("Account", record_id)  # deletions count (queryAll)
@@ -141,16 +77,19 @@ def test_launches_only_when_something_changed(own_salesforce_sandbox, tick):
 def test_waits_while_the_partition_is_being_materialized(own_salesforce_sandbox, tick):
     today = datetime.now(UTC).date().isoformat()
     start = tick(None).cursor
-    own_salesforce_sandbox.update("Account", tick.some_account_id(), {"Phone": "+1 555 0101"})
+    own_salesforce_sandbox.update("Account", tick.some_id(), {"Phone": "+1 555 0101"})
     running = tick.instance.create_run_for_job(
         tick.defs.resolve_job_def("sync_Account"),
         tags={"dagster/partition": today},
         status=DagsterRunStatus.STARTED,
     )
     waiting = tick(start)
-    assert not waiting.run_requests and waiting.cursor == start
+    assert not waiting.run_requests  # the launch waits in the cursor
+    assert [launch.day for launch in RealtimeCursor.parse(waiting.cursor).pending] == [today]
+    assert not tick(waiting.cursor).run_requests
     tick.instance.report_run_failed(running)
-    assert [r.partition_key for r in tick(start).run_requests] == [today]
+    (launched,) = tick(waiting.cursor).run_requests
+    assert launched.partition_key == today
 
 
 def _stamp(moment: datetime) -> str:
@@ -159,7 +98,7 @@ def _stamp(moment: datetime) -> str:
 
 def test_a_late_commit_within_the_lookback_is_launched_once(own_salesforce_sandbox, tick):
     start = tick(None).cursor
-    read_first, committed_late = tick.some_account_id(0), tick.some_account_id(1)
+    read_first, committed_late = tick.some_id(0), tick.some_id(1)
     own_salesforce_sandbox.update("Account", read_first, {"Phone": "+1 555 0102"})
     changed = tick(start)
     (first,) = changed.run_requests
@@ -178,10 +117,10 @@ def test_a_late_commit_within_the_lookback_is_launched_once(own_salesforce_sandb
 def test_a_late_commit_reaches_staging_and_notion(tmp_path, notion_sandbox, own_salesforce_sandbox):
     resources = sandbox_resources(own_salesforce_sandbox, notion_sandbox, tmp_path)
     with instance_for_test() as instance:
-        tick = Ticker(instance, resources["salesforce"], resources)
+        tick = Ticker(instance, resources["salesforce"], config=POLLING, resources=resources)
         launch = tick.launch
         cursor = tick(None).cursor
-        read_first, committed_late = tick.some_account_id(0), tick.some_account_id(1)
+        read_first, committed_late = tick.some_id(0), tick.some_id(1)
         own_salesforce_sandbox.update("Account", read_first, {"Phone": "+1 555 0105"})
         changed = tick(cursor)
         launch(changed)
@@ -207,7 +146,7 @@ def test_a_hard_deleted_record_is_trashed_by_the_next_incremental_pass(
     """Purged records are invisible to queryAll: getDeleted finds them, not the weekly reconcile."""
     resources = sandbox_resources(own_salesforce_sandbox, notion_sandbox, tmp_path)
     with instance_for_test() as instance:
-        tick = Ticker(instance, resources["salesforce"], resources)
+        tick = Ticker(instance, resources["salesforce"], config=POLLING, resources=resources)
         tick.launch(SimpleNamespace(run_requests=[RunRequest(partition_key="2026-11-20")]))
         (source_id,) = notion_sandbox.stats()["pages_by_data_source"]
         purged = sorted(page_salesforce_id(page) for page in notion_sandbox.pages(source_id))[0]

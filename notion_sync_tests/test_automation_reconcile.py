@@ -1,5 +1,7 @@
 """Reconciliation against both sandboxes: a purged record's page is trashed, a lost page comes back."""
 
+import re
+
 import pytest
 from dagster import (
     DagsterEventType,
@@ -48,6 +50,23 @@ def _evaluated_checks(result) -> list[str]:
     return [evaluation.check_name for evaluation in result.get_asset_check_evaluations()]
 
 
+def _fault_like_messages(instance, result) -> list[str]:
+    """Messages of a run's event log that read as a fault (Dagster's own and ours)."""
+    pattern = re.compile(r"did not yield|expected outputs|error|fail", re.IGNORECASE)
+    events = instance.all_logs(result.run_id)
+    return [e.message for e in events if pattern.search(e.message) and not _check_passed(e)]
+
+
+def _check_passed(entry) -> bool:
+    """`Asset check 'failure_rate_below_1_percent' ... passed.` names a failure rate, not a fault."""
+    event = entry.dagster_event
+    return (
+        event is not None
+        and event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+        and event.event_specific_data.passed
+    )
+
+
 def _query_requests(sandbox) -> int:
     return sum(sandbox.stats()["requests_by_route"].get("POST /v1/data_sources/{id}/query", {}).values())
 
@@ -60,6 +79,7 @@ def test_reconciliation_runs_only_in_its_job(defs, notion_sandbox):
             instance=instance, partition_key=PARTITION
         )
         assert synced.success and "reconciled_with_salesforce" not in _evaluated_checks(synced)
+        assert _fault_like_messages(instance, synced) == []
         queries = _query_requests(notion_sandbox)
         adhoc = materialize(
             [
@@ -72,6 +92,7 @@ def test_reconciliation_runs_only_in_its_job(defs, notion_sandbox):
             instance=instance,
         )
         assert adhoc.success and "reconciled_with_salesforce" not in _evaluated_checks(adhoc)
+        assert _fault_like_messages(instance, adhoc) == []
         assert _query_requests(notion_sandbox) == queries  # not a page of the data source was read
         reconciled = defs.resolve_job_def("reconcile_Account").execute_in_process(instance=instance)
         assert _evaluated_checks(reconciled) == ["reconciled_with_salesforce"]

@@ -39,20 +39,20 @@ def _execute(defs, instance: DagsterInstance, run_requests) -> None:
 
 
 def test_days_since_the_last_successful_tick():
-    assert days_to_sync(None, datetime(2026, 11, 21, 0, 0, tzinfo=UTC)) == ["2026-11-21"]
+    assert days_to_sync(None, datetime(2026, 11, 21, 0, 0, tzinfo=UTC), 600) == ["2026-11-21"]
     since = datetime(2026, 11, 18, 13, 0, tzinfo=UTC)
-    assert days_to_sync(since, datetime(2026, 11, 20, 9, 0, tzinfo=UTC)) == [
+    assert days_to_sync(since, datetime(2026, 11, 20, 9, 0, tzinfo=UTC), 600) == [
         "2026-11-18",
         "2026-11-19",
         "2026-11-20",
     ]
-    # 10 minutes back for a transaction that committed after the tick with an earlier SystemModstamp
-    assert days_to_sync(
-        datetime(2026, 11, 21, 0, 5, tzinfo=UTC), datetime(2026, 11, 21, 1, 0, tzinfo=UTC)
-    ) == [
-        "2026-11-20",
-        "2026-11-21",
-    ]
+    # 600 s back for a transaction that committed after the tick with an earlier SystemModstamp
+    after_midnight, next_tick = (
+        datetime(2026, 11, 21, 0, 5, tzinfo=UTC),
+        datetime(2026, 11, 21, 1, 0, tzinfo=UTC),
+    )
+    assert days_to_sync(after_midnight, next_tick, 600) == ["2026-11-20", "2026-11-21"]
+    assert days_to_sync(after_midnight, next_tick, 0) == ["2026-11-21"]
 
 
 def test_a_tick_whose_run_failed_is_covered_again():
@@ -72,6 +72,26 @@ def test_a_tick_whose_run_failed_is_covered_again():
         record(failed_tick, "2026-11-19", DagsterRunStatus.SUCCESS)  # re-executed: the tick succeeded
         keys = [r.partition_key for r in _tick(defs, instance, datetime(2026, 11, 20, 7, 0, tzinfo=UTC))]
         assert keys == ["2026-11-20"]
+
+
+def test_a_tick_waits_while_one_of_its_days_is_being_materialized(defs):
+    tick = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
+    with instance_for_test() as instance:
+        running = instance.create_run_for_job(
+            defs.resolve_job_def("sync_Opportunity"),
+            tags={"dagster/partition": "2026-11-20"},
+            status=DagsterRunStatus.STARTED,
+        )
+        context = build_schedule_context(
+            instance=instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+        )
+        waiting = defs.resolve_schedule_def(SCHEDULE).evaluate_tick(context)
+        assert not waiting.run_requests
+        assert waiting.skip_message == (
+            "waiting for Opportunity partitions ['2026-11-20']: the next tick covers them"
+        )
+        instance.report_run_failed(running)
+        assert [r.partition_key for r in _tick(defs, instance, tick)] == ["2026-11-20"]
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ test here fails `test_every_schedule_and_sensor_has_a_tick_test`.
 """
 
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -91,23 +92,43 @@ def _reconcile_schedule(env: Env, name: str) -> None:
     assert request.partition_key is None
 
 
-def _change_sensor(env: Env, name: str) -> None:
-    """First tick records the newest modstamp; after an edit (admin API) it launches the edit's day."""
-    object_name = name.removeprefix("changes_")
-    first = env.tick_sensor(name)
-    assert not first.run_requests and first.skip_message.startswith("started at")
-    record_id = _any_record_id(env.salesforce, object_name)
-    response = requests.post(
-        f"{env.salesforce.url}/_sandbox/records/{object_name}/{record_id}",
-        json={"Description": "edited by the tick test"},
-        verify=str(env.salesforce.ca_file),
-        timeout=10,
+def _formula_refresh_schedule(env: Env, name: str) -> None:
+    """By default with the weekly reconcile (objects.<Object>.formula_refresh overrides the cron)."""
+    schedule = env.defs.resolve_schedule_def(name)
+    object_name = name.removeprefix("refresh_formulas_").removesuffix("_schedule")
+    assert schedule.job_name == f"refresh_formulas_{object_name}"
+    assert (
+        schedule.cron_schedule
+        == env.defs.resolve_schedule_def(f"reconcile_{object_name}_weekly").cron_schedule
     )
-    response.raise_for_status()
-    edited_day = response.json()["SystemModstamp"][:10]
+    (request,) = env.tick_schedule(name).run_requests
+    assert request.partition_key is None
+
+
+def _realtime_sensor(env: Env, name: str) -> None:
+    """The first tick polls (recording the newest modstamps) and subscribes at LATEST; an edit (admin
+    API) during the next tick's listen arrives as a change event and launches the edit's day."""
+    first = env.tick_sensor(name)
+    assert not first.run_requests and "started at" in first.skip_message
+    assert "Account [cdc]" in first.skip_message and "Contact [cdc]" in first.skip_message
+    record_id = _any_record_id(env.salesforce, "Account")
+    edited: list[str] = []
+
+    def edit() -> None:
+        response = requests.post(
+            f"{env.salesforce.url}/_sandbox/records/Account/{record_id}",
+            json={"Description": "edited by the tick test"},
+            verify=str(env.salesforce.ca_file),
+            timeout=10,
+        )
+        edited.append(response.json()["SystemModstamp"][:10])
+
+    timer = threading.Timer(1.0, edit)
+    timer.start()
     second = env.tick_sensor(name, first.cursor)
-    assert edited_day in {r.partition_key for r in second.run_requests}
-    assert all(r.tags[LANE_TAG] == "realtime" for r in second.run_requests)
+    timer.join()
+    assert edited and edited[0] in {r.partition_key for r in second.run_requests}
+    assert all(r.tags[LANE_TAG] == "realtime" and r.job_name == "sync_Account" for r in second.run_requests)
 
 
 def _any_record_id(sandbox: SalesforceSandbox, object_name: str) -> str:
@@ -168,7 +189,8 @@ TICK_TESTS: dict[str, Callable[[Env, str], None]] = {
     "schedule_": _object_schedule,
     "reconcile_resync": _resync_sensor,
     "reconcile_": _reconcile_schedule,
-    "changes_": _change_sensor,
+    "refresh_formulas_": _formula_refresh_schedule,
+    "realtime_changes": _realtime_sensor,
     "notion_sync_retry": _retry_sensor,
     "notion_sync_health": _health_sensor,
     "notion_sync_run_failure_alert": _run_failure_sensor,

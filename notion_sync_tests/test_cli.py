@@ -5,10 +5,12 @@ from __future__ import annotations
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 from dagster import DagsterInstance
 
@@ -113,3 +115,17 @@ def test_init_instance_without_dagster_home_says_so(monkeypatch, capsys):
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     assert main(["init-instance"]) == 2
     assert "DAGSTER_HOME is not set" in capsys.readouterr().err
+
+
+def test_demo_with_its_ui_port_taken_stops_before_touching_anything(tmp_path, capsys):
+    """A demo still running (or one killed with SIGKILL, whose UI lives on) holds the port: the new
+    one must not remove that demo's state nor start servers."""
+    data_dir = tmp_path / "data"
+    (data_dir / "dagster_home").mkdir(parents=True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit, match=rf"port {port} is in use.*another demo's Dagster UI"):
+            main(["demo", "--port", str(port), "--data-dir", str(data_dir)])
+    assert (data_dir / "dagster_home").is_dir() and not (data_dir / "sandbox.env").exists()

@@ -207,3 +207,11 @@ def test_alert_webhook_from_the_environment_overrides_the_file(tmp_path, monkeyp
     with pytest.raises(ConfigError, match=ALERT_WEBHOOK_ENV) as error:
         load_config(path)
     assert "SECRET" not in str(error.value)
+
+
+def test_formula_refresh_is_a_schedule_per_object():
+    data = example()
+    data["objects"]["Contact"]["formula_refresh"] = {"cron": "0 4 * * *"}
+    assert parse_config(data).objects["Contact"].formula_refresh.cron == "0 4 * * *"
+    data["objects"]["Contact"]["formula_refresh"] = {"cron": "daily"}
+    assert_config_error(data, "objects.Contact.formula_refresh.cron", "not a valid cron string")

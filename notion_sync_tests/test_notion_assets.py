@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, instance_for_test, materialize
+from dagster import AssetKey, AssetSelection, Definitions, define_asset_job, instance_for_test, materialize
 
 from notion_sync import staging
 from notion_sync.automation.lanes import lane_tags
@@ -14,8 +14,10 @@ from notion_sync.notion import state
 from notion_sync.notion.assets import build_notion_asset
 from notion_sync.notion.checks import build_notion_checks, failure_check_result
 from notion_sync.notion.rate_limit import SqliteRateLimiter, bucket_key
+from notion_sync.partitions import daily_partitions
 from notion_sync.salesforce.assets import build_salesforce_asset
 from notion_sync.sandbox.notion_server import NotionSandbox
+from notion_sync.status import load_report
 from notion_sync_tests.sandbox_resources import sandbox_resources
 
 PARTITION = "2026-11-20"
@@ -78,10 +80,11 @@ def test_materialize_salesforce_then_notion(resources: dict, notion_sandbox: Not
         assert account["limiter_priority"] is False  # no lane tag: not the realtime lane
 
         checks = {
-            e.asset_check_key.asset_key.path[-1]: e.passed for e in result.get_asset_check_evaluations()
+            (e.asset_check_key.asset_key.path[-1], e.check_name): e.passed
+            for e in result.get_asset_check_evaluations()
         }
-        assert checks["Account"] is True
-        assert checks["Contact"] is (bad / staged["Contact"] <= 0.01)
+        assert checks["Account", "failure_rate_below_1_percent"] is True
+        assert checks["Contact", "failure_rate_below_1_percent"] is (bad / staged["Contact"] <= 0.01)
 
         notion_sandbox.reset_stats()
         notion = resources["notion"]
@@ -108,3 +111,67 @@ def test_failure_check_threshold() -> None:
     assert failure_check_result(batch).passed
     assert not failure_check_result({**batch, "failed": 3}).passed
     assert not failure_check_result(None).passed
+
+
+def _notion_alone(resources: dict, instance, partition: str):
+    """`notion/Account` selected alone, as the UI lets one do, with its checks."""
+    return materialize(
+        assets_for("Account"),
+        selection=AssetSelection.assets(AssetKey(["notion", "Account"])),
+        partition_key=partition,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def test_notion_for_a_day_never_staged_fails(resources: dict) -> None:
+    """A day whose salesforce/<Object> was never materialized must not look synced (0 records, green)."""
+    never_staged, empty_day = "2026-11-19", "2026-10-05"  # the sandbox has no records before 2026-10-22
+    with instance_for_test() as instance:
+        both = AssetSelection.assets(AssetKey(["salesforce", "Account"]), AssetKey(["notion", "Account"]))
+        for day in (PARTITION, empty_day):
+            staged = materialize(
+                assets_for("Account"),
+                selection=both,
+                partition_key=day,
+                resources=resources,
+                instance=instance,
+            )
+            assert staged.success
+
+        alone = _notion_alone(resources, instance, never_staged)
+        assert not alone.success
+        (failure,) = [e for e in alone.all_events if e.is_step_failure]
+        message = failure.step_failure_data.user_failure_data.description
+        assert message == (
+            "salesforce/Account was never staged for 2026-11-19: materialize salesforce/Account for "
+            "2026-11-19 first, or both assets in one run (the sync_Account job does)"
+        )
+        report = load_report(resources["staging"].path, object_name="Account")
+        assert never_staged not in {p.partition for p in report.partitions}
+        assert {PARTITION, empty_day} <= {p.partition for p in report.partitions}
+
+        # Staged with 0 records is a legitimate day: it syncs (nothing) and passes its checks.
+        empty = _notion_alone(resources, instance, empty_day)
+        assert empty.success and notion_metadata(empty, "Account")["records"] == 0
+        assert all(e.passed for e in empty.get_asset_check_evaluations())
+
+        # The check flags a day that was never staged, e.g. one synced "green" before this rule.
+        job = define_asset_job(
+            "checks_only",
+            selection=AssetSelection.checks_for_assets(AssetKey(["notion", "Account"])),
+            partitions_def=daily_partitions(CONFIG.objects["Account"]),
+        )
+        defs = Definitions(assets=assets_for("Account"), jobs=[job], resources=resources)
+        # The partition as a tag: Dagster 1.13 validates `partition_key` against the selected assets'
+        # partitions, and a checks-only selection has no asset.
+        check = defs.resolve_job_def("checks_only").execute_in_process(
+            instance=instance, tags={"dagster/partition": never_staged}
+        )
+        evaluations = {e.check_name: e for e in check.get_asset_check_evaluations()}
+        assert evaluations["salesforce_day_staged"].passed is False
+        assert (
+            "materialize salesforce/Account for 2026-11-19"
+            in evaluations["salesforce_day_staged"].description
+        )

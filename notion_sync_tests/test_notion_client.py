@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -127,7 +128,7 @@ def test_update_page_writes_in_trash_never_archived(client, data_source, monkeyp
     original = client.session.request
 
     def spy(method, url, **kwargs):
-        sent.append(kwargs.get("json"))
+        sent.append(json.loads(kwargs["data"]))  # UTF-8 JSON bytes (see the body size test)
         return original(method, url, **kwargs)
 
     monkeypatch.setattr(client.session, "request", spy)

@@ -18,7 +18,7 @@ from notion_sync.config import SALESFORCE_ID_PROPERTY
 from notion_sync.notion import state
 from notion_sync.notion.client import IncompleteResultsError, NotionClient
 from notion_sync.notion.properties import page_properties, property_specs, rich_text
-from notion_sync.notion.sync import rebuild_state
+from notion_sync.notion.sync import PageCopy, rebuild_state, survivor
 from notion_sync.sandbox.notion_server import NotionSandbox
 from notion_sync.sandbox.notion_store import QUERY_RESULT_CAP
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
@@ -195,3 +195,13 @@ def test_duplicates_keep_the_page_sync_state_holds(notion_sandbox: NotionSandbox
         assert rebuild_state(client, writer, env.data_source("Account"), specs, trash_duplicates=False) == 5
     recorded = dict(env.query("SELECT sf_id, page_id FROM sync_state WHERE sf_id <> ?", account(1)["Id"]))
     assert recorded == {sf_id: held.get(sf_id, min(ids)) for sf_id, ids in copies.items()}
+
+
+def test_survivor_prefers_the_held_page_then_a_related_one_then_the_oldest_lowest_id() -> None:
+    a, b, c = (PageCopy(page_id, "2026-11-02T09:00:00.000Z", "") for page_id in ("a", "b", "c"))
+    older = PageCopy("z", "2026-11-02T08:59:00.000Z", "")
+    assert survivor([c, b, a]) == survivor([a, b, c]) == a  # one minute: the lowest id, in any order
+    assert survivor([a, older]) == older
+    assert survivor([a, b, older], referenced={"b"}) == b
+    assert survivor([a, b, older], recorded="c", referenced={"b"}) == b  # held page not among them
+    assert survivor([a, b, c, older], recorded="c", referenced={"b"}) == c

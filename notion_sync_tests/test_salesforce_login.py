@@ -15,21 +15,15 @@ import pytest
 import requests
 from dagster import (
     DagsterInstance,
-    Definitions,
     ExecuteInProcessResult,
-    asset,
     build_resources,
-    build_sensor_context,
     materialize,
 )
 from simple_salesforce import Salesforce
-from simple_salesforce.exceptions import SalesforceAuthenticationFailed
+from simple_salesforce.exceptions import SalesforceAuthenticationFailed, SalesforceExpiredSession
 
 from notion_sync.automation.alerts import salesforce_budget
-from notion_sync.automation.changes import build_change_sensor
-from notion_sync.automation.jobs import sync_job
-from notion_sync.config import ObjectConfig, load_config
-from notion_sync.partitions import daily_partitions
+from notion_sync.config import ObjectConfig
 from notion_sync.salesforce import SalesforceResource, build_salesforce_asset
 from notion_sync.salesforce.assets import PERMANENT_ERRORS
 from notion_sync.salesforce.extract import stage_partition
@@ -37,6 +31,7 @@ from notion_sync.salesforce.resource import SalesforceAuthError, SalesforceConfi
 from notion_sync.sandbox import sf_login
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
 from notion_sync.staging import StagingResource, connect
+from notion_sync_tests.realtime_helpers import POLLING, Ticker
 
 DAY = "2026-11-20"
 LOGIN_VARIABLES = (
@@ -124,6 +119,14 @@ def _logins(sandbox: SalesforceSandbox) -> int:
 # ------------------------------------------------------------------------ the sandbox's logins
 
 
+def _login_session(sandbox: SalesforceSandbox) -> requests.Session:
+    """A plain session that reaches the sandbox's login hosts through its proxy."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify, session.proxies = str(sandbox.ca_file), {"https": sandbox.password_env()["HTTPS_PROXY"]}
+    return session
+
+
 def _token(sandbox: SalesforceSandbox, host: str, **claims) -> requests.Response:
     """Post a JWT bearer assertion signed with the connected app's key, `claims` overriding."""
     env = sandbox.jwt_env()
@@ -135,11 +138,8 @@ def _token(sandbox: SalesforceSandbox, host: str, **claims) -> requests.Response
         **claims,
     }
     key = Path(env["SALESFORCE_PRIVATE_KEY_FILE"]).read_bytes()
-    session = requests.Session()
-    session.trust_env = False
-    session.verify, session.proxies = env["SALESFORCE_CA_BUNDLE"], {"https": env["HTTPS_PROXY"]}
     data = {"grant_type": sf_login.JWT_BEARER, "assertion": jwt.encode(payload, key, algorithm="RS256")}
-    return session.post(f"https://{host}/services/oauth2/token", data=data)
+    return _login_session(sandbox).post(f"https://{host}/services/oauth2/token", data=data)
 
 
 @pytest.mark.parametrize(
@@ -187,10 +187,7 @@ def test_sandbox_refuses_a_jwt_signed_with_another_key(sandbox, tmp_path):
 
 
 def test_sandbox_soap_login_is_gone_from_api_65(sandbox):
-    session = requests.Session()
-    session.trust_env = False
-    session.verify, session.proxies = str(sandbox.ca_file), {"https": sandbox.password_env()["HTTPS_PROXY"]}
-    login = {"username": sandbox.username, "password": sandbox.password, "session": session}
+    login = {"username": sandbox.username, "password": sandbox.password, "session": _login_session(sandbox)}
     Salesforce(**login, security_token=sandbox.security_token, version="64.0")
     with pytest.raises(SalesforceAuthenticationFailed) as refused:
         Salesforce(**login, security_token=sandbox.security_token, version="65.0")
@@ -198,18 +195,25 @@ def test_sandbox_soap_login_is_gone_from_api_65(sandbox):
     assert "not available in the API version specified (65.0)" in refused.value.auth_message
 
 
-def test_sandbox_caps_logins_per_user_per_hour(sandbox, use_env):
-    sandbox.set_login_limit(2)
+def test_sandbox_caps_logins_per_user_per_hour_and_expires_sessions(sandbox):
+    admin = f"{sandbox.url}/_sandbox"
+    requests.post(f"{admin}/logins", json={"per_hour": 2}, verify=str(sandbox.ca_file)).raise_for_status()
     env = sandbox.client_credentials_env()
-    session = requests.Session()
-    session.trust_env = False
-    session.verify, session.proxies = env["SALESFORCE_CA_BUNDLE"], {"https": env["HTTPS_PROXY"]}
     credentials = {k: env[f"SALESFORCE_{k.upper()}"] for k in ("consumer_key", "consumer_secret", "domain")}
-    for _ in range(2):
+    session = _login_session(sandbox)
+    sf = Salesforce(**credentials, session=session)
+    assert sf.query("SELECT Id FROM Account LIMIT 1")["totalSize"] == 1
+    expired = requests.delete(f"{admin}/sessions", verify=str(sandbox.ca_file)).json()["expired"]
+    assert expired == 2  # the fixed SALESFORCE_SESSION_ID and the one just issued
+    with pytest.raises(SalesforceExpiredSession) as refused_call:
+        Salesforce(instance_url=sandbox.url, session_id=sf.session_id, session=session).query(
+            "SELECT Id FROM Account"
+        )
+    assert refused_call.value.content[0]["errorCode"] == "INVALID_SESSION_ID"
+    Salesforce(**credentials, session=session)  # the second login of the hour
+    with pytest.raises(SalesforceAuthenticationFailed) as refused_login:
         Salesforce(**credentials, session=session)
-    with pytest.raises(SalesforceAuthenticationFailed) as refused:
-        Salesforce(**credentials, session=session)
-    assert refused.value.code == "rate_limit_exceeded"
+    assert refused_login.value.code == "rate_limit_exceeded"
     assert sandbox.stats()["logins_this_hour"] == 2
 
 
@@ -271,41 +275,26 @@ def test_password_login_below_65_works_with_a_warning_pointing_to_oauth(sandbox,
 # ------------------------------------------------------------------------ one session per process
 
 
-def _definitions(sensor) -> Definitions:
-    """No-op assets with the project's keys: the change sensor only needs its job to resolve."""
-    account = load_config().objects["Account"]
-
-    @asset(key=["salesforce", "Account"], partitions_def=daily_partitions(account))
-    def extract() -> None: ...
-
-    @asset(key=["notion", "Account"], partitions_def=daily_partitions(account), deps=[extract])
-    def sync() -> None: ...
-
-    return Definitions(assets=[extract, sync], jobs=[sync_job(account)], sensors=[sensor])
-
-
 def test_sensor_ticks_checks_and_runs_share_one_login(sandbox, use_env, tmp_path):
-    """200 change-sensor ticks, 20 budget checks and 30 partition runs in one process: one login.
+    """200 realtime-sensor ticks (polling), 20 budget checks and 30 partition runs in one process: one
+    login.
     With a login per `get_client()` the cap of 100 logins an hour would be hit after 100 calls."""
     sandbox.set_login_limit(100)
     resource = use_env(sandbox.jwt_env())
-    config = load_config()
-    sensor = build_change_sensor(config.objects["Account"], config.realtime)
-    defs = _definitions(sensor)
     instance = DagsterInstance.ephemeral()
+    tick = Ticker(instance, resource, config=POLLING)  # polling: a REST (Composite) call every tick
     cursor = None
-    for tick in range(200):
-        context = build_sensor_context(
-            instance=instance, cursor=cursor, resources={"salesforce": resource}, definitions=defs
-        )
-        cursor = sensor.evaluate_tick(context).cursor or cursor
-        if tick % 10 == 0:
+    for n in range(200):
+        cursor = tick(cursor).cursor
+        if n % 10 == 0:
             with build_resources({"salesforce": resource}) as resources:
                 assert salesforce_budget(resources.salesforce)[1] > 0
     for day in (date(2026, 10, 25) + timedelta(days=n) for n in range(30)):
         assert _materialize(
             resource, tmp_path / "s.duckdb", partition_key=day.isoformat(), instance=instance
         ).success
+    requests_by_endpoint = sandbox.stats()["requests"]
+    assert requests_by_endpoint["composite"] >= 200 and requests_by_endpoint["limits"] == 20
     assert _logins(sandbox) == 1
     assert sandbox.stats()["statuses"].get("400", 0) == 0  # no login was ever refused
 

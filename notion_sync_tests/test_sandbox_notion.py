@@ -377,6 +377,42 @@ def test_version_2026_rejects_archived(crm: tuple) -> None:
     )  # still accepted in 2025-09-03
 
 
+def test_real_write_answers_trash_block_limit_and_committed_503(notion_sandbox: NotionSandbox) -> None:
+    """A page trashed in the app refuses edits and a second trashing (400); creates past the block
+    limit answer 403; a committed 503 says so in additional_data."""
+    sandbox = unlimited(notion_sandbox)
+    client = sdk(sandbox)
+    source = make_db(client, sandbox, "T", {"Name": {"title": {}}})
+    page = client.pages.create(parent={"data_source_id": source}, properties={"Name": {"title": text("a")}})
+    sandbox.trash_page(page["id"])
+    for body in ({"properties": {"Name": {"title": text("b")}}}, {"in_trash": True}):
+        refused = raw(sandbox, "PATCH", f"/v1/pages/{page['id']}", json=body)
+        assert (refused.status_code, refused.json()["code"], refused.json()["message"]) == (
+            400,
+            "validation_error",
+            "Can't edit block that is archived. You must unarchive the block before editing.",
+        )
+    restore = {"in_trash": False, "properties": {"Name": {"title": text("b")}}}
+    restored = raw(sandbox, "PATCH", f"/v1/pages/{page['id']}", json=restore)
+    assert restored.status_code == 200 and restored.json()["in_trash"] is False
+
+    sandbox.inject(status=503, method="POST", path_prefix="/v1/pages", committed=True)
+    create = {"parent": {"data_source_id": source}, "properties": {"Name": {"title": text("c")}}}
+    saved = raw(sandbox, "POST", "/v1/pages", json=create)
+    extra = saved.json()["additional_data"]
+    assert saved.status_code == 503 and "Do not repeat the write." in extra["retry_guidance"]
+    assert (
+        client.pages.retrieve(extra["committed_resource_id"])["properties"]["Name"]["title"][0]["plain_text"]
+        == "c"
+    )
+
+    sandbox.set_block_limit(4)  # root page, database, 2 pages: the limit is reached
+    full = raw(sandbox, "POST", "/v1/pages", json=create)
+    assert (full.status_code, full.json()["code"]) == (403, "restricted_resource")
+    assert "block limit" in full.json()["message"]
+    assert raw(sandbox, "PATCH", f"/v1/pages/{page['id']}", json={"in_trash": True}).status_code == 200
+
+
 # ----------------------------------------------------------------------------------------- rate limit / speed
 
 
@@ -404,7 +440,7 @@ def test_429_envelope_and_retry_after_in_virtual_seconds() -> None:
             "code": "rate_limited",
             "message": "You have been rate limited. Please try again in a few minutes.",
             "request_id": limited.json()["request_id"],
-            "additional_data": {"rate_limit_reason": "connection_limit"},
+            "additional_data": {"rate_limit_reason": "public_api_request_rate_limit", "retry_after": 10},
         }
         time.sleep(10 / 100 + 0.02)  # the client divides Retry-After by NOTION_TIME_SCALE
         assert raw(sandbox, "GET", "/v1/users/me").status_code == 200
@@ -461,7 +497,10 @@ def test_workspace_limit_is_shared_between_tokens() -> None:
         ]
         assert codes == [200, 200, 200, 200, 429, 429]
         limited = raw(sandbox, "GET", "/v1/users/me")
-        assert limited.json()["additional_data"] == {"rate_limit_reason": "workspace_limit"}
+        assert limited.json()["additional_data"] == {
+            "rate_limit_reason": "public_api_space_request_rate_limit",
+            "retry_after": 1000,
+        }
 
 
 def test_latency_is_scaled_by_speed() -> None:

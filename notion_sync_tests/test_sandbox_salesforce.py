@@ -23,7 +23,7 @@ from simple_salesforce.exceptions import (
 
 from notion_sync.sandbox import soql
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
-from notion_sync.sandbox.sf_data import SalesforceData, case_safe_id, make_id, parse_id
+from notion_sync.sandbox.sf_data import DataError, SalesforceData, case_safe_id, make_id, parse_id
 
 SF_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+0000$")
 ACCOUNT_FIELDS = "Id, Name, Type, AnnualRevenue, NumberOfEmployees, Regions__c, Active__c, SystemModstamp"
@@ -287,7 +287,9 @@ def test_describe_has_salesforce_field_shapes(sf: Salesforce) -> None:
     }
     opportunity = {f["name"]: f["type"] for f in sf.Opportunity.describe()["fields"]}
     assert opportunity["CloseDate"] == "date" and opportunity["Products__c"] == "multipicklist"
-    assert {o["name"] for o in sf.describe()["sobjects"]} == {"Account", "Contact", "Opportunity"}
+    described = {o["name"]: o for o in sf.describe()["sobjects"]}
+    assert set(described) == {"Account", "Contact", "Opportunity", "AccountHistory"}
+    assert described["AccountHistory"]["createable"] is False and described["Account"]["createable"] is True
     with pytest.raises(SalesforceResourceNotFound):
         sf.Widget__c.describe()
 
@@ -518,7 +520,7 @@ def test_generator_is_deterministic_per_seed() -> None:
         sample = range(0, count, 17)
         assert [a.generate(obj, i) for i in sample] == [b.generate(obj, i) for i in sample]
         assert [a.generate(obj, i) for i in sample] != [other.generate(obj, i) for i in sample]
-    assert a.counts == {"Account": 200, "Contact": 400, "Opportunity": 200}
+    assert a.counts == {"Account": 200, "Contact": 400, "Opportunity": 200, "AccountHistory": 200}
 
 
 def test_ids_are_case_safe_and_ordered() -> None:
@@ -594,7 +596,7 @@ def test_million_records_are_lazy(tmp_path: Path) -> None:
             data = sandbox.data
             assert data.counts["Contact"] == 2_000_000
             assert sum(map(len, data.snapshot("Account").values())) == 0  # no stored records
-            assert sum(len(e) for e in data._edges.values()) <= 3 * 2 * 30  # edge pairs only
+            assert sum(len(e) for e in data._edges.values()) <= len(data.counts) * 2 * 30  # edge pairs only
             _, peak = tracemalloc.get_traced_memory()
             assert peak < 50 * 1024 * 1024
     finally:
@@ -678,6 +680,46 @@ def test_render_cache_serves_the_same_bytes_and_admin_edits_win(tmp_path: Path) 
         assert again.warm(everything, bulk=False, version="62.0") == 0  # shared on disk
     with SalesforceSandbox(**{**options, "seed": 4}, workdir=tmp_path / "other", render_cache=cache) as other:
         assert other.warm(everything, bulk=False, version="62.0") == 1  # other data
+
+
+def test_a_history_object_has_created_date_and_no_system_modstamp(own_sandbox: SalesforceSandbox) -> None:
+    sf = client(own_sandbox)
+    fields = {f["name"] for f in sf.AccountHistory.describe()["fields"]}
+    assert "CreatedDate" in fields and not fields & {"SystemModstamp", "LastModifiedDate"}
+    day = "CreatedDate >= 2026-11-20T00:00:00Z AND CreatedDate < 2026-11-21T00:00:00Z"
+    rows = sf.query(f"SELECT Id, CreatedDate, Field FROM AccountHistory WHERE {day} ORDER BY CreatedDate, Id")
+    assert rows["totalSize"] > 0 and all(r["CreatedDate"].startswith("2026-11-20") for r in rows["records"])
+    with pytest.raises(SalesforceMalformedRequest) as bad:
+        sf.query("SELECT Id FROM AccountHistory WHERE SystemModstamp >= 2026-11-20T00:00:00Z")
+    assert bad.value.content[0]["errorCode"] == "INVALID_FIELD"
+    with pytest.raises(DataError, match="cannot be updated"):
+        own_sandbox.update("AccountHistory", rows["records"][0]["Id"], {"Field": "Phone"})
+
+
+def test_a_cross_object_formula_follows_its_account_without_a_modstamp(tmp_path: Path) -> None:
+    with SalesforceSandbox(records=50, workdir=tmp_path / "sf", render_cache=tmp_path / "cache") as sandbox:
+        sf = client(sandbox)
+        field = next(f for f in sf.Contact.describe()["fields"] if f["name"] == "Account_Name__c")
+        assert field["calculated"] is True and field["calculatedFormula"] == "Account.Name"
+        assert field["type"] == "string" and field["updateable"] is False
+        contact = next(
+            r["Id"]
+            for r in sf.query("SELECT Id, AccountId FROM Contact WHERE AccountId != null")["records"]
+            if not sandbox.get("Account", r["AccountId"])["IsDeleted"]
+        )
+        query = f"SELECT Id, AccountId, Account_Name__c, SystemModstamp FROM Contact WHERE Id = '{contact}'"
+        before = sf.query(query)["records"][0]
+        assert before["Account_Name__c"] == sandbox.get("Account", before["AccountId"])["Name"]
+        sandbox.update("Account", before["AccountId"], {"Name": "Renamed Holdings"})
+        after = sf.query(query)["records"][0]  # the render cache does not serve the old name
+        assert after["Account_Name__c"] == "Renamed Holdings"
+        assert after["SystemModstamp"] == before["SystemModstamp"]  # the Contact itself did not change
+        sandbox.update("Contact", contact, {"Title": "CFO"})  # an edited record computes it as well
+        sandbox.update("Account", before["AccountId"], {"Name": "Renamed Again"})
+        assert sf.query(query)["records"][0]["Account_Name__c"] == "Renamed Again"
+        with pytest.raises(DataError) as refused:
+            sandbox.update("Contact", contact, {"Account_Name__c": "x"})
+        assert refused.value.error_code == "INVALID_FIELD_FOR_INSERT_UPDATE"
 
 
 def test_soql_parser_grammar() -> None:

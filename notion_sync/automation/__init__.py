@@ -2,9 +2,11 @@
 
 How an object's `mode` maps to automation (the Apex sync modes):
 
-- ``realtime``: a change sensor (`changes_<Object>`, :mod:`.changes`) polls Salesforce every
-  `realtime.interval_seconds` for records modified since its cursor and launches the touched
-  partitions in the high-priority ``realtime`` lane. A schedule may run as well, as a safety net.
+- ``realtime``: the sensor `realtime_changes` (:mod:`.realtime`) takes each object's changes from
+  Change Data Capture events (Pub/Sub API) or, for objects without them, polls Salesforce every
+  `realtime.interval_seconds` (five objects to a Composite API call, :mod:`.changes`), and launches
+  the touched partitions in the high-priority ``realtime`` lane. A schedule may run as well, as a
+  safety net.
 - ``batch``: no automation of its own; partitions are materialized by backfills (UI, GraphQL or
   ``dagster asset materialize``), which run in the low-priority ``backfill`` lane.
 - ``scheduled``: a schedule (`schedule_<Object>`, :mod:`.schedules`) on the object's cron

@@ -11,6 +11,7 @@ from datetime import date
 from dagster import AssetSelection, JobDefinition, define_asset_job, in_process_executor
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from notion_sync.automation.formulas import build_formula_refresh_job
 from notion_sync.automation.lanes import lane_tags
 from notion_sync.automation.names import object_asset_keys, sync_job_name
 from notion_sync.automation.reconcile import build_reconcile_job
@@ -42,5 +43,5 @@ def sync_job(obj: ObjectConfig) -> UnresolvedAssetJobDefinition:
 def build_jobs(config: SyncConfig) -> list[UnresolvedAssetJobDefinition | JobDefinition]:
     jobs: list[UnresolvedAssetJobDefinition | JobDefinition] = []
     for obj in config.objects.values():
-        jobs += [sync_job(obj), build_reconcile_job(obj)]
+        jobs += [sync_job(obj), build_reconcile_job(obj), build_formula_refresh_job(obj)]
     return jobs

@@ -10,8 +10,11 @@ source (one Notion request per 100 pages, logged as an estimate before it starts
   asks for that partition again; the `reconcile_resync` sensor launches those partitions in the
   backfill lane when the reconciliation run succeeds (days never synced are left to the backfills
   and only counted);
+- finds the pages edited by hand in Notion (`notion_sync.notion.drift`: synced values that differ
+  from the staged record, compared in canonical form) and, with ``drift: resync`` (the default),
+  forgets what they hold and asks for their partitions again; ``drift: report`` only counts them;
 - reports the differences as the asset check `reconciled_with_salesforce` of `notion/<Object>`
-  (counts and samples; it fails when it found any).
+  (counts and samples; it fails when it found any) and in `reconciliations` (`notion-sync status`).
 
 No `from __future__ import annotations` here: Dagster reads the check's annotations.
 """
@@ -30,6 +33,7 @@ from dagster import (
     AssetSelection,
     DagsterEventType,
     MetadataValue,
+    Output,
     RunRequest,
     RunStatusSensorContext,
     define_asset_job,
@@ -40,17 +44,24 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from notion_sync.automation.lanes import lane_tags
 from notion_sync.automation.modstamps import modstamp_day
-from notion_sync.automation.names import object_asset_keys, reconcile_job_name, sync_job_name
+from notion_sync.automation.names import (
+    NOTION_RESYNC_METADATA_KEY,
+    RESYNC_METADATA_KEY,
+    object_asset_keys,
+    reconcile_job_name,
+    sync_job_name,
+)
 from notion_sync.config import ObjectConfig
 from notion_sync.notion import state
+from notion_sync.notion.drift import DriftCheck
 from notion_sync.notion.resource import NotionResource
 from notion_sync.notion.sync import page_salesforce_id
+from notion_sync.salesforce.extract import describe_object, replication_field
 from notion_sync.salesforce.resource import SalesforceResource
 from notion_sync.staging import StagingResource
 
 NOTION_PAGE_SIZE = 100
 SALESFORCE_PAGE_SIZE = 2_000
-RESYNC_METADATA_KEY = "resync_partitions"
 SAMPLE = 20
 
 
@@ -58,37 +69,50 @@ SAMPLE = 20
 class Differences:
     orphaned: dict[str, str]  # sf_id -> page_id of pages whose record no longer exists
     missing: dict[str, str]  # sf_id -> partition key of live records without a page
+    pages: int = 0  # pages read (with a Salesforce Id)
 
 
 def compare(live: Mapping[str, str], pages: Iterable[tuple[str, str]]) -> Differences:
     """`live`: Id -> SystemModstamp of existing records; `pages`: (Salesforce Id, page id)."""
     seen: set[str] = set()
     orphaned: dict[str, str] = {}
+    read = 0
     for sf_id, page_id in pages:
+        read += 1
         seen.add(sf_id)
         if sf_id not in live:
             orphaned[sf_id] = page_id
     missing = {sf_id: modstamp_day(stamp).isoformat() for sf_id, stamp in live.items() if sf_id not in seen}
-    return Differences(orphaned, missing)
+    return Differences(orphaned, missing, read)
 
 
 def _live_records(salesforce: SalesforceResource, object_name: str) -> dict[str, str]:
+    """Id -> replication field (SystemModstamp, or what the object has instead) of live records."""
     sf = salesforce.get_client().sf
-    query = f"SELECT Id, IsDeleted, SystemModstamp FROM {object_name}"
+    field = replication_field(object_name, describe_object(sf, object_name))
+    query = f"SELECT Id, IsDeleted, {field} FROM {object_name}"
     return {
-        record["Id"]: record["SystemModstamp"]
+        record["Id"]: record[field]
         for record in sf.query_all_iter(query, include_deleted=True)
         if not record["IsDeleted"]
     }
 
 
 def _forget(
-    staging: StagingResource, object_name: str, trashed: Iterable[str], missing: Iterable[str]
+    staging: StagingResource,
+    object_name: str,
+    trashed: Iterable[str],
+    missing: Iterable[str],
+    drifted: Iterable[str],
+    outcome: state.Reconciliation,
 ) -> None:
     with staging.connect() as conn:
+        state.ensure_tables(conn)  # `reconciliations` is newer than the other tables
         conn.execute("BEGIN TRANSACTION")
         state.mark_trashed(conn, object_name, list(trashed))
         state.forget(conn, object_name, list(missing))
+        state.mark_stale(conn, object_name, list(drifted))
+        state.record_reconciliation(conn, outcome)
         conn.execute("COMMIT")
 
 
@@ -141,12 +165,16 @@ def build_reconcile_check(obj: ObjectConfig) -> AssetChecksDefinition:
         salesforce: SalesforceResource,
         notion: NotionResource,
         staging: StagingResource,
-    ) -> Iterator[AssetCheckResult]:
+    ) -> Iterator[AssetCheckResult | Output]:
         if context.run.job_name != reconcile_job_name(obj.name):
             context.log.info(
                 f"{CHECK_NAME} runs in {reconcile_job_name(obj.name)} (weekly or on demand), not with a "
                 "partition's sync: no result recorded by this run"
             )
+            # Empty outputs, not evaluations: yielding nothing makes Dagster log that the op "did not
+            # yield or return expected outputs", which reads as a fault.
+            for output in context.op_execution_context.op_def.output_defs:
+                yield Output(None, output_name=output.name)
             return
         yield _reconciliation(context, obj, notion_key, salesforce, notion, staging)
 
@@ -178,8 +206,9 @@ def _reconciliation(
         f"with the syncs) plus one Salesforce queryAll page per {SALESFORCE_PAGE_SIZE} records"
     )
     live = _live_records(salesforce, obj.name)
+    drift = DriftCheck(staging.connect, obj)
     with notion.get_client() as client:
-        pages = ((page_salesforce_id(page), page["id"]) for page in client.all_pages(target[1]))
+        pages = ((page_salesforce_id(page), page["id"]) for page in drift.pages(client.all_pages(target[1])))
         differences = compare(live, ((sf_id, page_id) for sf_id, page_id in pages if sf_id))
         trashed = [
             sf_id
@@ -190,25 +219,41 @@ def _reconciliation(
         ]
     synced = context.instance.get_materialized_partitions(notion_key)
     requeue = {sf_id: day for sf_id, day in differences.missing.items() if day in synced}
-    _forget(staging, obj.name, trashed, requeue)
-    resync = sorted(set(requeue.values()))
+    resynced = drift.found if obj.drift == "resync" else {}
+    outcome = state.Reconciliation(
+        context.run.run_id,
+        obj.name,
+        len(live),
+        differences.pages,
+        len(differences.orphaned),
+        len(requeue),
+        len(drift.found),
+        obj.drift,
+    )
+    _forget(staging, obj.name, trashed, requeue, resynced, outcome)
+    resync = sorted(set(requeue.values()) | set(resynced.values()))
     context.log.info(
         f"{obj.name}: {len(trashed)}/{len(differences.orphaned)} orphaned pages trashed, {len(requeue)} "
-        f"synced records without a page; partitions to sync again: {resync or 'none'}"
+        f"synced records without a page, {len(drift.found)} of {drift.compared} pages edited in Notion "
+        f"(drift: {obj.drift}); partitions to sync again: {resync or 'none'}"
     )
     return AssetCheckResult(
         check_name=CHECK_NAME,
         asset_key=notion_key,
-        passed=not differences.orphaned and not requeue,
+        passed=not differences.orphaned and not requeue and not drift.found,
         metadata={
             "salesforce_records": len(live),
+            "notion_pages": differences.pages,
             "orphaned_pages": len(differences.orphaned),
             "trashed_pages": len(trashed),
             "missing_pages": len(requeue),
             "not_synced_yet": len(differences.missing) - len(requeue),
+            "drifted_pages": len(drift.found),
+            "drift": obj.drift,
             RESYNC_METADATA_KEY: MetadataValue.json(resync),
             "orphaned_sample": MetadataValue.json(sorted(differences.orphaned)[:SAMPLE]),
             "missing_sample": MetadataValue.json(sorted(requeue)[:SAMPLE]),
+            "drifted_sample": MetadataValue.json(sorted(drift.found)[:SAMPLE]),
         },
     )
 
@@ -227,19 +272,30 @@ def build_reconcile_job(obj: ObjectConfig) -> UnresolvedAssetJobDefinition:
     return _RECONCILE_JOBS[obj.name]
 
 
+_RESYNC_EVENTS = {DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.ASSET_MATERIALIZATION}
+
+
 def resync_requests(context: RunStatusSensorContext) -> Iterator[RunRequest]:
-    """The partitions a successful reconciliation run asked to sync again."""
+    """The partitions a successful run asked to sync again: a reconciliation found records without
+    a page, a sync replaced the object's gone database (`notion_sync.notion.schema`), or a formula
+    refresh staged new values (`notion/<Object>` only: the rows are staged already)."""
     run = context.dagster_run
-    for entry in context.instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
-        partitions = evaluation.metadata.get(RESYNC_METADATA_KEY) if evaluation else None
-        if partitions is None:
+    for entry in context.instance.all_logs(run.run_id, of_type=_RESYNC_EVENTS):
+        data = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        evaluation = getattr(data, "materialization", data)  # a materialization is wrapped
+        if evaluation is None:
             continue
         object_name = evaluation.asset_key.path[-1]
-        for partition in partitions.value:
-            yield RunRequest(
-                run_key=f"reconcile:{run.run_id}:{partition}",
-                job_name=sync_job_name(object_name),
-                partition_key=partition,
-                tags=lane_tags("backfill"),
-            )
+        for key, selection in (
+            (RESYNC_METADATA_KEY, None),
+            (NOTION_RESYNC_METADATA_KEY, [object_asset_keys(object_name)[1]]),
+        ):
+            partitions = evaluation.metadata.get(key)
+            for partition in partitions.value if partitions is not None else []:
+                yield RunRequest(
+                    run_key=f"reconcile:{run.run_id}:{partition}",
+                    job_name=sync_job_name(object_name),
+                    partition_key=partition,
+                    asset_selection=selection,
+                    tags=lane_tags("backfill"),
+                )

@@ -9,13 +9,15 @@ successful tick, one run per partition in the ``scheduled`` lane:
   newest run with that tag, so a re-execution that healed a crashed run counts). Dagster's run
   records are the memory: schedules have no cursor, and a tick whose runs failed or are still
   running does not count, so the next tick covers its days again.
-- The partitions run from the day of (last successful tick - 10 minutes) to the tick's own day
-  (UTC, like the partitions). After midnight that includes yesterday, so a change at 23:30 UTC under
-  an hourly cron is extracted by the 00:00 tick; the 10 minutes cover a transaction that commits
-  after a tick with an earlier `SystemModstamp`. Without any successful tick yet (a new schedule),
-  only the tick's own day: history is the backfills' job.
+- The partitions run from the day of (last successful tick - the object's `lookback_seconds`, 600 by
+  default) to the tick's own day (UTC, like the partitions). After midnight that includes yesterday,
+  so a change at 23:30 UTC under an hourly cron is extracted by the 00:00 tick; the lookback covers a
+  transaction that commits after a tick with an earlier `SystemModstamp`. Without any successful
+  tick yet (a new schedule), only the tick's own day: history is the backfills' job.
 - The run key is `schedule:<Object>:<tick time>:<partition>`: evaluating the same tick twice does
-  not launch a partition twice. Failed runs are re-launched by the retry sensor as for any lane.
+  not launch a partition twice. While one of the days is still being materialized the tick launches
+  nothing (two runs must not write the same pages at once, as in the change sensor); the next tick
+  covers its days. Failed runs are re-launched by the retry sensor as for any lane.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ from dagster import (
     schedule,
 )
 from dagster._core.storage.dagster_run import RunRecord
+from dagster._core.storage.partition_status_cache import AssetPartitionStatus
 
+from notion_sync.automation.failures import partitions_by_status
+from notion_sync.automation.formulas import build_formula_refresh_schedule
 from notion_sync.automation.jobs import sync_job
 from notion_sync.automation.lanes import LANE_TAG, lane_tags
 from notion_sync.automation.names import sync_job_name
@@ -45,7 +50,6 @@ from notion_sync.partitions import daily_partitions
 
 SCHEDULED_AT_TAG = "notion_sync/scheduled_at"
 PARTITION_TAG = "dagster/partition"
-LATE_COMMIT_LOOKBACK = timedelta(minutes=10)
 RECENT_RUNS = 500  # scheduled runs read to find the last successful tick (days of hourly ticks)
 
 
@@ -69,10 +73,10 @@ def scheduled_runs(instance: DagsterInstance, obj: ObjectConfig) -> list[RunReco
     return list(instance.get_run_records(runs_filter, limit=RECENT_RUNS))
 
 
-def days_to_sync(since: datetime | None, tick: datetime) -> list[str]:
+def days_to_sync(since: datetime | None, tick: datetime, lookback_seconds: int) -> list[str]:
     """UTC days from that of `since` minus the late-commit lookback to the tick's day."""
     last = tick.astimezone(UTC).date()
-    first = min(last, (since - LATE_COMMIT_LOOKBACK).astimezone(UTC).date()) if since else last
+    first = min(last, (since - timedelta(seconds=lookback_seconds)).astimezone(UTC).date()) if since else last
     return [date.fromordinal(day).isoformat() for day in range(first.toordinal(), last.toordinal() + 1)]
 
 
@@ -92,9 +96,16 @@ def build_object_schedule(obj: ObjectConfig) -> ScheduleDefinition:
     def _scheduled(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
         tick = context.scheduled_execution_time
         since = last_successful_tick(scheduled_runs(context.instance, obj))
-        days = [day for day in days_to_sync(since, tick) if partitions_def.has_partition_key(day)]
+        days = [
+            day
+            for day in days_to_sync(since, tick, obj.lookback_seconds)
+            if partitions_def.has_partition_key(day)
+        ]
         if not days:
             return SkipReason(f"{tick.isoformat()} is before the first partition ({obj.start_date})")
+        busy = partitions_by_status(context.instance, obj, days).get(AssetPartitionStatus.IN_PROGRESS)
+        if busy:
+            return SkipReason(f"waiting for {obj.name} partitions {sorted(busy)}: the next tick covers them")
         tags = {**lane_tags("scheduled"), SCHEDULED_AT_TAG: tick.astimezone(UTC).isoformat()}
         return [
             RunRequest(
@@ -122,4 +133,5 @@ def build_schedules(config: SyncConfig) -> list[ScheduleDefinition]:
     return [
         *(build_object_schedule(obj) for obj in objects if obj.schedule is not None and obj.schedule.enabled),
         *(build_reconcile_schedule(obj, config.reconcile.schedule) for obj in objects),
+        *(build_formula_refresh_schedule(obj, config.reconcile.schedule) for obj in objects),
     ]

@@ -2,9 +2,11 @@
 
 - `notion_sync_retry`: re-launches failed partitions of every `salesforce/*` and `notion/*` asset
   following :mod:`.retry_policy`; its cursor holds the retry counts.
-- `changes_<Object>` (mode realtime): the near-real-time lane, :mod:`.changes`.
+- `realtime_changes` (objects with mode realtime): the near-real-time lane, :mod:`.realtime`
+  (Change Data Capture events, or polling through the Composite API, :mod:`.changes`).
 - `notion_sync_run_failure_alert` and `notion_sync_health`: :mod:`.alerts`.
-- `reconcile_resync`: launches the partitions a successful `reconcile_<Object>` run asked for.
+- `reconcile_resync`: launches the partitions a successful `reconcile_<Object>` or
+  `refresh_formulas_<Object>` run asked for.
 """
 
 from __future__ import annotations
@@ -24,10 +26,9 @@ from dagster import (
 )
 
 from notion_sync.automation.alerts import build_health_sensor, build_run_failure_alert_sensor, send_alert
-from notion_sync.automation.changes import build_change_sensor
 from notion_sync.automation.failures import find_failed_partitions
 from notion_sync.automation.jobs import sync_job
-from notion_sync.automation.names import reconcile_job_name
+from notion_sync.automation.realtime import build_realtime_sensor
 from notion_sync.automation.reconcile import resync_requests
 from notion_sync.automation.retry_policy import RetryState, plan_retries
 from notion_sync.config import SyncConfig
@@ -60,11 +61,11 @@ def build_retry_sensor(config: SyncConfig) -> SensorDefinition:
 
 
 def build_resync_sensor(config: SyncConfig) -> SensorDefinition:
-    """Watches every code location, as the failure alert does, so that a reconciliation launched from
-    a shell (a run without the daemon's code location origin) is followed up too; runs of other jobs
-    are passed over."""
+    """Watches every code location, as the failure alert does, so that a run launched from a shell (a
+    run without the daemon's code location origin) is followed up too. Any job: a reconciliation asks
+    for partitions in its check's metadata, a sync that replaced a gone Notion database (in
+    `sync_<Object>`, a UI materialization, a backfill) in its materialization's."""
     objects = config.objects.values()
-    reconcile_jobs = {reconcile_job_name(obj.name) for obj in objects}
 
     @run_status_sensor(
         name="reconcile_resync",
@@ -72,13 +73,13 @@ def build_resync_sensor(config: SyncConfig) -> SensorDefinition:
         monitor_all_code_locations=True,
         request_jobs=[sync_job(obj) for obj in objects],
         default_status=DefaultSensorStatus.RUNNING,
-        description="Syncs again the partitions whose records a reconciliation found missing in Notion.",
+        description="Syncs again the partitions a run asked for: records a reconciliation found missing "
+        "in Notion, every partition of an object whose gone Notion database was replaced, or (Notion "
+        "only) the partitions whose formula values a formula refresh found stale.",
     )
     def reconcile_resync(context: RunStatusSensorContext) -> list[RunRequest] | None:
         # None, not an empty list, for runs with nothing to sync again: Dagster ends a tick at the
         # first run for which the sensor returned something, and every successful run is seen here.
-        if context.dagster_run.job_name not in reconcile_jobs:
-            return None
         return list(resync_requests(context)) or None
 
     return reconcile_resync
@@ -88,7 +89,7 @@ def build_sensors(config: SyncConfig) -> list[SensorDefinition]:
     realtime = [obj for obj in config.objects.values() if obj.mode == "realtime"]
     return [
         build_retry_sensor(config),
-        *(build_change_sensor(obj, config.realtime) for obj in realtime),
+        *([build_realtime_sensor(realtime, config.realtime)] if realtime else []),
         build_run_failure_alert_sensor(config.alerts),
         build_health_sensor(config),
         build_resync_sensor(config),

@@ -4,7 +4,8 @@ a backfill's range of days synced in one pass and reported day by day: `notion_s
 No `from __future__ import annotations` here: Dagster reads the nested function's annotations.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import date
 
 import duckdb
 from dagster import (
@@ -24,8 +25,9 @@ from dagster import (
 )
 
 from notion_sync.automation.lanes import LANE_TAG
+from notion_sync.automation.names import RESYNC_METADATA_KEY
 from notion_sync.config import ObjectConfig
-from notion_sync.notion.errors import PermanentNotionError
+from notion_sync.notion.errors import PermanentNotionError, limits_hit
 from notion_sync.notion.resource import NotionResource
 from notion_sync.notion.schema import SchemaError, salesforce_field_types
 from notion_sync.notion.sync import SyncReport, sync_days
@@ -33,7 +35,7 @@ from notion_sync.partitions import daily_partitions, in_ranges
 from notion_sync.ranges import materialize_days
 from notion_sync.salesforce.extract import describe_object
 from notion_sync.salesforce.resource import SalesforceResource
-from notion_sync.staging import StagingResource
+from notion_sync.staging import StagingResource, was_staged
 
 # Records still failing transiently after the client's retries: run the partition again (records
 # already synced cost nothing). The retry sensor takes over once these are spent.
@@ -59,6 +61,7 @@ def _metadata(report: SyncReport, notion: NotionResource, priority: bool = False
         "relations_filled": report.relations_filled,
         "requests": report.requests,
         "rate_limited_429s": report.rate_limited,
+        "rate_limit_reasons": MetadataValue.json(report.rate_limit_reasons),
         "achieved_rps": round(report.achieved_rps, 2),
         "latency_p50_ms": round(report.latency_percentile(50), 1),
         "latency_p95_ms": round(report.latency_percentile(95), 1),
@@ -69,7 +72,25 @@ def _metadata(report: SyncReport, notion: NotionResource, priority: bool = False
             "\n".join(f"- `{sf_id}` {code}: {message[:200]}" for sf_id, code, message in report.failures[:20])
             or "none"
         ),
+        **(
+            {RESYNC_METADATA_KEY: MetadataValue.json(report.resync_partitions)}
+            if report.resync_partitions
+            else {}
+        ),
     }
+
+
+def not_staged_message(obj: ObjectConfig, partition_key: str) -> str:
+    return (
+        f"salesforce/{obj.name} was never staged for {partition_key}: materialize salesforce/{obj.name} "
+        f"for {partition_key} first, or both assets in one run (the sync_{obj.name} job does)"
+    )
+
+
+def staged_days(staging: StagingResource, obj: ObjectConfig, partition_keys: Sequence[str]) -> set[str]:
+    """The days `salesforce/<Object>` staged among `partition_keys` (0 records is a staged day too)."""
+    with staging.connect(read_only=True) as conn:
+        return {key for key in partition_keys if was_staged(conn, obj.staging_table, date.fromisoformat(key))}
 
 
 def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinition:
@@ -104,25 +125,33 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
         priority = limiter_priority(context.run.tags)
 
         def sync(days: list[str]) -> Iterator[tuple[str, dict]]:
+            # Without this, a day selected alone in the UI "synced" 0 records and showed as green; in a
+            # range, the days before the first one never staged are synced, then the run fails.
+            staged = staged_days(staging, obj, days)
+            ready = days[: next((n for n, day in enumerate(days) if day not in staged), len(days))]
             try:
                 types = salesforce_field_types(
                     staging.connect, obj, lambda name: describe_object(salesforce.get_client().sf, name)
                 )
-                for report in sync_days(notion, staging.connect, obj, types, days, context.run_id, priority):
+                for report in sync_days(notion, staging.connect, obj, types, ready, context.run_id, priority):
                     context.log.info(
                         f"{obj.name} {report.partition}: {dict(report.totals)} in {report.duration_s:.1f}s, "
                         f"{report.requests} requests ({report.rate_limited} rate limited)"
                         + (", first in the Notion rate limiter (realtime lane)" if priority else "")
                     )
+                    if report.rate_limit_reasons:
+                        context.log.warning(
+                            f"Notion rate limits hit: {limits_hit(report.rate_limit_reasons)}"
+                        )
                     yield report.partition, _metadata(report, notion, priority)
             except (SchemaError, PermanentNotionError) as error:
                 raise Failure(description=str(error), allow_retries=False) from error
             except duckdb.CatalogException as error:
                 raise Failure(
-                    description=f"{obj.staging_table} is not staged yet: materialize salesforce/{obj.name} "
-                    f"for {days[0]} first ({error})",
-                    allow_retries=False,
+                    description=f"{not_staged_message(obj, days[0])} ({error})", allow_retries=False
                 ) from error
+            if len(ready) < len(days):
+                raise Failure(description=not_staged_message(obj, days[len(ready)]), allow_retries=False)
 
         yield from materialize_days(context, sync)
 

@@ -19,6 +19,7 @@ from dagster import (
 
 from notion_sync.config import ObjectConfig
 from notion_sync.notion import state
+from notion_sync.notion.assets import not_staged_message, staged_days
 from notion_sync.partitions import daily_partitions
 from notion_sync.ranges import check_days
 from notion_sync.staging import StagingResource
@@ -65,8 +66,31 @@ def build_notion_checks(obj: ObjectConfig) -> list[AssetChecksDefinition]:
         ) -> Iterator[AssetCheckEvaluation | Output]:
             with staging.connect() as conn:
                 state.ensure_tables(conn)
-                yield from check_days(
-                    context, lambda day: failure_check_result(state.latest_batch(conn, obj.name, day))
-                )
+                results = {
+                    day: failure_check_result(state.latest_batch(conn, obj.name, day))
+                    for day in context.partition_keys
+                }
+            yield from check_days(context, results)
 
-    return [_failure_rate]
+        @asset_check(
+            asset=["notion", obj.name],
+            name="salesforce_day_staged",
+            partitions_def=daily_partitions(obj),
+            description=f"salesforce/{obj.name} was staged for the day (staged_partitions), so its sync had "
+            "the day's records to work on; fails for a day synced without them.",
+        )
+        def _staged(
+            context: AssetCheckExecutionContext, staging: StagingResource
+        ) -> Iterator[AssetCheckEvaluation | Output]:
+            staged = staged_days(staging, obj, context.partition_keys)
+            results = {
+                day: AssetCheckResult(
+                    passed=day in staged,
+                    description=None if day in staged else not_staged_message(obj, day),
+                    metadata={"staging_table": obj.staging_table},
+                )
+                for day in context.partition_keys
+            }
+            yield from check_days(context, results)
+
+    return [_failure_rate, _staged]

@@ -3,14 +3,22 @@
 Every HTTP attempt first acquires the limiter, is logged (method, endpoint, status, duration; never
 the token) and is reported to ``on_call`` as an `ApiCall`. Transient failures are retried with
 exponential backoff and full jitter, honouring Retry-After (which pauses every worker sharing the
-limiter). Permanent failures raise at once. A create (``idempotent=False``) whose outcome is unknown
-raises `AmbiguousWriteError` instead of being retried: Notion has no idempotency keys, so only the
-caller, by looking the record up, can tell whether it exists.
+limiter, minutes long for a workspace limit). Permanent failures raise at once; those no request can
+get past (401, 403, a blocked connection) raise `RunStoppingError` naming what to fix. A create
+(``idempotent=False``) whose outcome is unknown raises `AmbiguousWriteError` instead of being
+retried: Notion has no idempotency keys, so only the caller, by looking the record up, can tell
+whether it exists. A 409 wrote nothing and is retried like a 429; a 503 saying the write was saved
+(``committed_resource_id`` / ``retry_guidance``) raises `CommittedWriteError` and is never repeated.
+
+Bodies are sent as UTF-8 JSON: ``requests``' ``json=`` escapes every non-ASCII character as
+``\\uXXXX`` (six bytes for a Cyrillic or CJK character), which would put long text over Notion's
+500 KB body limit.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json as jsonlib
 import logging
 import random
 import re
@@ -24,12 +32,17 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from notion_sync.notion.errors import (
+    BLOCKED,
     NOT_APPLIED_STATUSES,
+    RATE_LIMIT_REASONS,
     AmbiguousWriteError,
+    CommittedWriteError,
     NotionApiError,
     PermanentNotionError,
+    RunStoppingError,
     TransientNotionError,
     error_class,
+    explain,
 )
 from notion_sync.notion.rate_limit import RateLimiter
 
@@ -38,6 +51,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.notion.com"
 DEFAULT_VERSION = "2025-09-03"
+# Notion answers 503 after 60 s of work; a client giving up sooner turns slow successes into retries.
+READ_TIMEOUT_S = 60.0
 _ID = re.compile(
     r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}(?![0-9A-Za-z])"
 )
@@ -68,6 +83,7 @@ class ApiCall:
     rate_limited: bool  # 429
     retry_after: float | None  # Retry-After in (virtual) seconds, as the server sent it
     error_code: str | None  # Notion's error code, or "timeout" / "connection_error"
+    rate_limit_reason: str | None = None  # a 429's additional_data.rate_limit_reason
 
 
 def endpoint_of(path: str) -> str:
@@ -105,7 +121,7 @@ class NotionClient:
         base_url: str = DEFAULT_BASE_URL,
         version: str = DEFAULT_VERSION,
         limiter: RateLimiter | None = None,
-        timeout: tuple[float, float] = (5.0, 30.0),
+        timeout: tuple[float, float] = (5.0, READ_TIMEOUT_S),
         time_scale: float = 1.0,
         max_retries: int = 6,
         on_call: Callable[[ApiCall], None] | None = None,
@@ -169,9 +185,10 @@ class NotionClient:
     ) -> dict:
         """Send one API request with rate limiting and retries; return the decoded JSON body.
 
-        Raises `PermanentNotionError` at once, `TransientNotionError` after ``max_retries`` retries,
-        and `AmbiguousWriteError` at once when ``idempotent=False`` and the request may have been
-        applied (timeout, 5xx, 409 or connection lost after sending).
+        Raises `PermanentNotionError` at once (`RunStoppingError` when no request can succeed),
+        `TransientNotionError` after ``max_retries`` retries, `AmbiguousWriteError` at once when
+        ``idempotent=False`` and the request may have been applied (timeout, 5xx or connection lost
+        after sending), and `CommittedWriteError` at once for any write Notion says it saved.
         """
         method = method.upper()
         if not path.startswith("/"):
@@ -183,7 +200,7 @@ class NotionClient:
                 self.limiter.acquire(priority=self.priority)
             try:
                 return self._attempt(method, path, url, json, params, idempotent)
-            except AmbiguousWriteError:
+            except AmbiguousWriteError:  # CommittedWriteError too: never repeated
                 raise
             except TransientNotionError as error:
                 if attempt >= self.max_retries:
@@ -202,8 +219,11 @@ class NotionClient:
         endpoint = endpoint_of(path)
         at = datetime.now(UTC)
         started = time.perf_counter()
+        data = (
+            None if json is None else jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
+        )
         try:
-            response = self.session.request(method, url, json=json, params=params, timeout=self.timeout)
+            response = self.session.request(method, url, data=data, params=params, timeout=self.timeout)
         except requests.RequestException as exc:
             duration_ms = (time.perf_counter() - started) * 1000
             sent = not isinstance(exc, requests.ConnectTimeout) and not _never_connected(exc)
@@ -228,17 +248,14 @@ class NotionClient:
                     status, "invalid_response", "response body is not JSON", method=method, path=endpoint
                 ) from None
         error = self._error_from(response, method, endpoint)
-        self._record(at, method, endpoint, status, duration_ms, error.retry_after, error.code)
+        self._record(
+            at, method, endpoint, status, duration_ms, error.retry_after, error.code, error.rate_limit_reason
+        )
+        write = method in ("PATCH", "DELETE") or not idempotent
+        if status == 503 and write and error.do_not_repeat:
+            raise error.recast(CommittedWriteError)
         if isinstance(error, TransientNotionError) and not idempotent and status not in NOT_APPLIED_STATUSES:
-            raise AmbiguousWriteError(
-                status,
-                error.code,
-                error.message,
-                request_id=error.request_id,
-                retry_after=error.retry_after,
-                method=method,
-                path=endpoint,
-            )
+            raise error.recast(AmbiguousWriteError)
         raise error
 
     def _error_from(self, response: requests.Response, method: str, endpoint: str) -> NotionApiError:
@@ -250,16 +267,20 @@ class NotionClient:
         if not isinstance(body, dict):
             body = {}
         code = str(body.get("code") or f"http_{status}")
-        message = self._redact(str(body.get("message") or response.reason or ""))[:2000]
+        extra = body.get("additional_data") if isinstance(body.get("additional_data"), dict) else {}
+        said = str(body.get("message") or response.reason or "")
+        message = self._redact(explain(status, said, extra))
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return error_class(status)(
+        cls = RunStoppingError if extra.get("rate_limit_reason") == BLOCKED else error_class(status)
+        return cls(
             status,
             code,
-            message,
+            message[:2000],
             request_id=body.get("request_id"),
             retry_after=retry_after,
             method=method,
             path=endpoint,
+            additional_data=extra,
         )
 
     def _wait_before_retry(self, error: TransientNotionError, attempt: int) -> None:
@@ -268,8 +289,10 @@ class NotionClient:
             real = error.retry_after / ts
             if self.limiter is not None:
                 # Every worker of every process waits; our own next acquire() waits with them.
-                self.limiter.pause(real, f"{error.status} {error.code} on {error.method} {error.path}")
-                if error.status in NOT_APPLIED_STATUSES:
+                self.limiter.pause(
+                    real, f"{error.status} {error.code} on {error.method} {error.path}{limit_hit(error)}"
+                )
+                if error.status in (429, 529):
                     self.limiter.on_throttled()
             else:
                 time.sleep(real)
@@ -295,12 +318,22 @@ class NotionClient:
         )
         time.sleep(delay / ts)
 
-    def _record(self, at, method, endpoint, status, duration_ms, retry_after, error_code) -> None:
+    def _record(
+        self, at, method, endpoint, status, duration_ms, retry_after, error_code, reason=None
+    ) -> None:
         level = logging.DEBUG if 200 <= status < 300 else logging.INFO
         log.log(level, "Notion %s %s -> %s in %.0fms", method, endpoint, status or error_code, duration_ms)
         if self.on_call is not None:
             call = ApiCall(
-                at, method, endpoint, status, round(duration_ms, 2), status == 429, retry_after, error_code
+                at,
+                method,
+                endpoint,
+                status,
+                round(duration_ms, 2),
+                status == 429,
+                retry_after,
+                error_code,
+                reason,
             )
             try:
                 self.on_call(call)
@@ -513,6 +546,12 @@ def find_settled(client: NotionClient, find: Callable[[], T | None]) -> T | None
         if found := find():
             return found
     return None
+
+
+def limit_hit(error: NotionApiError) -> str:
+    """ ", <which limit>" for a 429 that says which limit it hit ("" otherwise), for logs."""
+    reason = error.rate_limit_reason
+    return f": {RATE_LIMIT_REASONS.get(reason, 'a limit')} ({reason})" if reason else ""
 
 
 def _never_connected(exc: requests.RequestException) -> bool:

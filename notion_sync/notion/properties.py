@@ -23,6 +23,9 @@ OPTION_NAME = 100  # characters of a select option name
 URL_LENGTH = 2000
 EMAIL_PHONE_LENGTH = 200
 TRUNCATED = "… [truncated]"
+# Notion refuses request bodies over 500 KB (413). The properties of one page, as UTF-8 JSON, are
+# kept under this, which leaves room for the parent, relation page ids and the JSON around them.
+PROPERTIES_BUDGET = 480_000
 
 _NUMBER_FORMATS = {
     "currency": "dollar",
@@ -206,6 +209,37 @@ def page_properties(
         for spec in specs
     }
     properties[SALESFORCE_ID_PROPERTY] = {"rich_text": rich_text(row["Id"])}
+    return fit_body(properties)
+
+
+def body_bytes(value: Any) -> int:
+    """Bytes of ``value`` as the client sends it: UTF-8 JSON, compact (see `NotionClient`)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode())
+
+
+def _texts(properties: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """name -> (kind, text) of the title and rich_text values longer than the TRUNCATED marker."""
+    texts = {}
+    for name, value in properties.items():
+        for kind in ("title", "rich_text"):
+            text = "".join(item["text"]["content"] for item in value.get(kind) or ())
+            if len(text) > len(TRUNCATED):
+                texts[name] = (kind, text)
+    return texts
+
+
+def fit_body(properties: dict[str, Any], budget: int = PROPERTIES_BUDGET) -> dict[str, Any]:
+    """Shorten the longest texts, ending them with the TRUNCATED marker, until ``properties`` take at
+    most ``budget`` bytes: 100 pieces of 2,000 CJK characters are 600 KB of UTF-8, over Notion's
+    500 KB per request. Each text loses only what the body is over."""
+    while (excess := body_bytes(properties) - budget) > 0:
+        texts = _texts(properties)
+        if not texts:  # nothing left to shorten (cannot happen within Notion's per-property limits)
+            return properties
+        name = max(texts, key=lambda key: len(texts[key][1].encode()))
+        kind, encoded = texts[name][0], texts[name][1].encode()
+        keep = encoded[: max(0, len(encoded) - excess - len(TRUNCATED.encode()))]
+        properties[name] = {kind: rich_text(keep.decode(errors="ignore") + TRUNCATED)}
     return properties
 
 

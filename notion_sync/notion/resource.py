@@ -27,7 +27,13 @@ from typing import TypeVar
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
-from notion_sync.notion.client import DEFAULT_BASE_URL, DEFAULT_VERSION, ApiCall, NotionClient
+from notion_sync.notion.client import (
+    DEFAULT_BASE_URL,
+    DEFAULT_VERSION,
+    READ_TIMEOUT_S,
+    ApiCall,
+    NotionClient,
+)
 from notion_sync.notion.pipeline import run_pipelined
 from notion_sync.notion.rate_limit import make_limiter
 
@@ -92,7 +98,7 @@ class NotionResource(ConfigurableResource):
     workers: int = Field(default=8, description="Requests kept in flight per process")
     adaptive: bool = Field(default=True, description="Slow start, halve on 429, grow back")
     connect_timeout: float = 5.0
-    read_timeout: float = 30.0
+    read_timeout: float = READ_TIMEOUT_S  # Notion's own: it answers 503 after 60 s
     max_retries: int = 6
 
     @classmethod

@@ -22,11 +22,17 @@ creates, records `notion_targets` and releases the claim in one transaction; the
 ``claim_wait_s``. A claim older than ``claim_stale_s`` is a crashed run's: it is taken over, and the
 taker still searches before creating (the crashed run may have created the database). DuckDB is
 held only for these tiny transactions, never across a Notion call.
+
+A recorded database is read at the start of every run (one request): gone (404: deleted, or no
+longer shared with the integration) or in the trash, a database this platform created is replaced:
+a warning names it, its record and the object's `sync_state` (every page was in it) are dropped,
+and a new one is created; the run then syncs its partition into it, and the partitions synced
+before are launched again (`SyncReport.resync_partitions`, the `reconcile_resync` sensor). A
+configured ``notion.database_id`` is the user's: the run fails naming the key and the likely causes.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import socket
@@ -37,13 +43,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from dagster import get_dagster_logger
+
 from notion_sync.config import ObjectConfig
 from notion_sync.notion import state
 from notion_sync.notion.client import NotionClient, find_settled, plain_text
-from notion_sync.notion.errors import AmbiguousWriteError
+from notion_sync.notion.errors import AmbiguousWriteError, PermanentNotionError
 from notion_sync.notion.properties import PropertySpec, database_properties
 
-log = logging.getLogger(__name__)
+log = get_dagster_logger(__name__)  # in a run: in the run's event log (the gone-database warning)
 
 Describe = Callable[[str], Mapping[str, Any]]  # object name -> Salesforce describe result
 # Real seconds: how long a run waits for another run creating the same database, the age at which
@@ -305,6 +313,46 @@ def _provision(
     return recorded
 
 
+def _retrieve_live(client: NotionClient, database_id: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The database, or None and why it cannot be written to: not found, or in the trash."""
+    try:
+        database = client.retrieve_database(database_id)
+    except PermanentNotionError as error:
+        if error.status != 404:
+            raise
+        return None, f"was not found ({error.status} {error.code})"
+    if database.get("in_trash") or database.get("archived"):
+        return None, "is in Notion's trash"
+    return database, None
+
+
+def _configured_gone(obj: ObjectConfig, database_id: str, why: str) -> SchemaError:
+    causes = (
+        "it was moved to the trash: restore it in Notion"
+        if "trash" in why
+        else "it was deleted, or it is not shared with the integration (in Notion: the database's "
+        "••• menu > Connections > add the integration)"
+    )
+    return SchemaError(
+        f"objects.{obj.name}.notion.database_id: the Notion database {database_id} {why}. Likely: "
+        f"{causes}; or set objects.{obj.name}.notion.database_id to another database (null creates one "
+        "under NOTION_PARENT_PAGE_ID)"
+    )
+
+
+def _drop_gone(connect: state.Connect, obj: ObjectConfig, database_id: str, why: str) -> None:
+    """Forget the created database that is gone, and the object's pages that were in it."""
+    with connect() as conn:
+        pages = state.forget_target(conn, obj.name, database_id)
+    if pages is not None:
+        log.warning(
+            f"{obj.name}: the Notion database {database_id} that notion-sync created for {obj.name} {why} "
+            "(deleted, moved to the trash, or no longer shared with the integration); creating a new "
+            f"one under NOTION_PARENT_PAGE_ID and syncing {obj.name} again: {pages} record(s) were "
+            "mapped to its pages; this partition now, the partitions synced before by new runs"
+        )
+
+
 def _locate(
     client: NotionClient,
     connect: state.Connect,
@@ -318,9 +366,17 @@ def _locate(
         recorded = state.load_target(conn, obj.name)
     configured = obj.notion.database_id
     if recorded and (not configured or _normalise(recorded[0]) == _normalise(configured)):
-        return recorded[1]
+        _, gone = _retrieve_live(client, recorded[0])
+        if not gone:
+            return recorded[1]
+        if configured:
+            raise _configured_gone(obj, configured, gone)
+        _drop_gone(connect, obj, recorded[0], gone)
+        return _locate(client, connect, obj, initial, parent_page_id, claiming)
     if configured:
-        database = client.retrieve_database(configured)
+        database, gone = _retrieve_live(client, configured)
+        if database is None:
+            raise _configured_gone(obj, configured, gone or "")
         data_source_id = _first_source(obj, database)
         with connect() as conn:
             state.save_target(conn, obj.name, database["id"], data_source_id)

@@ -11,6 +11,7 @@
 | `notion_target_claims` | object whose database a run is creating now: the run, since when |
 | `pending_relations` | relation whose parent page did not exist yet when the child was written |
 | `sf_fields` | configured Salesforce field: its describe type (drives the Notion property types) |
+| `reconciliations` | reconciliation run of an object: what it found (orphaned, missing, drifted pages) |
 
 Writes during a sync go through :class:`StateWriter`, which buffers them and flushes a few hundred
 rows at a time in one short transaction, so the staging file is never held while Notion is called
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
@@ -55,7 +57,7 @@ _TABLES = {
         PRIMARY KEY (run_id, object, "partition")""",
     "api_usage": """
         "at" TIMESTAMPTZ, run_id VARCHAR, object VARCHAR, method VARCHAR, endpoint VARCHAR, status INTEGER,
-        duration_ms DOUBLE, rate_limited BOOLEAN, retry_after DOUBLE""",
+        duration_ms DOUBLE, rate_limited BOOLEAN, retry_after DOUBLE, rate_limit_reason VARCHAR""",
     "notion_targets": """
         object VARCHAR PRIMARY KEY, database_id VARCHAR NOT NULL, data_source_id VARCHAR NOT NULL""",
     "notion_target_claims": """
@@ -67,6 +69,10 @@ _TABLES = {
     "sf_fields": """
         object VARCHAR NOT NULL, field VARCHAR NOT NULL, sf_type VARCHAR NOT NULL, label VARCHAR,
         reference_to VARCHAR, PRIMARY KEY (object, field)""",
+    "reconciliations": """
+        run_id VARCHAR NOT NULL, object VARCHAR NOT NULL, "at" TIMESTAMPTZ NOT NULL,
+        salesforce_records BIGINT, pages BIGINT, orphaned BIGINT, missing BIGINT, drifted BIGINT,
+        drift VARCHAR""",
 }
 SYNC_STATE_COLUMNS = ["object", "sf_id", "page_id", "content_hash", "updated_at", "in_trash"]
 SYNC_LOG_COLUMNS = [
@@ -93,7 +99,10 @@ API_USAGE_COLUMNS = [
     "duration_ms",
     "rate_limited",
     "retry_after",
+    "rate_limit_reason",
 ]
+# Columns added to a table after its first release: added to an existing file by `ensure_tables`.
+_ADDED_COLUMNS = {"api_usage": {"rate_limit_reason": "VARCHAR"}}
 PENDING_COLUMNS = ["object", "sf_id", "property", "parent_object", "parent_sf_id"]
 BATCH_TOTALS = ["processed", "succeeded", "failed", "skipped", "created", "updated", "unchanged", "archived"]
 
@@ -131,6 +140,24 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
     for table, columns in _TABLES.items():
         if table not in existing:
             _retry_conflicts(conn, partial(conn.execute, f"CREATE TABLE IF NOT EXISTS {table} ({columns})"))
+    for table, added in _ADDED_COLUMNS.items():
+        present = set(table_columns(conn, table))
+        for name, kind in added.items():
+            if name not in present:  # a staging file from before the column
+                alter = f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}"
+                _retry_conflicts(conn, partial(conn.execute, alter))
+
+
+def table_columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """The columns of ``table`` in the current database (none when it does not exist)."""
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND table_name = ?",
+            [table],
+        ).fetchall()
+    ]
 
 
 def _insert(
@@ -232,6 +259,47 @@ def forget(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]
         )
 
 
+def mark_stale(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]) -> None:
+    """Forget what the pages of ``ids`` hold (not which pages they are): their next sync writes them."""
+    with _id_frame(conn, ids) as frame:
+        conn.execute(
+            "UPDATE sync_state SET content_hash = NULL "
+            f"WHERE object = ? AND sf_id IN (SELECT sf_id FROM {frame})",
+            [object_name],
+        )
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """What one reconciliation of an object found (a row of ``reconciliations``)."""
+
+    run_id: str
+    object: str
+    salesforce_records: int
+    pages: int
+    orphaned: int
+    missing: int
+    drifted: int
+    drift: str  # resync | report: what was done about the drifted pages
+
+
+def record_reconciliation(conn: duckdb.DuckDBPyConnection, result: Reconciliation) -> None:
+    conn.execute(
+        "INSERT INTO reconciliations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            result.run_id,
+            result.object,
+            now(),
+            result.salesforce_records,
+            result.pages,
+            result.orphaned,
+            result.missing,
+            result.drifted,
+            result.drift,
+        ],
+    )
+
+
 def prune_history(conn: duckdb.DuckDBPyConnection, object_name: str, days: int) -> int:
     """Delete the object's sync_log and api_usage rows older than ``days``; returns how many.
 
@@ -275,6 +343,29 @@ def save_target(
     conn.execute(
         "INSERT OR REPLACE INTO notion_targets VALUES (?, ?, ?)", [object_name, database_id, data_source_id]
     )
+
+
+def forget_target(conn: duckdb.DuckDBPyConnection, object_name: str, database_id: str) -> int | None:
+    """Drop the record of ``database_id`` (gone from Notion) and the object's sync_state, in one
+    transaction; returns how many records were mapped, or None when another run already replaced
+    the record (then nothing is dropped: its new database and pages stay)."""
+
+    def attempt() -> int | None:
+        conn.execute("BEGIN TRANSACTION")
+        removed = conn.execute(
+            "DELETE FROM notion_targets WHERE object = ? AND database_id = ? RETURNING object",
+            [object_name, database_id],
+        ).fetchall()
+        pages = None
+        if removed:
+            pages = conn.execute(
+                "DELETE FROM sync_state WHERE object = ? RETURNING sf_id", [object_name]
+            ).fetchall()
+            conn.execute("DELETE FROM pending_relations WHERE object = ?", [object_name])
+        conn.execute("COMMIT")
+        return None if pages is None else len(pages)
+
+    return _retry_conflicts(conn, attempt)
 
 
 @dataclass(frozen=True)
@@ -454,6 +545,7 @@ class StateWriter:
         self.flush_seconds = flush_seconds
         self.durations_ms: list[float] = []
         self.rate_limited_calls = 0
+        self.rate_limit_reasons: Counter[str] = Counter()  # 429s by the limit they hit
         self._lock = threading.Lock()
         self._local = threading.local()
         self._states: dict[str, tuple[Any, ...]] = {}
@@ -481,10 +573,13 @@ class StateWriter:
                     call.duration_ms,
                     call.rate_limited,
                     call.retry_after,
+                    call.rate_limit_reason,
                 )
             )
             self.durations_ms.append(call.duration_ms)
             self.rate_limited_calls += bool(call.rate_limited)
+            if call.rate_limited:
+                self.rate_limit_reasons[call.rate_limit_reason or "unspecified"] += 1
         stats: CallStats | None = getattr(self._local, "stats", None)
         if stats is not None:
             stats.calls += 1
@@ -600,6 +695,14 @@ def start_batch(conn: duckdb.DuckDBPyConnection, run_id: str, object_name: str, 
         [run_id, object_name, partition, now()],
     )
     return previous["status"] if previous else None
+
+
+def batched_partitions(conn: duckdb.DuckDBPyConnection, object_name: str) -> list[str]:
+    """Every partition of the object a run has synced (or tried to), oldest first."""
+    rows = conn.execute(
+        'SELECT DISTINCT "partition" FROM sync_batches WHERE object = ? ORDER BY 1', [object_name]
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def record_failed_batch(

@@ -32,7 +32,14 @@ from typing import Any
 from notion_sync.config import SALESFORCE_ID_PROPERTY, ObjectConfig
 from notion_sync.notion import state
 from notion_sync.notion.client import NotionClient, find_settled, plain_text
-from notion_sync.notion.errors import AmbiguousWriteError, NotionApiError, PermanentNotionError
+from notion_sync.notion.errors import (
+    AmbiguousWriteError,
+    CommittedWriteError,
+    NotionApiError,
+    PermanentNotionError,
+    RunStoppingError,
+    limits_hit,
+)
 from notion_sync.notion.pipeline import run_pipelined
 from notion_sync.notion.properties import (
     FOUND_PREFIX,
@@ -91,6 +98,9 @@ class SyncReport:
     latencies_ms: list[float]
     relations_filled: int
     failures: list[tuple[str, str, str]]  # (sf_id, error code, message)
+    rate_limit_reasons: dict[str, int] = field(default_factory=dict)  # 429s by the limit they hit
+    # Other partitions to sync again: the object's database was replaced (the old one was gone).
+    resync_partitions: list[str] = field(default_factory=list)
 
     @property
     def achieved_rps(self) -> float:
@@ -123,7 +133,7 @@ class PartitionSurvey:
     columns: tuple[str, ...]  # the staged columns the sync reads
 
 
-def _read_columns(conn: Any, obj: ObjectConfig, specs: Sequence[PropertySpec]) -> tuple[str, ...]:
+def staged_columns(conn: Any, obj: ObjectConfig, specs: Sequence[PropertySpec]) -> tuple[str, ...]:
     """Id, IsDeleted and the synced fields: a partition is read without its dozens of other columns."""
     staged = {
         d[0] for d in conn.execute(f"SELECT * FROM {quote_ident(obj.staging_table)} LIMIT 0").description
@@ -138,7 +148,7 @@ def survey_partition(
     """Counts that decide how the partition is synced, without reading its rows into memory."""
     table = quote_ident(obj.staging_table)
     with connect() as conn:
-        columns = _read_columns(conn, obj, specs)
+        columns = staged_columns(conn, obj, specs)
         live = "NOT coalesce(IsDeleted, false)" if "IsDeleted" in columns else "true"
         records, unmapped = conn.execute(
             f"SELECT count(*), count(*) FILTER (WHERE {live} AND s.sf_id IS NULL) FROM {table} t "
@@ -242,10 +252,10 @@ def rebuild_state(
     copies: dict[str, list[PageCopy]] = {}  # sf_id -> its other pages, for records with several
     self_relations = [spec for spec in specs if spec.relation_to == writer.object_name]
     referenced: set[str] = set()  # pages of this data source that its pages relate to
-    for chunk in _chunks(client.all_pages(data_source_id), REBUILD_CHUNK):
+    for chunk in chunked(client.all_pages(data_source_id), REBUILD_CHUNK):
         parents = _related_records(writer, specs, chunk)
         for page in chunk:
-            referenced.update(_relation_ids(self_relations, [page]))
+            referenced.update(relation_ids(self_relations, [page]))
             sf_id = page_salesforce_id(page)
             if not sf_id:
                 continue
@@ -297,13 +307,13 @@ def _settle_copies(
     log.info("%s: %d records have several pages; kept one of each", writer.object_name, len(copies))
 
 
-def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+def chunked(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
 
 
-def _relation_ids(specs: Sequence[PropertySpec], pages: Sequence[dict[str, Any]]) -> set[str]:
+def relation_ids(specs: Sequence[PropertySpec], pages: Sequence[dict[str, Any]]) -> set[str]:
     """The page ids the relation properties (of ``specs``) of ``pages`` point to."""
     return {
         item["id"]
@@ -318,7 +328,7 @@ def _related_records(
     writer: state.StateWriter, specs: Sequence[PropertySpec], pages: Sequence[dict[str, Any]]
 ) -> dict[str, str]:
     """The Salesforce Ids of the pages that ``pages`` relate to (one short read per chunk)."""
-    related = _relation_ids(specs, pages)
+    related = relation_ids(specs, pages)
     if not related:
         return {}
     writer.flush()  # parents discovered earlier in this rebuild (self-relations) must be readable
@@ -351,6 +361,14 @@ def _relations(
     return pages, pending, resolved
 
 
+def hashed_row(specs: Sequence[PropertySpec], row: dict[str, Any]) -> dict[str, Any]:
+    """A staged row as the page properties its content hash covers: relations named by the parent's
+    Salesforce Id, so the hash does not change when a pending relation is filled in later."""
+    return page_properties(
+        specs, row, {s.field: [row[s.field]] for s in specs if s.relation_to and row.get(s.field)}
+    )
+
+
 def _unchanged(
     specs: Sequence[PropertySpec], current: state.PageState, digest: str, hashed: dict[str, Any]
 ) -> bool:
@@ -358,6 +376,11 @@ def _unchanged(
     if current.content_hash and current.content_hash.startswith(FOUND_PREFIX):
         return current.content_hash == found_hash(specs, hashed)
     return current.content_hash == digest
+
+
+def written_with(specs: Sequence[PropertySpec], current: state.PageState, hashed: dict[str, Any]) -> bool:
+    """Whether sync_state says the page was last written with (or found holding) ``hashed``."""
+    return _unchanged(specs, current, content_hash(hashed), hashed)
 
 
 def plan(
@@ -380,9 +403,7 @@ def plan(
             else:
                 idle.append((sf_id, "unchanged" if current else "skipped"))
             continue
-        hashed = page_properties(
-            specs, row, {s.field: [row[s.field]] for s in specs if s.relation_to and row.get(s.field)}
-        )
+        hashed = hashed_row(specs, row)
         digest = content_hash(hashed)
         if current and _unchanged(specs, current, digest, hashed) and not current.in_trash:
             idle.append((sf_id, "unchanged"))
@@ -423,7 +444,8 @@ def _lookup(client: NotionClient, data_source_id: str, sf_id: str) -> str | None
 
 
 def _create(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
-    """Create the page once: an earlier or ambiguous create is looked up before trying again."""
+    """Create the page once: an earlier or ambiguous create is looked up before trying again; a create
+    Notion says it saved is never repeated (its answer names the page, else it is looked up)."""
     if upsert.verify and (page_id := _lookup(client, data_source_id, upsert.sf_id)):
         client.update_page(page_id, properties=upsert.properties)
         return page_id
@@ -431,6 +453,12 @@ def _create(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
     while True:
         try:
             return client.create_page(data_source_id, upsert.properties or {})["id"]
+        except CommittedWriteError as error:
+            if error.committed_resource_id:
+                return error.committed_resource_id
+            if page_id := find_settled(client, lambda: _lookup(client, data_source_id, upsert.sf_id)):
+                return page_id
+            raise  # saved, Notion said, but not found yet: the next run looks it up again
         except AmbiguousWriteError:
             attempts += 1
             if page_id := find_settled(client, lambda: _lookup(client, data_source_id, upsert.sf_id)):
@@ -439,10 +467,34 @@ def _create(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
                 raise
 
 
-def perform(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
-    """Send the upsert's request(s); returns the page id.
+@dataclass(frozen=True)
+class Skipped:
+    """A record left as it is on purpose; ``code`` and ``reason`` go to sync_log (and ``status``)."""
+
+    code: str
+    reason: str
+
+
+TRASHED_SKIPPED = Skipped(
+    "page_in_trash",
+    "page in Notion's trash, left there (notion.trashed_pages: skip)",
+)
+
+
+def _in_trash(error: PermanentNotionError) -> bool:
+    """Notion's answer to editing (or trashing again) a page that is in the trash: a 400, not a 404."""
+    return error.status == 400 and "is archived" in error.message
+
+
+def perform(
+    client: NotionClient, data_source_id: str, upsert: Upsert, trashed_pages: str = "restore"
+) -> str | Skipped:
+    """Send the upsert's request(s); returns the page id, or `Skipped`.
 
     A page deleted in Notion (404) is created again on update, and counts as archived on archive.
+    A page a person moved to the trash is restored with the update (``trashed_pages`` "restore") or
+    left there and the record skipped ("skip"); on archive it is already where it should be. A
+    write Notion says it saved (`CommittedWriteError`) is done.
     """
     try:
         if upsert.kind == "archive":
@@ -453,7 +505,15 @@ def perform(client: NotionClient, data_source_id: str, upsert: Upsert) -> str:
                 upsert.page_id, properties=upsert.properties, in_trash=False if upsert.restore else None
             )
             return upsert.page_id
+    except CommittedWriteError:
+        return upsert.page_id
     except PermanentNotionError as error:
+        if _in_trash(error):
+            if upsert.kind == "update" and trashed_pages == "skip":
+                return TRASHED_SKIPPED
+            if upsert.kind == "update":
+                client.update_page(upsert.page_id, properties=upsert.properties, in_trash=False)
+            return upsert.page_id
         if error.status != 404:
             raise
         if upsert.kind == "archive":
@@ -481,9 +541,21 @@ def _record(
     progress: _Progress,
     partition: str,
     upsert: Upsert,
-    outcome: str | NotionApiError,
+    outcome: str | Skipped | NotionApiError,
     stats: state.CallStats,
 ) -> None:
+    if isinstance(outcome, Skipped):
+        writer.log(
+            partition,
+            upsert.sf_id,
+            "skipped",
+            "skipped",
+            stats=stats,
+            error_code=outcome.code,
+            error_message=outcome.reason,
+        )
+        progress.count(upsert.sf_id, "skipped")
+        return
     if isinstance(outcome, NotionApiError):
         permanent = isinstance(outcome, PermanentNotionError)
         progress.transient += not permanent
@@ -516,6 +588,8 @@ def _tracked(writer: state.StateWriter, call: Any) -> Any:
         with writer.track_calls() as stats:
             try:
                 return call(item), stats
+            except RunStoppingError:  # no other record can succeed either: stop the run
+                raise
             except NotionApiError as error:
                 return error, stats
 
@@ -592,8 +666,9 @@ def _execute(
     upserts: Iterable[Upsert],
     workers: int,
     progress: _Progress,
+    trashed_pages: str,
 ) -> None:
-    work = _tracked(writer, lambda upsert: perform(client, data_source_id, upsert))
+    work = _tracked(writer, lambda upsert: perform(client, data_source_id, upsert, trashed_pages))
     for upsert, result in run_pipelined(upserts, work, workers):
         if isinstance(result, BaseException):
             raise result
@@ -625,7 +700,9 @@ def sync_partition(
             uncertain = False
         records = survey.records
         upserts = _planned(writer, obj, specs, partition, survey, progress, verify_new=uncertain)
-        _execute(client, writer, data_source_id, partition, upserts, workers, progress)
+        _execute(
+            client, writer, data_source_id, partition, upserts, workers, progress, obj.notion.trashed_pages
+        )
         filled = fill_pending_relations(client, writer, workers)
         status = "failed" if progress.transient else "succeeded"
         summary = _summary(progress.failures)
@@ -650,6 +727,11 @@ def sync_partition(
         raise SyncIncomplete(
             f"{obj.name} {partition}: {progress.transient} record(s) failed transiently after retries "
             f"({summary}); progress is recorded, a re-run resumes with the rest"
+            + (
+                f". Notion rate limits hit: {limits_hit(writer.rate_limit_reasons)}"
+                if writer.rate_limited_calls
+                else ""
+            )
         )
     return SyncReport(
         object=obj.name,
@@ -663,6 +745,7 @@ def sync_partition(
         latencies_ms=writer.durations_ms[requests_before:],
         relations_filled=filled,
         failures=progress.failures,
+        rate_limit_reasons=dict(writer.rate_limit_reasons),
     )
 
 
@@ -699,6 +782,9 @@ def sync_days(
     specs = property_specs(obj, sf_types)
     # batch_size: rows (sync state, log, API usage) buffered per DuckDB write; one happens every 2 s anyway.
     writer = state.StateWriter(connect, run_id, obj.name, flush_rows=obj.batch_size)
+    with connect() as conn:
+        state.ensure_tables(conn)
+        before = state.load_target(conn, obj.name)
     with notion.get_client(on_call=writer.record_call, priority=priority) as client:
         try:
             data_source_id = ensure_data_source(
@@ -710,10 +796,17 @@ def sync_days(
                 for partition in partitions:
                     state.record_failed_batch(conn, run_id, obj.name, partition, error_summary(error))
             raise
+        replaced = bool(before and before[1] != data_source_id)
         for partition in partitions:
-            yield sync_partition(
+            report = sync_partition(
                 client, writer, obj, specs, data_source_id, partition, workers=notion.workers
             )
+            if replaced:  # a new database: what went into the old one, again (reported once)
+                with connect() as conn:
+                    synced = state.batched_partitions(conn, obj.name)
+                report.resync_partitions = [p for p in synced if p not in partitions]
+                replaced = False
+            yield report
 
 
 def run_sync(

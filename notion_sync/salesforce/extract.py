@@ -25,7 +25,11 @@ from typing import Any
 import requests
 from simple_salesforce import Salesforce
 from simple_salesforce.bulk2 import Operation
-from simple_salesforce.exceptions import SalesforceResourceNotFound
+from simple_salesforce.exceptions import (
+    SalesforceMalformedRequest,
+    SalesforceOperationError,
+    SalesforceResourceNotFound,
+)
 
 from notion_sync.automation.modstamps import parse_modstamp
 from notion_sync.config import ObjectConfig
@@ -83,11 +87,18 @@ SWAP_CHUNK_ROWS = 50_000
 # getDeleted refuses a start more than 30 days back (INVALID_REPLICATION_DATE); a margin for clock skew.
 DELETE_LOG_REACH = timedelta(days=30) - timedelta(minutes=5)
 
+# The field a daily partition is a day of, by preference (Airbyte's order).
+REPLICATION_FIELDS = ("SystemModstamp", "LastModifiedDate", "CreatedDate", "LoginTime")
+
 PageCallback = Callable[[int, int], None]  # (pages so far, rows so far), after each page is spooled
 
 
 class SalesforceSchemaError(ValueError):
     """The sync config names an object or field Salesforce does not have."""
+
+
+class BulkUnavailable(RuntimeError):
+    """Bulk 2.0 cannot read this window (the job ended Failed or Aborted, or was refused): use REST."""
 
 
 class Method(StrEnum):
@@ -151,9 +162,28 @@ def staging_columns(describe_fields: Sequence[Mapping[str, Any]]) -> list[Column
     ]
 
 
-def count_window(sf: Salesforce, object_name: str, start: datetime, end: datetime) -> int:
-    """Records in the window, deleted ones included (queryAll), as the extraction will see them."""
-    return sf.query(soql.count_query(object_name, start, end), include_deleted=True)["totalSize"]
+def count_window(sf: Salesforce, object_name: str, window: Window | None = None) -> int:
+    """Records in the window (all without one), deleted ones included (queryAll), as the extraction
+    will see them."""
+    query = (
+        soql.count_query(object_name)
+        if window is None
+        else soql.count_query(object_name, window.start, window.end, window.field)
+    )
+    return sf.query(query, include_deleted=True)["totalSize"]
+
+
+def replication_field(object_name: str, describe: Mapping[str, Any]) -> str:
+    """The field partitions are days of: the first of REPLICATION_FIELDS the object has (as Airbyte
+    picks it); history objects have only CreatedDate, LoginHistory has LoginTime."""
+    names = {field["name"] for field in describe["fields"]}
+    for name in REPLICATION_FIELDS:
+        if name in names:
+            return name
+    raise SalesforceSchemaError(
+        f"{object_name} has none of {', '.join(REPLICATION_FIELDS)}, so its records cannot be read by "
+        f"day; remove objects.{object_name} from the sync config"
+    )
 
 
 @dataclass(frozen=True)
@@ -170,22 +200,30 @@ def read_deleted(
     """Records deleted in `[start, end)`, hard deletes and Recycle Bin purges included, from getDeleted
     (`sobjects/<Object>/deleted`), clamped to what it serves: whole minutes, at most 30 days back, up
     to now. None when a minute or less remains (Salesforce refuses such a window)."""
-    now = now or datetime.now(UTC)
+    span = deleted_span(start, end, now or datetime.now(UTC))
+    return None if span is None else deleted_window(getattr(sf, object_name).deleted(*span))
+
+
+def deleted_span(start: datetime, end: datetime, now: datetime) -> tuple[datetime, datetime] | None:
+    """`[start, end)` clamped to what getDeleted serves (whole minutes, 30 days back, up to now);
+    None when a minute or less remains (Salesforce refuses such a window)."""
     start = _whole_minute(max(start, now - DELETE_LOG_REACH))
     if _whole_minute(min(end, now)) - start <= timedelta(minutes=1):
         return None
-    result = getattr(sf, object_name).deleted(start, min(end, now))
+    return start, min(end, now)
+
+
+def deleted_window(result: dict) -> DeletedWindow:
+    """getDeleted's answer as a :class:`DeletedWindow`."""
     return DeletedWindow(
         records=[(record["id"], record["deletedDate"]) for record in result["deletedRecords"]],
         covered=parse_modstamp(result["latestDateCovered"]),
     )
 
 
-def _deleted_in(
-    sf: Salesforce, object_name: str, window: tuple[datetime, datetime]
-) -> list[tuple[str, datetime]]:
+def _deleted_in(sf: Salesforce, object_name: str, window: Window) -> list[tuple[str, datetime]]:
     """(Id, deletion time) of the records deleted within the partition's window (none past 30 days)."""
-    found = read_deleted(sf, object_name, *window)
+    found = read_deleted(sf, object_name, window.start, window.end)
     return [(record_id, parse_modstamp(when)) for record_id, when in found.records] if found else []
 
 
@@ -219,8 +257,15 @@ def bulk_pages(
     again (same locator), since the session can only retry what fails before the body is read.
     """
     bulk = getattr(client.sf.bulk2, object_name)._client
-    job_id = bulk.create_job(Operation.query_all, query)["id"]
-    bulk.wait_for_job(job_id, True, wait=BULK_FIRST_POLL_S)
+    try:
+        job_id = bulk.create_job(Operation.query_all, query)["id"]
+    except SalesforceMalformedRequest as error:  # e.g. INVALIDENTITY: not supported by the Bulk API
+        raise BulkUnavailable(f"Bulk API refused the {object_name} query job: {error.content}") from error
+    try:
+        bulk.wait_for_job(job_id, True, wait=BULK_FIRST_POLL_S)
+    except SalesforceOperationError as error:  # the job ended Failed or Aborted (or never finished)
+        state = bulk.get_job(job_id, True).get("state")
+        raise BulkUnavailable(f"Bulk job {job_id} for {object_name} ended {state} ({error})") from error
     locator = ""
     while True:
         page = client.backoff.call(
@@ -247,12 +292,30 @@ def _prefetched(pages: Iterator[Path]) -> Iterator[Path]:
             yield page
 
 
+@dataclass(frozen=True)
+class Window:
+    """A partition's records: `[start, end)` on the object's replication field."""
+
+    start: datetime
+    end: datetime
+    field: str = soql.CURSOR_FIELD
+
+
+def _select(object_name: str, fields: Sequence[str], window: Window | None, *, ordered: bool = True) -> str:
+    """The window's records, or every record of the object without one."""
+    if window is None:
+        return soql.select_query(object_name, fields, ordered=ordered)
+    return soql.select_query(
+        object_name, fields, window.start, window.end, ordered=ordered, field=window.field
+    )
+
+
 def _spool_rest(
     sf: Salesforce,
     spool: Spool,
     object_name: str,
     columns: Sequence[Column],
-    window: tuple[datetime, datetime],
+    window: Window | None,
     batch_size: int,
     on_page: PageCallback,
 ) -> int:
@@ -264,7 +327,7 @@ def _spool_rest(
     for table, fields in zip(tables, chunks, strict=True):
         chunk_columns = [by_name[name] for name in fields]
         spool.create_table(table, chunk_columns)
-        for records in rest_pages(sf, soql.select_query(object_name, fields, *window), batch_size):
+        for records in rest_pages(sf, _select(object_name, fields, window), batch_size):
             page_file = spool.directory / f"page-{pages}.json"
             page_file.write_text(json.dumps(records))
             rows += spool.load_json(table, page_file, chunk_columns)
@@ -281,13 +344,13 @@ def _spool_bulk(
     spool: Spool,
     object_name: str,
     columns: Sequence[Column],
-    window: tuple[datetime, datetime],
+    window: Window | None,
     page_records: int,
     on_page: PageCallback,
 ) -> int:
     spool.create_table(SPOOL_TABLE, columns)
     types = {c.name: c.type for c in columns}
-    query = soql.select_query(object_name, list(types), *window, ordered=False)
+    query = _select(object_name, list(types), window, ordered=False)
     pages = rows = 0
     for page_file in _prefetched(bulk_pages(client, object_name, query, spool.directory, page_records)):
         rows += spool.load_csv(SPOOL_TABLE, page_file, types)
@@ -295,6 +358,33 @@ def _spool_bulk(
         pages += 1
         on_page(pages, rows)
     return pages
+
+
+def choose_method(obj: ObjectConfig, estimated: int) -> Method:
+    return Method.REST if estimated <= obj.bulk_threshold else Method.BULK
+
+
+def spool_records(
+    client: SalesforceClient,
+    spool: Spool,
+    object_name: str,
+    columns: Sequence[Column],
+    window: Window | None,
+    method: Method,
+    sizes: tuple[int, int],
+    on_page: PageCallback,
+    log: logging.Logger,
+) -> tuple[int, Method]:
+    """Read `columns` of the window's records (deleted included) into the spool with `method`; Bulk
+    falls back to REST for this window when Bulk cannot read it (as Airbyte does). `sizes` are the
+    Bulk page records and the REST batch size. Returns the pages and the method that read them."""
+    if method is Method.BULK:
+        try:
+            return _spool_bulk(client, spool, object_name, columns, window, sizes[0], on_page), Method.BULK
+        except BulkUnavailable as error:
+            log.warning(f"{error}; reading this window with REST instead")
+        spool.drop_table(SPOOL_TABLE)
+    return _spool_rest(client.sf, spool, object_name, columns, window, sizes[1], on_page), Method.REST
 
 
 def stage_days(
@@ -321,10 +411,10 @@ def stage_days(
     describe = describe_object(sf, obj.name)
     check_configured_fields(obj, describe)
     columns = staging_columns(describe["fields"])
-    window = range_window(partition_keys)
+    window = Window(*range_window(partition_keys), replication_field(obj.name, describe))
     label = partition_keys[0] + (f"..{partition_keys[-1]}" if len(partition_keys) > 1 else "")
-    estimated = count_window(sf, obj.name, *window)
-    method = Method.REST if estimated <= obj.bulk_threshold else Method.BULK
+    estimated = count_window(sf, obj.name, window)
+    method = choose_method(obj, estimated)
     log.info(
         f"{obj.name} {label}: about {estimated} records (deleted included), {len(columns)} fields; "
         f"reading them with {method.value} (bulk_threshold {obj.bulk_threshold})"
@@ -333,18 +423,16 @@ def stage_days(
     for directory, size in remove_abandoned_spools(staging.path):
         log.warning(f"removed {directory.name} ({size / 2**20:.0f} MB), the spool of a run that was killed")
     with Spool.create(staging.path) as spool:
-        if method is Method.REST:
-            pages = _spool_rest(sf, spool, obj.name, columns, window, rest_batch_size, on_page)
-        else:
-            pages = _spool_bulk(client, spool, obj.name, columns, window, bulk_page_records, on_page)
+        sizes = (bulk_page_records, rest_batch_size)
+        pages, method = spool_records(client, spool, obj.name, columns, window, method, sizes, on_page, log)
         flagged = "IsDeleted" in {c.name for c in columns}
-        by_day = spool.count_by_day(SPOOL_TABLE, soql.CURSOR_FIELD, "IsDeleted" if flagged else None)
+        by_day = spool.count_by_day(SPOOL_TABLE, window.field, "IsDeleted" if flagged else None)
         spool.close()
         log_deleted = _deleted_in(sf, obj.name, window) if flagged else []
         spool_s = time.monotonic() - began
         spooled = sum(total for total, _ in by_day.values())
         for chunk in _swap_chunks(partition_keys, by_day):
-            swapped, error = _swap_chunk(staging, obj, columns, spool.path, chunk, log_deleted)
+            swapped, error = _swap_chunk(staging, obj, columns, spool.path, chunk, window.field, log_deleted)
             for key, swap, lock_s, added in swapped:
                 if added:
                     log.info(
@@ -403,6 +491,7 @@ def _swap_chunk(
     columns: Sequence[Column],
     spool_path: Path,
     chunk: Sequence[str],
+    cursor: str,
     log_deleted: Sequence[tuple[str, datetime]],
 ) -> tuple[list[tuple[str, Swap, float, list[str]]], BaseException | None]:
     """Swap the chunk's days in, one transaction each, in one connection to the staging file.
@@ -422,7 +511,7 @@ def _swap_chunk(
                     obj.staging_table,
                     spool_path,
                     start.date(),
-                    cursor=soql.CURSOR_FIELD,
+                    cursor=cursor,
                     deleted=[(record_id, when) for record_id, when in log_deleted if start <= when < end],
                 )
                 swapped.append((key, swap, time.monotonic() - began, added))

@@ -163,7 +163,6 @@ class SharedLogin:
         self._lock = threading.Lock()
         self.token: str | None = None
         self.instance_url: str | None = None
-        self.logins = 0
 
     @classmethod
     def given(cls, instance_url: str, session_id: str) -> SharedLogin:
@@ -195,9 +194,8 @@ class SharedLogin:
     def _renew(self) -> None:
         if self._log_in is None:
             raise SalesforceAuthError(f"the Salesforce session cannot be renewed; {self.advice}")
-        self.token = None
+        self.token = None  # a failed login leaves no session: the next call tries again
         self.token, self.instance_url = self._log_in()
-        self.logins += 1
 
 
 _LOGINS: dict[str, SharedLogin] = {}

@@ -15,7 +15,10 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 from simple_salesforce import Salesforce
 
+from notion_sync.salesforce.ids import org_id_of_session
 from notion_sync.salesforce.login import Credentials, shared_login
+from notion_sync.salesforce.pubsub.client import DEFAULT_ENDPOINT as DEFAULT_PUBSUB_ENDPOINT
+from notion_sync.salesforce.pubsub.client import PubSubAuth, PubSubClient
 from notion_sync.salesforce.transport import (
     ApiBudget,
     ApiBudgetExhausted,
@@ -50,6 +53,7 @@ ENV_VARS = {
     "domain": "SALESFORCE_DOMAIN",
     "ca_bundle": "SALESFORCE_CA_BUNDLE",
     "api_version": "SALESFORCE_API_VERSION",
+    "pubsub_endpoint": "SALESFORCE_PUBSUB_ENDPOINT",
 }
 
 
@@ -77,6 +81,9 @@ class SalesforceResource(ConfigurableResource):
     domain: str | None = Field(default=None, description="login, test, or the My Domain (e.g. acme.my)")
     ca_bundle: str | None = Field(default=None, description="CA file to trust, e.g. the sandbox's")
     api_version: str = DEFAULT_API_VERSION
+    pubsub_endpoint: str = Field(
+        default=DEFAULT_PUBSUB_ENDPOINT, description="Pub/Sub API host:port (Change Data Capture events)"
+    )
     budget_reserve: float = Field(
         default=0.10, ge=0, le=1, description="Share of the daily API budget left untouched for others"
     )
@@ -124,3 +131,17 @@ class SalesforceResource(ConfigurableResource):
             version=credentials.api_version,
         )
         return SalesforceClient(sf=sf, budget=budget, backoff=backoff)
+
+    def pubsub_client(self) -> PubSubClient:
+        """A Pub/Sub API channel authenticated with the process's session (access token, instance
+        URL, org id); a session the API refuses is renewed once per tick by the caller's next call."""
+        login = shared_login(self.credentials(), Backoff(self.max_retries, self.backoff_s), self.ca_bundle)
+        session_id, instance_url = login.session()
+        auth = PubSubAuth(session_id, instance_url, org_id_of_session(session_id))
+        return PubSubClient(self.pubsub_endpoint or DEFAULT_PUBSUB_ENDPOINT, auth, self.ca_bundle)
+
+    def renew_session(self, stale: str) -> None:
+        """After the Pub/Sub API refused ``stale`` (UNAUTHENTICATED): log in again if we can."""
+        login = shared_login(self.credentials(), Backoff(self.max_retries, self.backoff_s), self.ca_bundle)
+        if login.renewable:
+            login.renew(stale)

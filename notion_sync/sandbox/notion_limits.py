@@ -13,8 +13,16 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+# Notion's 429 ``additional_data.rate_limit_reason`` values.
+CONNECTION_LIMIT = "public_api_request_rate_limit"
+WORKSPACE_LIMIT = "public_api_space_request_rate_limit"
+ENDPOINT_LIMIT = "public_api_endpoint_rate_limit"
+REQUEST_BLOCKED = "public_api_request_blocked"
 
 
 class VirtualClock:
@@ -56,12 +64,21 @@ class RateLimiter:
     under one lock, so the count of admitted requests is exact whatever the concurrency.
     """
 
-    def __init__(self, clock: VirtualClock, rps: float, burst: int, workspace_rps: float | None) -> None:
+    def __init__(
+        self,
+        clock: VirtualClock,
+        rps: float,
+        burst: int,
+        workspace_rps: float | None,
+        workspace_retry_after: int = 0,
+    ) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self.rps = float(rps)
         self.burst = int(burst)
         self.workspace_rps = workspace_rps
+        # Notion's workspace limit can answer a Retry-After of minutes: at least this many (virtual) s.
+        self.workspace_retry_after = int(workspace_retry_after)
         self._buckets: dict[str, _Bucket] = {}
         self._workspace = _Bucket(float(burst), clock.now())
 
@@ -96,11 +113,14 @@ class RateLimiter:
             bucket = self._buckets.setdefault(token, _Bucket(float(self.burst), now))
             self._refill(bucket, now, self.rps)
             if bucket.tokens < 1.0:
-                return False, "connection_limit", self._retry_after(bucket, self.rps)
+                return False, CONNECTION_LIMIT, self._retry_after(bucket, self.rps)
             if self.workspace_rps is not None:
                 self._refill(self._workspace, now, self.workspace_rps)
                 if self._workspace.tokens < 1.0:
-                    return False, "workspace_limit", self._retry_after(self._workspace, self.workspace_rps)
+                    wait = max(
+                        self.workspace_retry_after, self._retry_after(self._workspace, self.workspace_rps)
+                    )
+                    return False, WORKSPACE_LIMIT, wait
                 self._workspace.tokens -= 1.0
             bucket.tokens -= 1.0
             return True, "", 0
@@ -123,6 +143,8 @@ class Fault:
     method: str | None = None
     apply_write: bool = False  # process the request for real, then answer with the fault anyway
     retry_after: int | None = None  # virtual seconds, for 429/529/503
+    reason: str | None = None  # 429: additional_data.rate_limit_reason (default: the connection limit)
+    committed: bool = False  # 503 after applying the write: additional_data says so (retry_guidance, id)
     after: int = 0  # matching requests let through before the fault starts (e.g. fail from day 17 on)
 
     def matches(self, method: str, path: str) -> bool:
@@ -169,6 +191,33 @@ class FaultInjector:
         return None
 
 
+class WriteConflicts:
+    """Concurrent writes to one data source: a write arriving while another to the same data source
+    is in flight answers 409 ``conflict_error`` (nothing written) with probability ``rate``, as
+    Notion's transactions do under concurrent writers. Notion publishes no rate: 0 unless set."""
+
+    def __init__(self, rate: float = 0.0) -> None:
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._in_flight: Counter[str] = Counter()
+
+    @contextmanager
+    def writing(self, key: str | None) -> Iterator[bool]:
+        """Hold a write to ``key`` (a data source id; None: not a page write) for the block; yields
+        whether it conflicts with one already in flight."""
+        if key is None:
+            yield False
+            return
+        with self._lock:
+            conflict = self._in_flight[key] > 0 and random.random() < self.rate
+            self._in_flight[key] += 1
+        try:
+            yield conflict
+        finally:
+            with self._lock:
+                self._in_flight[key] -= 1
+
+
 class Latency:
     """Per-request delay in virtual milliseconds with uniform jitter; sleeps real time / speed."""
 
@@ -188,6 +237,7 @@ class _Counters:
     faults: int = 0
     by_status: Counter[str] = field(default_factory=Counter)  # totals, 429s and admitted derive from it
     by_route: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    body_bytes_max: int = 0  # the largest request body received
     first: tuple[float, float] | None = None  # (real, virtual) time of the first non-429 answer
     last: tuple[float, float] | None = None
 
@@ -204,11 +254,12 @@ class RequestStats:
         with self._lock:
             self._c = _Counters()
 
-    def record(self, route: str, status: int | str, faulted: bool = False) -> None:
+    def record(self, route: str, status: int | str, faulted: bool = False, body_bytes: int = 0) -> None:
         """Count one answer; ``status`` is "timeout" for an injected hang that never answered."""
         stamp = (time.monotonic(), self._clock.now())
         with self._lock:
             c = self._c
+            c.body_bytes_max = max(c.body_bytes_max, body_bytes)
             c.by_status[str(status)] += 1
             c.by_route[route][str(status)] += 1
             c.faults += faulted
@@ -235,6 +286,7 @@ class RequestStats:
                 "requests_by_route": {route: dict(s) for route, s in c.by_route.items()},
                 "rate_limited": rate_limited,
                 "faults_injected": c.faults,
+                "body_bytes_max": c.body_bytes_max,
                 "admitted": admitted,
                 "span_real_s": real_span,
                 "span_virtual_s": virtual_span,

@@ -4,10 +4,11 @@
 model and validation live in ``notion_store``; the token bucket, latency, faults and statistics in
 ``notion_limits``. Administration (no auth) is under ``/_sandbox/``:
 
-- ``POST /_sandbox/config`` ``{rps, burst, latency_ms, jitter_ms, speed, workspace_rps}`` (any subset);
-  ``GET /_sandbox/config``
-- ``POST /_sandbox/faults`` ``{status, count, path_prefix, method, apply_write, retry_after}`` or
-  ``{"timeout": seconds | null, count, ...}`` or ``{"clear": true}``; ``GET /_sandbox/faults``
+- ``POST /_sandbox/config`` ``{rps, burst, latency_ms, jitter_ms, speed, workspace_rps,
+  workspace_retry_after, block_limit, conflict_rate}`` (any subset); ``GET /_sandbox/config``
+- ``POST /_sandbox/faults`` ``{status, count, path_prefix, method, apply_write, retry_after, reason,
+  committed}`` or ``{"timeout": seconds | null, count, ...}`` or ``{"clear": true}``;
+  ``GET /_sandbox/faults``
 - ``GET /_sandbox/stats``
 - ``POST /_sandbox/seed`` ``{data_source_id, pages: [properties, …], start, per_minute}``: pages made
   without API calls (see `NotionSandbox.seed_pages`); answers ``{"ids": […]}``
@@ -36,12 +37,14 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from notion_sync.sandbox.notion_limits import (
+    CONNECTION_LIMIT,
     Fault,
     FaultInjector,
     Latency,
     RateLimiter,
     RequestStats,
     VirtualClock,
+    WriteConflicts,
 )
 from notion_sync.sandbox.notion_store import BOT_USER_ID, V2025, V2026, NotionError, Store, invalid
 
@@ -159,9 +162,11 @@ class _Handler(BaseHTTPRequestHandler):
             lines.append("Connection: close")
         self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
 
-    def _read_body(self) -> bytes:
+    def _read_body(self, admin: bool = False) -> bytes:
+        """The request body; an API body far over Notion's limit is not read (admin ones always are:
+        a seed of 25,000 pages is several MB)."""
         length = int(self.headers.get("Content-Length") or 0)
-        if length > 20 * MAX_BODY_BYTES:
+        if length > 20 * MAX_BODY_BYTES and not admin:
             self.close_connection = True
             return b"x" * (MAX_BODY_BYTES + 1)
         return self.rfile.read(length) if length else b""
@@ -170,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
         sandbox = self.server.sandbox
         split = urlsplit(self.path)
         path, query = split.path, parse_qs(split.query)
-        raw = self._read_body()
+        raw = self._read_body(admin=path.startswith("/_sandbox/"))
         if path.startswith("/_sandbox/"):
             status, body = sandbox._admin(self.command, path, raw)
             self._send(status, body)
@@ -179,19 +184,22 @@ class _Handler(BaseHTTPRequestHandler):
         route, action, params = _match(self.command, path)
         fault = None
         try:
-            sandbox._latency.sleep()
-            self._gate(request_id)
-            if action is None:
-                raise _error(NotionError(400, "invalid_request_url", "Invalid request URL."), request_id)
-            fault = sandbox._faults.take(self.command, path)
-            if fault is not None:
-                self._faulted(fault, action, params, query, raw, request_id)
-                sandbox._stats.record(route, "timeout", faulted=True)
-                return
-            status, body, headers = 200, self._execute(action, params, query, raw, request_id), {}
+            with sandbox._conflicts.writing(sandbox._write_target(action, params, raw)) as conflict:
+                sandbox._latency.sleep()  # the write is in flight meanwhile
+                self._gate(request_id)
+                if action is None:
+                    raise _error(NotionError(400, "invalid_request_url", "Invalid request URL."), request_id)
+                fault = sandbox._faults.take(self.command, path)
+                if fault is not None:
+                    self._faulted(fault, action, params, query, raw, request_id)
+                    sandbox._stats.record(route, "timeout", faulted=True, body_bytes=len(raw))
+                    return
+                if conflict:
+                    raise _error(NotionError(409, *FAULT_ERRORS[409]), request_id)
+                status, body, headers = 200, self._execute(action, params, query, raw, request_id), {}
         except _Reply as reply:
             status, body, headers = reply.status, reply.body, reply.headers
-        sandbox._stats.record(route, status, faulted=fault is not None)
+        sandbox._stats.record(route, status, faulted=fault is not None, body_bytes=len(raw))
         self._send(status, body, headers)
 
     def _gate(self, request_id: str) -> None:
@@ -231,10 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
         admitted, reason, retry_after = sandbox._limiter.acquire(token)
         if not admitted:
-            err = NotionError(429, *FAULT_ERRORS[429], additional_data={"rate_limit_reason": reason})
-            reply = _error(err, request_id)
-            reply.headers["Retry-After"] = str(retry_after)
-            raise reply
+            raise _rate_limited(reason, retry_after, request_id)
 
     def _execute(
         self, action: str, params: dict[str, str], query: dict[str, list[str]], raw: bytes, request_id: str
@@ -275,13 +280,15 @@ class _Handler(BaseHTTPRequestHandler):
         result: dict | None = None
         if fault.apply_write and action in WRITES:
             result = self._execute(action, params, query, raw, request_id)
+        if fault.status == 429:
+            raise _rate_limited(fault.reason or CONNECTION_LIMIT, fault.retry_after or 1, request_id)
         if fault.status is not None:
             code, message = FAULT_ERRORS.get(
                 fault.status, ("internal_server_error", "Unexpected error occurred.")
             )
-            extra = {"rate_limit_reason": "connection_limit"} if fault.status == 429 else None
+            extra = _committed(result) if fault.committed else None
             reply = _error(NotionError(fault.status, code, message, extra), request_id)
-            if fault.retry_after is not None or fault.status in (429, 529):
+            if fault.retry_after is not None or fault.status == 529:
                 reply.headers["Retry-After"] = str(fault.retry_after or 1)
             raise reply
         if fault.timeout_s is not None:  # answer late: the client has given up by then
@@ -302,6 +309,26 @@ class _Handler(BaseHTTPRequestHandler):
                         return
                 except OSError:
                     return
+
+
+def _rate_limited(reason: str, retry_after: int, request_id: str) -> _Reply:
+    """A 429 as Notion sends it: which limit (``rate_limit_reason``), Retry-After in the header and body."""
+    extra = {"rate_limit_reason": reason, "retry_after": retry_after}
+    reply = _error(NotionError(429, *FAULT_ERRORS[429], additional_data=extra), request_id)
+    reply.headers["Retry-After"] = str(retry_after)
+    return reply
+
+
+def _committed(result: dict | None) -> dict:
+    """``additional_data`` of a 503 on a write Notion saved after its 55 s deadline."""
+    extra: dict[str, Any] = {
+        "elapsed_ms": "55012",
+        "deadline_ms": "55000",
+        "retry_guidance": ["Read the object again to confirm the saved change.", "Do not repeat the write."],
+    }
+    if result and result.get("object") in ("page", "database") and "id" in result:
+        extra["committed_resource_id"] = result["id"]
+    return extra
 
 
 def _reason(status: int) -> str:
@@ -345,14 +372,16 @@ class NotionSandbox:
         speed: float = 1.0,
         token: str = "ntn_sandbox_token",
         workspace_rps: float | None = None,
+        workspace_retry_after: int = 0,
     ) -> None:
         self.port = port
         self.token = token
         self._tokens = {token}
         self._clock = VirtualClock(speed)
-        self._limiter = RateLimiter(self._clock, rps, burst, workspace_rps)
+        self._limiter = RateLimiter(self._clock, rps, burst, workspace_rps, workspace_retry_after)
         self._latency = Latency(self._clock, latency_ms, latency_jitter_ms)
         self._faults = FaultInjector()
+        self._conflicts = WriteConflicts()
         self._stats = RequestStats(self._clock)
         self.store = Store(self._clock)
         self.parent_page_id = self.store.root_page_id
@@ -433,6 +462,33 @@ class NotionSandbox:
     def set_speed(self, speed: float) -> None:
         self._clock.set_speed(speed)
 
+    def set_conflict_rate(self, rate: float) -> None:
+        """Share of page writes answered 409 ``conflict_error`` while another write to the same data
+        source is in flight (0, the default: Notion publishes no rate)."""
+        self._conflicts.rate = rate
+
+    def _write_target(self, action: str | None, params: dict[str, str], raw: bytes) -> str | None:
+        """The data source a page create or update writes to (None for anything else)."""
+        if action == "create_page":
+            try:
+                return str(json.loads(raw).get("parent", {}).get("data_source_id") or "") or None
+            except (ValueError, AttributeError):
+                return None
+        if action == "update_page":
+            page = self.store.pages.get(params["id"])
+            parent = page.parent if page is not None else None
+            return getattr(parent, "id", None)
+        return None
+
+    def set_block_limit(self, blocks: int | None) -> None:
+        """The Free plan's block limit (1,000 for a workspace with several members): creates past
+        it answer 403. ``None``: a paid plan."""
+        self.store.block_limit = blocks
+
+    def trash_page(self, page_id: str) -> None:
+        """Move a page to the trash as a person in the Notion app would (not an API request)."""
+        self.store.trash_page(page_id)
+
     def set_query_lag(self, seconds: float) -> None:
         """New pages appear in data source queries only ``seconds`` (virtual) after their creation."""
         self.store.query_lag_s = seconds / self._clock.speed
@@ -464,6 +520,9 @@ class NotionSandbox:
             "rps": self._limiter.rps,
             "burst": self._limiter.burst,
             "workspace_rps": self._limiter.workspace_rps,
+            "workspace_retry_after": self._limiter.workspace_retry_after,
+            "block_limit": self.store.block_limit,
+            "conflict_rate": self._conflicts.rate,
             "latency_ms": self._latency.ms,
             "jitter_ms": self._latency.jitter_ms,
             "speed": self.speed,
@@ -477,6 +536,8 @@ class NotionSandbox:
         method: str | None = None,
         apply_write: bool = False,
         retry_after: int | None = None,
+        reason: str | None = None,
+        committed: bool = False,
         after: int = 0,
     ) -> None:
         """Answer the next ``count`` matching requests with ``status`` (after the rate limiter), once
@@ -484,7 +545,9 @@ class NotionSandbox:
 
         With ``apply_write`` a write is executed before the error is returned: the page exists
         although the client saw a 5xx (the duplicate trap). ``retry_after`` is in virtual seconds
-        (429/529 default to 1).
+        (429/529 default to 1). ``reason``: a 429's ``rate_limit_reason`` (default the connection
+        limit). ``committed``: the write is applied and the answer's ``additional_data`` says so
+        (``retry_guidance``, and ``committed_resource_id`` for a create), as Notion's 503 does.
         """
         self._faults.add(
             Fault(
@@ -492,8 +555,10 @@ class NotionSandbox:
                 status=status,
                 path_prefix=path_prefix,
                 method=method,
-                apply_write=apply_write,
+                apply_write=apply_write or committed,
                 retry_after=retry_after,
+                reason=reason,
+                committed=committed,
                 after=after,
             )
         )
@@ -639,6 +704,12 @@ class NotionSandbox:
             self.set_rate(body.get("rps"), body.get("burst"))
         if "workspace_rps" in body:
             self._limiter.workspace_rps = body["workspace_rps"]
+        if "workspace_retry_after" in body:
+            self._limiter.workspace_retry_after = int(body["workspace_retry_after"])
+        if "conflict_rate" in body:
+            self.set_conflict_rate(float(body["conflict_rate"]))
+        if "block_limit" in body:
+            self.set_block_limit(None if body["block_limit"] is None else int(body["block_limit"]))
         if "latency_ms" in body or "jitter_ms" in body:
             self.set_latency(
                 float(body.get("latency_ms", self._latency.ms)),
@@ -658,4 +729,10 @@ class NotionSandbox:
         if "timeout" in body:
             self.inject_timeout(seconds=body["timeout"], **common)
         else:
-            self.inject(status=int(body.get("status", 500)), retry_after=body.get("retry_after"), **common)
+            self.inject(
+                status=int(body.get("status", 500)),
+                retry_after=body.get("retry_after"),
+                reason=body.get("reason"),
+                committed=bool(body.get("committed", False)),
+                **common,
+            )

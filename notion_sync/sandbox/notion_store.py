@@ -86,6 +86,14 @@ ANNOTATIONS = {
     "color": "default",
 }
 BOT_USER_ID = "7775f3a3-893f-43fa-b625-460c61094c78"
+# PATCH of a page in the trash (reported by integrations, e.g. dvanoni/notero).
+ARCHIVED_MESSAGE = "Can't edit block that is archived. You must unarchive the block before editing."
+# Notion documents a 403 for creates past the Free plan's block limit but we found no recorded body:
+# code restricted_resource (Notion's code for a forbidden operation) and a message of our own.
+BLOCK_LIMIT_MESSAGE = (
+    "This workspace has reached its block limit: the Free plan allows 1,000 blocks in a workspace with "
+    "more than one member. Upgrade the workspace's plan to create more."
+)
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 
@@ -435,7 +443,9 @@ class Store:
     by default: a query returns at most ``query_result_cap`` results across its pagination (then
     ``request_status`` says ``incomplete``); page timestamps are kept to the minute; search finds a
     new data source only ``search_lag_s`` virtual seconds after its creation, while a page's
-    children (``GET /v1/blocks/{id}/children``) list a new database at once.
+    children (``GET /v1/blocks/{id}/children``) list a new database at once; a page in the trash
+    refuses edits and a second trashing (400 "Can't edit block that is archived"). Set by a test:
+    ``block_limit`` (the Free plan's 1,000 blocks), past which creates answer 403.
     """
 
     def __init__(self, clock: VirtualClock | None = None) -> None:
@@ -449,6 +459,9 @@ class Store:
         # Real seconds before a new page shows up in data source queries (an index lag, for tests of
         # lookups right after a create; 0 = at once).
         self.query_lag_s = 0.0
+        # The Free plan's lifetime block limit of a workspace with several members (1,000; every page
+        # and database is a block); past it creates answer 403. None: a paid plan, no limit.
+        self.block_limit: int | None = None
         self.query_result_cap = QUERY_RESULT_CAP
         self.search_lag_s = SEARCH_LAG_S
         # data source id -> (filter and sorts, matching pages in order, position of each page id)
@@ -467,6 +480,11 @@ class Store:
         elif parent is not None:
             self._children.setdefault(parent, []).append(page.id)
         return page
+
+    def _check_block_limit(self) -> None:
+        """Creates past the workspace's block limit (its grace period over) are refused."""
+        if self.block_limit is not None and len(self.pages) + len(self.databases) >= self.block_limit:
+            raise NotionError(403, "restricted_resource", BLOCK_LIMIT_MESSAGE)
 
     def _new_source(
         self, database: Database, title: tuple[Segment, ...], icon: dict | None = None
@@ -743,6 +761,7 @@ class Store:
             if not isinstance(parent, dict) or "page_id" not in parent:
                 raise body_invalid("body.parent.page_id", "defined", _MISSING)
             parent_page = self._page(parent["page_id"], "body.parent.page_id")
+            self._check_block_limit()
             title = parse_rich_text(body.get("title", []), "body.title")
             db = Database(
                 new_id(),
@@ -908,6 +927,7 @@ class Store:
             else:
                 raise body_invalid("body.parent.data_source_id", "defined", _MISSING)
             values = self._parse_values(target, props)
+            self._check_block_limit()
             page = self._new_page(target)
             self._apply_values(page, values)
             page.icon, page.cover = body.get("icon"), body.get("cover")
@@ -922,10 +942,9 @@ class Store:
             props = body.get("properties")
             if props is not None and not isinstance(props, dict):
                 raise body_invalid("body.properties", "an object", props)
-            if page.in_trash and trash is not False and (props or "icon" in body or "cover" in body):
-                raise invalid(
-                    "Can't edit block that is archived. You must unarchive the block before editing."
-                )
+            # Editing a page in the trash, or trashing it again, is refused until it is restored.
+            if page.in_trash and trash is not False and (props or trash or "icon" in body or "cover" in body):
+                raise invalid(ARCHIVED_MESSAGE)
             target = page.parent if isinstance(page.parent, DataSource) else page.parent or "workspace"
             values = self._parse_values(target, props or {})
             self._apply_values(page, values)
@@ -1318,6 +1337,12 @@ class Store:
                 if dups:
                     out[s.id] = {"count": len(dups), "ids": dups}
             return out
+
+    @_mutates
+    def trash_page(self, page_id: str) -> None:
+        """Move a page to the trash as a person does in the app (no API request)."""
+        page = self._page(page_id)
+        page.in_trash, page.edited = True, _now()
 
     @_mutates
     def reset(self) -> None:

@@ -88,6 +88,7 @@ from notion_sync.sandbox.sf_data import (
 VERSIONS = [f"{v}.0" for v in range(31, 69)]  # 68.0 is Winter '27
 MAX_URI = 16_384  # Salesforce refuses longer request URIs with 414
 REST_PAGE = 2_000
+COMPOSITE_LIMIT, COMPOSITE_QUERIES = 25, 5  # subrequests of one /composite call, and queries among them
 BULK_PAGE = 50_000
 CSV_CHUNK = 500  # records per chunk of a streamed Bulk results page
 LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com", "*.my.salesforce.com")
@@ -177,11 +178,12 @@ class RenderCache:
 
     Only base records are cached: a record an admin edited, created or purged never appears in a
     result set as a base record (:meth:`SalesforceData.execute` takes it from the overrides), so it
-    is rendered afresh and admin changes always win; nothing needs invalidating. A block file is
-    keyed by everything that decides its bytes: the data's parameters, the object, the rendering
-    (format, fields, delimiter, line ending, API version), the Python version (seeds use ``hash``)
-    and the source of the sandbox itself. Files are written whole and renamed into place, so
-    concurrent fills of one block are harmless.
+    is rendered afresh and admin changes always win. Only cross-object formulas (a Contact's
+    ``Account_Name__c``) change a base record: the key counts the writes to the records they read.
+    A block file is keyed by everything that decides its bytes: the data's parameters, the object,
+    the rendering (format, fields, delimiter, line ending, API version), those writes, the Python
+    version (seeds use ``hash``) and the source of the sandbox itself. Files are written whole and
+    renamed into place, so concurrent fills of one block are harmless.
 
     Block file: ``n`` (uint32 LE), ``n + 1`` offsets (native uint64) into the body, then the body.
     """
@@ -321,13 +323,22 @@ class SalesforceSandbox:
         end: datetime = DEFAULT_END,
         invalid_emails: bool = True,
         custom_fields: int = 40,
+        long_text_fields: int = 0,
         bulk_processing_seconds: float = 0.05,
         render_cache: Path | None = None,
         logins_per_hour: int = sf_login.LOGINS_PER_HOUR,
         cdc_objects: Sequence[str] = ("Account", "Contact"),
+        extra_objects: Sequence[str] = (),
     ) -> None:
         self.data = SalesforceData(
-            records, seed, days=days, end=end, invalid_emails=invalid_emails, custom_fields=custom_fields
+            records,
+            seed,
+            days=days,
+            end=end,
+            invalid_emails=invalid_emails,
+            custom_fields=custom_fields,
+            long_text_fields=long_text_fields,
+            extra_objects=extra_objects,
         )
         self._clock_offset = 0.0
         self.data.clock = lambda: time.time() + self._clock_offset
@@ -628,7 +639,11 @@ class SalesforceSandbox:
     ) -> list[bytes]:
         if self.render_cache is None:
             return [render(record) for record in records]
-        return self.render_cache.fragments(obj, rendering, records, render)
+        return self.render_cache.fragments(obj, self._cache_key(obj, rendering), records, render)
+
+    def _cache_key(self, obj: str, rendering: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A rendering, plus the writes to what the object's cross-object formulas read."""
+        return (*rendering, self.data.formula_inputs(obj))
 
     def _rest_rendering(
         self, obj: str, fields: list[str], version: str
@@ -672,7 +687,9 @@ class SalesforceSandbox:
             rendering, render = self._csv_rendering(parsed.fields, delimiter, line_ending)
         else:
             rendering, render = self._rest_rendering(parsed.sobject, parsed.fields, version)
-        return self.render_cache.warm(parsed.sobject, rendering, indexes, render)
+        return self.render_cache.warm(
+            parsed.sobject, self._cache_key(parsed.sobject, rendering), indexes, render
+        )
 
     def rest_record(self, obj: str, record: Any, fields: list[str], version: str) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -916,6 +933,7 @@ def _unavailable_page(status: int) -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    _in_composite = False
     server: _Server
     timeout = 120
     disable_nagle_algorithm = True  # headers and body go out in separate writes: avoid 40 ms ACK stalls
@@ -1125,38 +1143,91 @@ class _Handler(BaseHTTPRequestHandler):
         if head == "jobs" and len(parts) >= 2 and parts[1] == "query":
             self._bulk(method, parts[2:], params, version, drop)
             return
+        if method == "POST" and rest == "/composite":
+            self._charge("composite")
+            self._json(200, self._composite(self._body(), version), self._limit_headers(), drop=drop)
+            return
         if method != "GET":
-            sandbox._charge("unsupported")
+            self._charge("unsupported")
             raise ApiError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET")
-        if head in ("query", "queryAll") and len(parts) == 1:
-            sandbox._charge(head)
-            if "q" not in params:
-                raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
-            payload = sandbox.start_query(params["q"], head == "queryAll", self._batch_size(), version)
-        elif head in ("query", "queryAll") and len(parts) == 2:
-            sandbox._charge("queryMore")
-            locator, _, offset = parts[1].rpartition("-")
-            if not locator or not offset.isdigit():
-                raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
-            payload = sandbox.query_more(locator, int(offset), self._batch_size(), version, head)
-        elif head == "limits":
-            sandbox._charge("limits")
-            payload = self._limits()
-        elif head == "sobjects":
-            payload = self._sobjects(parts[1:], version, params)
-        elif rest == "/":
-            sandbox._charge("resources")
-            payload = {
-                name: f"/services/data/v{version}/{name}"
-                for name in ("sobjects", "query", "queryAll", "limits", "jobs")
-            }
-        else:
-            sandbox._charge("unknown")
-            raise _not_found()
+        payload = self._get(parts, params, version, self._batch_size())
         if isinstance(payload, bytes):  # a query page, already JSON
             self._send(200, payload, headers=self._limit_headers(), drop=drop)
         else:
             self._json(200, payload, self._limit_headers(), drop=drop)
+
+    def _charge(self, endpoint: str) -> None:
+        """Charge a request to the daily budget; a Composite subrequest is only counted (the whole
+        series counts as one call)."""
+        if self._in_composite:
+            self.sandbox._count(f"composite:{endpoint}")
+        else:
+            self.sandbox._charge(endpoint)
+
+    def _get(self, parts: list[str], params: dict[str, str], version: str, batch: int) -> Any:
+        """The payload of a GET below ``/services/data/vNN.0``: a dict, or a query page's JSON bytes."""
+        sandbox = self.sandbox
+        head = parts[0]
+        if head in ("query", "queryAll") and len(parts) == 1:
+            self._charge(head)
+            if "q" not in params:
+                raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
+            return sandbox.start_query(params["q"], head == "queryAll", batch, version)
+        if head in ("query", "queryAll") and len(parts) == 2:
+            self._charge("queryMore")
+            locator, _, offset = parts[1].rpartition("-")
+            if not locator or not offset.isdigit():
+                raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+            return sandbox.query_more(locator, int(offset), batch, version, head)
+        if head == "limits":
+            self._charge("limits")
+            return self._limits()
+        if head == "sobjects":
+            return self._sobjects(parts[1:], version, params)
+        if parts == [""]:
+            self._charge("resources")
+            return {
+                name: f"/services/data/v{version}/{name}"
+                for name in ("sobjects", "query", "queryAll", "limits", "jobs", "composite")
+            }
+        self._charge("unknown")
+        raise _not_found()
+
+    def _composite(self, body: Any, version: str) -> dict[str, Any]:
+        """``POST /composite``: up to 25 GET subrequests, at most 5 of them queries, answered in order;
+        a failed one answers its error body and status, the others still run (allOrNone false)."""
+        subrequests = body.get("compositeRequest") if isinstance(body, dict) else None
+        if not isinstance(subrequests, list) or not subrequests:
+            raise ApiError(400, "JSON_PARSER_ERROR", "compositeRequest is required")
+        queries = sum("/query" in str(sub.get("url", "")) for sub in subrequests)
+        if len(subrequests) > COMPOSITE_LIMIT or queries > COMPOSITE_QUERIES:
+            raise ApiError(
+                400,
+                "INVALID_BATCH_REQUEST",
+                f"A composite request holds at most {COMPOSITE_LIMIT} subrequests, {COMPOSITE_QUERIES} "
+                "of them queries",
+            )
+        self._in_composite = True
+        try:
+            return {"compositeResponse": [self._subrequest(sub) for sub in subrequests]}
+        finally:
+            self._in_composite = False
+
+    def _subrequest(self, sub: dict[str, Any]) -> dict[str, Any]:
+        reference = sub.get("referenceId")
+        try:
+            url = urlsplit(str(sub.get("url", "")))
+            match = _VERSION_PATH.match(unquote(url.path))
+            if sub.get("method") != "GET" or match is None or match.group(1) not in VERSIONS:
+                raise ApiError(400, "INVALID_BATCH_REQUEST", f"unsupported subrequest {sub.get('url')}")
+            parts = (match.group(2) or "/").strip("/").split("/")
+            params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+            payload = self._get(parts, params, match.group(1), REST_PAGE)
+            body = json.loads(payload) if isinstance(payload, bytes) else payload
+            status = 200
+        except (ApiError, DataError) as exc:
+            body, status = [{"errorCode": exc.error_code, "message": exc.message}], exc.status
+        return {"body": body, "httpHeaders": {}, "httpStatusCode": status, "referenceId": reference}
 
     def _batch_size(self) -> int:
         options = self.headers.get("Sforce-Query-Options", "")
@@ -1178,7 +1249,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _sobjects(self, parts: list[str], version: str, params: dict[str, str]) -> Any:
         data = self.sandbox.data
         if not parts:
-            self.sandbox._charge("describeGlobal")
+            self._charge("describeGlobal")
             return {
                 "encoding": "UTF-8",
                 "maxBatchSize": 200,
@@ -1186,16 +1257,16 @@ class _Handler(BaseHTTPRequestHandler):
             }
         sobject = data.sobject(parts[0])
         if len(parts) == 2 and parts[1] == "describe":
-            self.sandbox._charge("describe")
+            self._charge("describe")
             if sobject is None:
                 raise _not_found()
             return describe_sobject(sobject, version)
         if len(parts) == 2 and parts[1] == "deleted":
-            self.sandbox._charge("getDeleted")
+            self._charge("getDeleted")
             if sobject is None:
                 raise _not_found()
             return self.sandbox.get_deleted(sobject.name, params.get("start"), params.get("end"))
-        self.sandbox._charge("sobject")
+        self._charge("sobject")
         if sobject is None:
             raise _not_found()
         if len(parts) == 1:

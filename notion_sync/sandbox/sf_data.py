@@ -103,6 +103,18 @@ class SObject:
     def field_map(self) -> dict[str, Field]:
         return {f.name: f for f in self.fields}
 
+    @property
+    def stamp_field(self) -> str:
+        """The datetime its records are ordered by: SystemModstamp, or CreatedDate on a history
+        object (whose rows are never edited and have no SystemModstamp)."""
+        names = {f.name for f in self.fields}
+        return "SystemModstamp" if "SystemModstamp" in names else "CreatedDate"
+
+    @property
+    def writable(self) -> bool:
+        """History objects are written by Salesforce only."""
+        return self.stamp_field == "SystemModstamp"
+
 
 def _system_fields() -> tuple[Field, ...]:
     return (
@@ -145,10 +157,14 @@ STAGES = {  # StageName → default Probability
 OPPORTUNITY_TYPES = _values(
     "Existing Customer - Upgrade|Existing Customer - Replacement|Existing Customer - Downgrade|New Customer"
 )
+HISTORY_FIELDS = ("Phone", "Type", "Industry", "Website")
 PRODUCTS = ("Platform", "Analytics", "Support Plus", "Training", "Integrations", "Mobile")
 
 
-def _account(custom_fields: int) -> SObject:
+LONG_TEXT_LENGTH = 131_072  # a Long Text Area holds at most 131,072 characters
+
+
+def _account(custom_fields: int, long_text_fields: int = 0) -> SObject:
     billing = [
         Field("BillingStreet", "textarea", "Billing Street", length=255, compound="BillingAddress"),
         Field("BillingCity", "string", "Billing City", length=40, compound="BillingAddress"),
@@ -179,6 +195,12 @@ def _account(custom_fields: int) -> SObject:
     customs = [
         Field(f"Custom_Text_{k:02d}__c", "string", f"Custom Text {k:02d}", length=255, custom=True)
         for k in range(1, custom_fields + 1)
+    ]
+    long_texts = [
+        Field(
+            f"Long_Notes_{k:02d}__c", "textarea", f"Long Notes {k:02d}", length=LONG_TEXT_LENGTH, custom=True
+        )
+        for k in range(1, long_text_fields + 1)
     ]
     return SObject(
         "Account",
@@ -211,6 +233,7 @@ def _account(custom_fields: int) -> SObject:
                 formula="AnnualRevenue / NumberOfEmployees",
             ),
             *customs,
+            *long_texts,
         ),
     )
 
@@ -233,6 +256,14 @@ CONTACT = SObject(
         Field("Birthdate", "date", "Birthdate"),
         Field("HasOptedOutOfEmail", "boolean", "Email Opt Out", nillable=False),
         Field("Description", "textarea", "Contact Description", length=32000),
+        Field(
+            "Account_Name__c",
+            "string",
+            "Account Name",
+            length=1300,
+            custom=True,
+            formula="Account.Name",  # cross-object: changes with the Account, not the Contact's modstamp
+        ),
         *_system_fields(),
     ),
 )
@@ -261,12 +292,68 @@ OPPORTUNITY = SObject(
     ),
 )
 
+# A field history object: one row per tracked change, with CreatedDate and no SystemModstamp or
+# LastModifiedDate (replicated by CreatedDate).
+ACCOUNT_HISTORY = SObject(
+    "AccountHistory",
+    "Account History",
+    "Account History",
+    "017",
+    6,
+    (
+        *_id_fields(),
+        Field("AccountId", "reference", "Account ID", length=18, reference_to=("Account",), system=True),
+        Field("CreatedById", "reference", "Created By ID", length=18, reference_to=("User",), system=True),
+        Field("CreatedDate", "datetime", "Created Date", nillable=False, system=True),
+        Field("Field", "picklist", "Changed Field", length=255, picklist=HISTORY_FIELDS, system=True),
+        Field("OldValue", "anyType", "Old Value", system=True),
+        Field("NewValue", "anyType", "New Value", system=True),
+    ),
+)
+
+# Two more standard objects, small, served only when asked for (``extra_objects``): enough objects
+# for a Composite API call of five queries.
+LEAD_STATUSES = _values("Open - Not Contacted|Working - Contacted|Closed - Converted|Closed - Not Converted")
+CASE_STATUSES = _values("New|Working|Escalated|Closed")
+LEAD = SObject(
+    "Lead",
+    "Lead",
+    "Leads",
+    "00Q",
+    4,
+    (
+        *_id_fields(),
+        Field("LastName", "string", "Last Name", length=80, nillable=False),
+        Field("Company", "string", "Company", length=255, nillable=False),
+        Field("Status", "picklist", "Lead Status", length=255, nillable=False, picklist=LEAD_STATUSES),
+        Field("Email", "email", "Email", length=80),
+        *_system_fields(),
+    ),
+)
+CASE = SObject(
+    "Case",
+    "Case",
+    "Cases",
+    "500",
+    5,
+    (
+        *_id_fields(),
+        Field("AccountId", "reference", "Account ID", length=18, reference_to=("Account",)),
+        Field("Subject", "string", "Subject", length=255),
+        Field("Status", "picklist", "Status", length=255, picklist=CASE_STATUSES),
+        *_system_fields(),
+    ),
+)
+EXTRA_OBJECTS = {"Lead": LEAD, "Case": CASE}
+
 REQUIRED_ON_CREATE = {
     "Account": ("Name",),
     "Contact": ("LastName",),
     "Opportunity": ("Name", "StageName", "CloseDate"),
+    "Lead": ("LastName", "Company", "Status"),
+    "Case": (),
 }
-_PER_ACCOUNT = {"Account": 1, "Contact": 2, "Opportunity": 1}
+_PER_ACCOUNT = {"Account": 1, "Contact": 2, "Opportunity": 1, "AccountHistory": 1, "Lead": 1, "Case": 1}
 
 
 # ----------------------------------------------------------------------------------- ids and datetimes
@@ -429,6 +516,14 @@ def _phone(rng: _Rng) -> str | None:
     return None if rng.random() < 0.2 else f"+1 ({_int(rng, 200, 999)}) 555-{_int(rng, 0, 9999):04d}"
 
 
+def _account_name(rng: _Rng, index: int) -> str:
+    """An Account's Name: the first draws of its generator, so formulas can read it alone."""
+    fixed = {0: "Müller & Søn", 1: "東京 Trading"}
+    return (
+        fixed.get(index) or f"{_pick(rng, _COMPANY_A)} {_pick(rng, _COMPANY_B)}{_pick(rng, _COMPANY_SUFFIX)}"
+    )
+
+
 # ----------------------------------------------------------------------------------------- the data
 
 
@@ -528,22 +623,28 @@ class SalesforceData:
         end: datetime = DEFAULT_END,
         invalid_emails: bool = True,
         custom_fields: int = 40,
+        long_text_fields: int = 0,
+        extra_objects: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.records, self.seed, self.invalid_emails, self.clock = records, seed, invalid_emails, clock
         self.custom_fields = custom_fields
+        self.long_text_fields = long_text_fields
         self.end_ms = int(end.timestamp() * 1000)
         self.start_ms = self.end_ms - days * DAY_MS
-        self.sobjects = {o.name: o for o in (_account(custom_fields), CONTACT, OPPORTUNITY)}
+        objects = (_account(custom_fields, long_text_fields), CONTACT, OPPORTUNITY, ACCOUNT_HISTORY)
+        self.sobjects = {o.name: o for o in (*objects, *(EXTRA_OBJECTS[name] for name in extra_objects))}
         self.fields = {name: o.field_map() for name, o in self.sobjects.items()}
         self._by_lower = {name.lower(): o for name, o in self.sobjects.items()}
         self._custom_text = [name for name in self.fields["Account"] if name.startswith("Custom_Text_")]
+        self._long_text = [name for name in self.fields["Account"] if name.startswith("Long_Notes_")]
         self.counts = {name: records * _PER_ACCOUNT[name] for name in self.sobjects}
         self._overrides: dict[str, dict[int, dict[str, Any] | None]] = {n: {} for n in self.sobjects}
         self._created = dict.fromkeys(self.sobjects, 0)
         # The delete log behind getDeleted: index -> epoch ms of its deletion, for admin deletes
         # (base records generated deleted were deleted at their SystemModstamp).
         self._delete_log: dict[str, dict[int, int]] = {n: {} for n in self.sobjects}
+        self._writes = dict.fromkeys(self.sobjects, 0)  # admin writes per object (see formula_inputs)
         self._lock = threading.Lock()
         self._last_write_ms = 0
         self._edges = {name: self._edge_stamps(name) for name in self.sobjects}
@@ -558,6 +659,7 @@ class SalesforceData:
             "end_ms": self.end_ms,
             "invalid_emails": self.invalid_emails,
             "custom_fields": self.custom_fields,
+            "long_text_fields": self.long_text_fields,
         }
 
     # ------------------------------------------------------------------------------- timestamps
@@ -597,7 +699,7 @@ class SalesforceData:
             return make_id(self.sobjects[obj].key_prefix, index)
         if name == "IsDeleted":
             return _mix(self.seed, self.sobjects[obj].code, index, 1) % 50 == 0
-        if name == "SystemModstamp":
+        if name == self.sobjects[obj].stamp_field:
             return format_datetime(self.stamp_ms(obj, index))
         return self._dates(obj, index)[name]
 
@@ -605,6 +707,8 @@ class SalesforceData:
         """LastModifiedDate (at or up to 2 h before SystemModstamp) and CreatedDate (up to 400 days
         earlier still)."""
         stamp = self.stamp_ms(obj, index)
+        if not self.sobjects[obj].writable:
+            return {"CreatedDate": format_datetime(stamp)}
         h = _mix(self.seed, self.sobjects[obj].code, index, 2)
         modified = stamp if h % 3 else stamp - (h >> 8) % 7_200 * 1000
         created = modified - (h >> 24) % (400 * 86_400) * 1000
@@ -625,13 +729,39 @@ class SalesforceData:
             **self._dates(obj, index),
         }
         record.update(getattr(self, f"_gen_{obj.lower()}")(rng, index))
+        return self._with_formulas(obj, record)
+
+    # -------------------------------------------------------------------------------- formulas
+
+    def _with_formulas(self, obj: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Set the formula fields as Salesforce computes them: when the record is read, from its
+        current values and (cross-object) its Account's, so they change without a modstamp."""
+        if obj == "Account":
+            revenue, employees = record["AnnualRevenue"], record["NumberOfEmployees"]
+            record["Revenue_Per_Employee__c"] = (
+                round(revenue / employees, 2) if revenue and employees else None
+            )
+        elif obj == "Contact":
+            account = parse_id("001", record["AccountId"]) if record["AccountId"] else None
+            record["Account_Name__c"] = None if account is None else self.account_name(account)
         return record
 
+    def account_name(self, index: int) -> str | None:
+        """The current Name of Account ``index`` (None once it is purged)."""
+        if index in self._overrides["Account"]:
+            override = self._overrides["Account"][index]
+            return None if override is None else override["Name"]
+        if index >= self.counts["Account"]:
+            return None
+        return _account_name(_Rng(_mix(self.seed, self.sobjects["Account"].code, index, 3)), index)
+
+    def formula_inputs(self, obj: str) -> int:
+        """How often the other records its formulas read were written (Contact reads Account):
+        rendered Contacts cached before such a write are stale."""
+        return self._writes["Account"] if obj == "Contact" else 0
+
     def _gen_account(self, rng: _Rng, index: int) -> dict[str, Any]:
-        fixed = {0: "Müller & Søn", 1: "東京 Trading"}
-        name = fixed.get(index) or (
-            f"{_pick(rng, _COMPANY_A)} {_pick(rng, _COMPANY_B)}{_pick(rng, _COMPANY_SUFFIX)}"
-        )
+        name = _account_name(rng, index)
         revenue = None if rng.random() < 0.2 else float(round(_lognormal(rng, 15, 1.5), -3))
         employees = None if rng.random() < 0.15 else int(_lognormal(rng, 4, 1.8)) + 1
         record: dict[str, Any] = {
@@ -640,7 +770,6 @@ class SalesforceData:
             "Industry": None if rng.random() < 0.15 else _pick(rng, INDUSTRIES),
             "AnnualRevenue": revenue,
             "NumberOfEmployees": employees,
-            "Revenue_Per_Employee__c": round(revenue / employees, 2) if revenue and employees else None,
             "Website": None if rng.random() < 0.2 else f"https://www.{_ascii(name)}.example.com",
             "Phone": _phone(rng),
             "Description": _description(rng),
@@ -677,6 +806,7 @@ class SalesforceData:
             )
         for name in self._custom_text:
             record[name] = f"{name[:-3].replace('_', ' ')} value {index}" if rng.random() < 0.1 else None
+        record.update(dict.fromkeys(self._long_text))  # empty until an edit fills them
         return record
 
     def _gen_contact(self, rng: _Rng, index: int) -> dict[str, Any]:
@@ -703,6 +833,31 @@ class SalesforceData:
             "Birthdate": birth,
             "HasOptedOutOfEmail": rng.random() < 0.1,
             "Description": _description(rng),
+        }
+
+    def _gen_accounthistory(self, rng: _Rng, index: int) -> dict[str, Any]:
+        field = _pick(rng, HISTORY_FIELDS)
+        return {
+            "AccountId": make_id("001", index),
+            "CreatedById": make_id("005", 1),
+            "Field": field,
+            "OldValue": None if rng.random() < 0.3 else f"old {field.lower()} {index}",
+            "NewValue": f"new {field.lower()} {index}",
+        }
+
+    def _gen_lead(self, rng: _Rng, index: int) -> dict[str, Any]:
+        return {
+            "LastName": _pick(rng, _LAST),
+            "Company": f"{_pick(rng, _COMPANY_A)} {_pick(rng, _COMPANY_B)}",
+            "Status": _pick(rng, LEAD_STATUSES),
+            "Email": None if rng.random() < 0.2 else f"lead{index}@example.com",
+        }
+
+    def _gen_case(self, rng: _Rng, index: int) -> dict[str, Any]:
+        return {
+            "AccountId": make_id("001", index),
+            "Subject": f"Case #{index}: {_pick(rng, _NEXT_STEPS)}",
+            "Status": _pick(rng, CASE_STATUSES),
         }
 
     def _gen_opportunity(self, rng: _Rng, index: int) -> dict[str, Any]:
@@ -750,6 +905,13 @@ class SalesforceData:
             raise DataError("NOT_FOUND", "The requested resource does not exist", 404)
         return sobject
 
+    def _writable_index(self, obj: str, record_id: str) -> int:
+        """The index of a record an admin may write (history objects are Salesforce's alone)."""
+        sobject = self._resolve(obj)
+        if not sobject.writable:
+            raise DataError("INVALID_TYPE_FOR_OPERATION", f"entity type cannot be updated: {sobject.label}")
+        return self._index(obj, record_id)
+
     def _index(self, obj: str, record_id: str) -> int:
         index = parse_id(self._resolve(obj).key_prefix, record_id)
         if (
@@ -770,7 +932,7 @@ class SalesforceData:
 
     def _current(self, obj: str, index: int) -> dict[str, Any]:
         override = self._overrides[obj].get(index)
-        return dict(override) if override is not None else self.generate(obj, index)
+        return self._with_formulas(obj, dict(override)) if override is not None else self.generate(obj, index)
 
     # ----------------------------------------------------------------------------- admin edits
 
@@ -801,7 +963,8 @@ class SalesforceData:
             record["IsClosed"] = str(record["StageName"]).startswith("Closed")
             record["IsWon"] = record["StageName"] == "Closed Won"
         self._overrides[obj] = {**self._overrides[obj], index: record}  # copy-on-write: see snapshot()
-        return dict(record)
+        self._writes[obj] += 1
+        return self._with_formulas(obj, dict(record))
 
     def update(
         self, obj: str, record_id: str, changes: Mapping[str, Any], *, modstamp: str | None = None
@@ -812,7 +975,7 @@ class SalesforceData:
         SystemModstamp is when the transaction wrote the record, earlier than records read since.
         """
         with self._lock:
-            index = self._index(obj, record_id)
+            index = self._writable_index(obj, record_id)
             self._check_fields(obj, changes)
             record = self._edit(obj, index, changes, modstamp)
             self._publish(obj, "UPDATE", record, changes)
@@ -825,7 +988,7 @@ class SalesforceData:
         the deletion was committed, if not now. Emptying a record from the Recycle Bin publishes no
         second DELETE event."""
         with self._lock:
-            index = self._index(obj, record_id)
+            index = self._writable_index(obj, record_id)
             if not hard:
                 record = self._edit(obj, index, {"IsDeleted": True}, modstamp)
                 self._delete_log[obj][index] = parse_datetime(record["SystemModstamp"])
@@ -836,15 +999,16 @@ class SalesforceData:
                 self._delete_log[obj][index] = parse_datetime(modstamp or self._now())
                 self._publish(obj, "DELETE", record, {})
             self._overrides[obj] = {**self._overrides[obj], index: None}
+            self._writes[obj] += 1
 
     def deleted(self, obj: str, start_ms: int, end_ms: int) -> list[tuple[str, int]]:
         """(Id, deleted at) of the records deleted in ``[start_ms, end_ms)``, oldest first."""
         self._resolve(obj)
-        log = dict(self._delete_log[obj])
+        log, overrides = dict(self._delete_log[obj]), self._overrides[obj]
         first = _first(0, self.counts[obj], lambda i: self.stamp_ms(obj, i) >= start_ms)
         last = _first(first, self.counts[obj], lambda i: self.stamp_ms(obj, i) >= end_ms)
-        for index in range(first, last):
-            if self.cheap_value(obj, index, "IsDeleted"):
+        for index in range(first, last):  # generated deleted, unless undeleted since
+            if self.cheap_value(obj, index, "IsDeleted") and overrides.get(index) is None:
                 log.setdefault(index, self.stamp_ms(obj, index))
         prefix = self.sobjects[obj].key_prefix
         return sorted(
@@ -855,7 +1019,7 @@ class SalesforceData:
     def undelete(self, obj: str, record_id: str) -> dict[str, Any]:
         """Restore a soft-deleted record from the Recycle Bin (its SystemModstamp becomes now)."""
         with self._lock:
-            index = self._index(obj, record_id)
+            index = self._writable_index(obj, record_id)
             record = self._current(obj, index)
             if not record["IsDeleted"]:
                 raise DataError("UNDELETE_FAILED", "Entity is not in the recycle bin")
@@ -874,7 +1038,9 @@ class SalesforceData:
             fields = (*changes, "LastModifiedDate")
         else:
             fields = tuple(name for name, value in record.items() if value is not None)
-        change = Change(obj, change_type, dict(record), fields, int(self.clock() * 1000))
+        # Committed now; an edit stamped now has its SystemModstamp as commit time (a late one: now).
+        commit_ms = max(int(self.clock() * 1000), parse_datetime(record["SystemModstamp"]))
+        change = Change(obj, change_type, dict(record), fields, commit_ms)
         for listener in self.listeners:
             listener(change)
 
@@ -893,7 +1059,8 @@ class SalesforceData:
     def create(self, obj: str, fields: Mapping[str, Any]) -> str:
         """Insert a record; returns its Id (indexes past the generated ones)."""
         with self._lock:
-            self._resolve(obj)
+            if not self._resolve(obj).writable:
+                raise DataError("INVALID_TYPE_FOR_OPERATION", f"entity type cannot be inserted: {obj}")
             self._check_fields(obj, fields)
             missing = [name for name in REQUIRED_ON_CREATE[obj] if fields.get(name) is None]
             if missing:
@@ -923,11 +1090,11 @@ class SalesforceData:
         return self._overrides[obj]
 
     def _index_range(self, obj: str, ranged: list[Comparison]) -> tuple[int, int]:
-        """Base indexes that can satisfy the SystemModstamp and Id comparisons (bisection)."""
+        """Base indexes that can satisfy the stamp field's and Id comparisons (bisection)."""
         lo, hi = 0, self.counts[obj]
         prefix = self.sobjects[obj].key_prefix
         for c in ranged:
-            if c.field == "SystemModstamp":
+            if c.field != "Id":
                 ms = parse_datetime(c.value)
                 first_ge = _first(lo, hi, lambda i, t=ms: self.stamp_ms(obj, i) >= t)
                 first_gt = _first(lo, hi, lambda i, t=ms: self.stamp_ms(obj, i) > t)
@@ -945,17 +1112,16 @@ class SalesforceData:
         return lo, max(lo, hi)
 
     def execute(self, query: Query, include_deleted: bool) -> ResultSet:
-        """Run a bound query. Orders compatible with the index order (none, Id, SystemModstamp[, Id],
+        """Run a bound query. Orders compatible with the index order (none, Id, stamp field[, Id],
         all ASC or all DESC) stream lazily; any other ORDER BY sorts the matches in memory."""
         obj = query.sobject
+        stamp = self.sobjects[obj].stamp_field
         overrides = self.snapshot(obj)
         conjuncts, pure = query.conjuncts()
         ranged = [
             c
             for c in conjuncts
-            if c.field in ("SystemModstamp", "Id")
-            and c.value is not None
-            and c.op in ("=", "<", "<=", ">", ">=")
+            if c.field in (stamp, "Id") and c.value is not None and c.op in ("=", "<", "<=", ">", ">=")
         ]
         lo, hi = self._index_range(obj, ranged)
         # Base records in [lo, hi) already satisfy the ranged comparisons: check only the rest.
@@ -966,14 +1132,15 @@ class SalesforceData:
 
         order = [name for name, _ in query.order]
         descending = bool(query.order) and query.order[0][1]
-        native = order in ([], ["Id"], ["SystemModstamp"], ["SystemModstamp", "Id"]) and all(
+        native = order in ([], ["Id"], [stamp], [stamp, "Id"]) and all(
             d == descending for _, d in query.order
         )
 
         def key(record: Mapping[str, Any]) -> Any:
-            return record["Id"] if order == ["Id"] else (record["SystemModstamp"], record["Id"])
+            return record["Id"] if order == ["Id"] else (record[stamp], record["Id"])
 
-        extra = [r for r in overrides.values() if r is not None and matches(r)]
+        live = (self._with_formulas(obj, dict(r)) for r in overrides.values() if r is not None)
+        extra = [r for r in live if matches(r)]
         stop = None if query.limit is None else query.offset + query.limit
 
         def base() -> Iterator[Mapping[str, Any]]:
@@ -1108,10 +1275,10 @@ def _urls(sobject: SObject, version: str) -> dict[str, str]:
 def describe_global_entry(sobject: SObject, version: str) -> dict[str, Any]:
     return {
         "activateable": False,
-        "createable": True,
+        "createable": sobject.writable,
         "custom": False,
         "customSetting": False,
-        "deletable": True,
+        "deletable": sobject.writable,
         "deprecatedAndHidden": False,
         "feedEnabled": False,
         "hasSubtypes": False,
@@ -1127,9 +1294,9 @@ def describe_global_entry(sobject: SObject, version: str) -> dict[str, Any]:
         "replicateable": True,
         "retrieveable": True,
         "searchable": True,
-        "triggerable": True,
-        "undeletable": True,
-        "updateable": True,
+        "triggerable": sobject.writable,
+        "undeletable": sobject.writable,
+        "updateable": sobject.writable,
         "urls": _urls(sobject, version),
     }
 

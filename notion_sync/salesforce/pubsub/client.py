@@ -191,6 +191,7 @@ class PubSubClient:
         roots = Path(ca_bundle).read_bytes() if ca_bundle else None
         self.channel = grpc.secure_channel(endpoint, grpc.ssl_channel_credentials(root_certificates=roots))
         self.stub = pb_grpc.PubSubStub(self.channel)
+        self.auth = auth
         self.metadata = auth.metadata()
 
     def __enter__(self) -> PubSubClient:
@@ -239,29 +240,45 @@ class PubSubClient:
     def listen(
         self, starts: Mapping[str, Start], *, wait_s: float, settle_s: float = 0.3, max_events: int = 1_000
     ) -> dict[str, TopicResult]:
-        """Events of each topic after its start, for at most ``wait_s`` seconds; at most
-        ``max_events`` per topic. Returns ``settle_s`` after the last batch when something came."""
-        out: queue.Queue[tuple[str, pb.FetchResponse | PubSubError]] = queue.Queue()
-        results = {topic: TopicResult() for topic in starts}
+        """Events of each topic after its start: :meth:`open` then :meth:`Listening.collect`."""
+        return self.open(starts, max_events=max_events).collect(wait_s=wait_s, settle_s=settle_s)
+
+    def open(self, starts: Mapping[str, Start], *, max_events: int = 1_000) -> Listening:
+        """Start one subscription per topic now (a LATEST start is fixed at this moment)."""
+        return Listening(self, starts, max_events)
+
+
+class Listening:
+    """Open subscriptions, collected once: at most ``max_events`` per topic."""
+
+    def __init__(self, client: PubSubClient, starts: Mapping[str, Start], max_events: int) -> None:
+        self.client = client
+        self.max_events = max_events
+        self.out: queue.Queue[tuple[str, pb.FetchResponse | PubSubError]] = queue.Queue()
         first = min(MAX_BATCH, max_events)
-        streams = {
-            topic: _Stream(self.stub, topic, start, first, self.metadata, out)
+        self.streams = {
+            topic: _Stream(client.stub, topic, start, first, client.metadata, self.out)
             for topic, start in starts.items()
         }
+
+    def collect(self, *, wait_s: float, settle_s: float = 0.3) -> dict[str, TopicResult]:
+        """What came within ``wait_s`` seconds, returning ``settle_s`` after the last batch when
+        something came (or at once when every stream failed); then the streams are closed."""
+        results = {topic: TopicResult() for topic in self.streams}
         try:
-            for topic, item in _drain(out, time.monotonic() + wait_s, settle_s):
+            for topic, item in _drain(self.out, time.monotonic() + wait_s, settle_s):
                 result = results[topic]
                 if isinstance(item, PubSubError):
                     result.error = item
                     if all(r.error for r in results.values()):
                         break
                     continue
-                result.events += [self.decode(consumer) for consumer in item.events]
-                wanted = max_events - len(result.events)
+                result.events += [self.client.decode(consumer) for consumer in item.events]
+                wanted = self.max_events - len(result.events)
                 if item.events and item.pending_num_requested == 0 and wanted > 0:
-                    streams[topic].ask(min(MAX_BATCH, wanted))
+                    self.streams[topic].ask(min(MAX_BATCH, wanted))
         finally:
-            for stream in streams.values():
+            for stream in self.streams.values():
                 stream.close()
         return results
 

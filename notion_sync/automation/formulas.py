@@ -1,0 +1,120 @@
+"""`refresh_formulas_<Object>`: stale formula fields refreshed on a schedule.
+
+The job runs the asset check `formulas_fresh` of `salesforce/<Object>`
+(:func:`notion_sync.salesforce.formulas.refresh_formulas`): it re-reads the object's mapped formula
+fields, stages the values that changed, and fails (with counts) when it found any. The partitions
+of the changed rows are then synced to Notion again by the `reconcile_resync` sensor, `notion/<Object>`
+only (the staged rows are already current), as ordinary updates.
+
+Schedule: the object's `formula_refresh` cron, by default the weekly reconcile's
+(`reconcile.schedule`). Like the reconciliation, the check does its work only in its own job; when
+Dagster runs it with a materialization of `salesforce/<Object>` it records no result.
+
+No `from __future__ import annotations` here: Dagster reads the check's annotations.
+"""
+
+from collections.abc import Iterator
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSpec,
+    AssetSelection,
+    DefaultScheduleStatus,
+    MetadataValue,
+    ScheduleDefinition,
+    define_asset_job,
+    in_process_executor,
+    multi_asset_check,
+)
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from notion_sync.automation.lanes import lane_tags
+from notion_sync.automation.names import (
+    NOTION_RESYNC_METADATA_KEY,
+    formula_refresh_job_name,
+    object_asset_keys,
+)
+from notion_sync.config import ObjectConfig, ScheduleConfig
+from notion_sync.salesforce.formulas import refresh_formulas
+from notion_sync.salesforce.resource import SalesforceResource
+from notion_sync.staging import StagingResource
+
+CHECK_NAME = "formulas_fresh"
+_CHECKS: dict[str, AssetChecksDefinition] = {}
+_JOBS: dict[str, UnresolvedAssetJobDefinition] = {}
+
+
+def build_formula_check(obj: ObjectConfig) -> AssetChecksDefinition:
+    """`salesforce/<Object>` check `formulas_fresh` (cached: job, schedule and Definitions share it)."""
+    if obj.name in _CHECKS:
+        return _CHECKS[obj.name]
+    salesforce_key = object_asset_keys(obj.name)[0]
+    job_name = formula_refresh_job_name(obj.name)
+
+    @multi_asset_check(
+        specs=[
+            AssetCheckSpec(
+                CHECK_NAME,
+                asset=salesforce_key,
+                blocking=False,
+                description=f"Re-reads the mapped formula fields of every {obj.name} (they change without "
+                "SystemModstamp) and stages changed values; fails when it found any. Runs in "
+                f"{job_name} only.",
+            )
+        ],
+        can_subset=True,
+        name=f"refresh_formulas_{obj.name}_check",
+    )
+    def _refresh(
+        context: AssetCheckExecutionContext, salesforce: SalesforceResource, staging: StagingResource
+    ) -> Iterator[AssetCheckResult]:
+        if context.run.job_name != job_name:
+            context.log.info(f"{CHECK_NAME} runs in {job_name} only: no result recorded by this run")
+            return
+        refresh = refresh_formulas(salesforce.get_client(), staging, obj, log=context.log)
+        changed = sum(refresh.changed.values())
+        context.log.info(
+            f"{obj.name}: {changed} staged rows had stale formula values in partitions "
+            f"{sorted(refresh.changed) or 'none'}; their Notion pages are synced again"
+        )
+        yield AssetCheckResult(
+            check_name=CHECK_NAME,
+            asset_key=salesforce_key,
+            passed=changed == 0,
+            metadata={
+                "formula_fields": MetadataValue.json(refresh.fields),
+                "records_read": refresh.records,
+                "method": refresh.method.value if refresh.method else "none",
+                "stale_rows": changed,
+                NOTION_RESYNC_METADATA_KEY: MetadataValue.json(sorted(refresh.changed)),
+            },
+        )
+
+    _CHECKS[obj.name] = _refresh
+    return _refresh
+
+
+def build_formula_refresh_job(obj: ObjectConfig) -> UnresolvedAssetJobDefinition:
+    if obj.name not in _JOBS:
+        _JOBS[obj.name] = define_asset_job(
+            formula_refresh_job_name(obj.name),
+            selection=AssetSelection.checks(build_formula_check(obj)),
+            tags=lane_tags("backfill"),
+            executor_def=in_process_executor,
+            description=f"Re-read the formula fields of {obj.name} and sync the stale ones to Notion.",
+        )
+    return _JOBS[obj.name]
+
+
+def build_formula_refresh_schedule(obj: ObjectConfig, reconcile: ScheduleConfig) -> ScheduleDefinition:
+    """On the object's `formula_refresh` schedule, else with the weekly reconcile."""
+    schedule = obj.formula_refresh or reconcile
+    return ScheduleDefinition(
+        name=f"{formula_refresh_job_name(obj.name)}_schedule",
+        job=build_formula_refresh_job(obj),
+        cron_schedule=schedule.cron,
+        execution_timezone=schedule.timezone,
+        default_status=DefaultScheduleStatus.RUNNING if schedule.enabled else DefaultScheduleStatus.STOPPED,
+    )
