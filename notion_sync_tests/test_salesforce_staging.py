@@ -151,6 +151,21 @@ def test_deleted_records_are_staged_and_flagged(day_sandbox, tmp_path):
     assert len(flagged) > 1  # the seeded ~2% of soft-deleted records as well
 
 
+def test_a_purged_record_is_staged_deleted_on_its_deletion_day_and_the_checks_pass(day_sandbox, tmp_path):
+    """Gone from queryAll: getDeleted names it, and the row count check counts the tombstone."""
+    db = tmp_path / "s.duckdb"
+    assert _materialize(_object(), day_sandbox, db).success
+    ids = (make_id("001", i) for i in range(100))
+    purged = next(i for i in ids if not day_sandbox.get("Account", i)["IsDeleted"])
+    purged_at = (datetime.now(UTC) - timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    day_sandbox.delete("Account", purged, hard=True, modstamp=purged_at)
+    result = _materialize(_object(), day_sandbox, db, purged_at[:10], checks=True)
+    assert result.success and _metadata(result)["purged_rows"] == 1
+    assert all(check.passed for check in result.get_asset_check_evaluations())
+    staged = _fetch(db, f"SELECT IsDeleted, _partition FROM stg_account WHERE Id = '{purged}'")
+    assert staged == [(True, date.fromisoformat(purged_at[:10]))]
+
+
 def test_rerun_is_idempotent_and_checks_pass(salesforce_sandbox, tmp_path):
     db = tmp_path / "s.duckdb"
     first = _materialize(_object("Contact"), salesforce_sandbox, db, checks=True)

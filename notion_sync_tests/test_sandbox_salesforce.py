@@ -287,7 +287,9 @@ def test_describe_has_salesforce_field_shapes(sf: Salesforce) -> None:
     }
     opportunity = {f["name"]: f["type"] for f in sf.Opportunity.describe()["fields"]}
     assert opportunity["CloseDate"] == "date" and opportunity["Products__c"] == "multipicklist"
-    assert {o["name"] for o in sf.describe()["sobjects"]} == {"Account", "Contact", "Opportunity"}
+    described = {o["name"]: o for o in sf.describe()["sobjects"]}
+    assert set(described) == {"Account", "Contact", "Opportunity", "AccountHistory"}
+    assert described["AccountHistory"]["createable"] is False and described["Account"]["createable"] is True
     with pytest.raises(SalesforceResourceNotFound):
         sf.Widget__c.describe()
 
@@ -518,7 +520,7 @@ def test_generator_is_deterministic_per_seed() -> None:
         sample = range(0, count, 17)
         assert [a.generate(obj, i) for i in sample] == [b.generate(obj, i) for i in sample]
         assert [a.generate(obj, i) for i in sample] != [other.generate(obj, i) for i in sample]
-    assert a.counts == {"Account": 200, "Contact": 400, "Opportunity": 200}
+    assert a.counts == {"Account": 200, "Contact": 400, "Opportunity": 200, "AccountHistory": 200}
 
 
 def test_ids_are_case_safe_and_ordered() -> None:
@@ -594,7 +596,7 @@ def test_million_records_are_lazy(tmp_path: Path) -> None:
             data = sandbox.data
             assert data.counts["Contact"] == 2_000_000
             assert sum(map(len, data.snapshot("Account").values())) == 0  # no stored records
-            assert sum(len(e) for e in data._edges.values()) <= 3 * 2 * 30  # edge pairs only
+            assert sum(len(e) for e in data._edges.values()) <= len(data.counts) * 2 * 30  # edge pairs only
             _, peak = tracemalloc.get_traced_memory()
             assert peak < 50 * 1024 * 1024
     finally:
@@ -678,6 +680,20 @@ def test_render_cache_serves_the_same_bytes_and_admin_edits_win(tmp_path: Path) 
         assert again.warm(everything, bulk=False, version="62.0") == 0  # shared on disk
     with SalesforceSandbox(**{**options, "seed": 4}, workdir=tmp_path / "other", render_cache=cache) as other:
         assert other.warm(everything, bulk=False, version="62.0") == 1  # other data
+
+
+def test_a_history_object_has_created_date_and_no_system_modstamp(own_sandbox: SalesforceSandbox) -> None:
+    sf = client(own_sandbox)
+    fields = {f["name"] for f in sf.AccountHistory.describe()["fields"]}
+    assert "CreatedDate" in fields and not fields & {"SystemModstamp", "LastModifiedDate"}
+    day = "CreatedDate >= 2026-11-20T00:00:00Z AND CreatedDate < 2026-11-21T00:00:00Z"
+    rows = sf.query(f"SELECT Id, CreatedDate, Field FROM AccountHistory WHERE {day} ORDER BY CreatedDate, Id")
+    assert rows["totalSize"] > 0 and all(r["CreatedDate"].startswith("2026-11-20") for r in rows["records"])
+    with pytest.raises(SalesforceMalformedRequest) as bad:
+        sf.query("SELECT Id FROM AccountHistory WHERE SystemModstamp >= 2026-11-20T00:00:00Z")
+    assert bad.value.content[0]["errorCode"] == "INVALID_FIELD"
+    with pytest.raises(DataError, match="cannot be updated"):
+        own_sandbox.update("AccountHistory", rows["records"][0]["Id"], {"Field": "Phone"})
 
 
 def test_a_cross_object_formula_follows_its_account_without_a_modstamp(tmp_path: Path) -> None:

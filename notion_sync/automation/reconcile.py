@@ -56,6 +56,7 @@ from notion_sync.notion import state
 from notion_sync.notion.drift import DriftCheck
 from notion_sync.notion.resource import NotionResource
 from notion_sync.notion.sync import page_salesforce_id
+from notion_sync.salesforce.extract import describe_object, replication_field
 from notion_sync.salesforce.resource import SalesforceResource
 from notion_sync.staging import StagingResource
 
@@ -86,10 +87,12 @@ def compare(live: Mapping[str, str], pages: Iterable[tuple[str, str]]) -> Differ
 
 
 def _live_records(salesforce: SalesforceResource, object_name: str) -> dict[str, str]:
+    """Id -> replication field (SystemModstamp, or what the object has instead) of live records."""
     sf = salesforce.get_client().sf
-    query = f"SELECT Id, IsDeleted, SystemModstamp FROM {object_name}"
+    field = replication_field(object_name, describe_object(sf, object_name))
+    query = f"SELECT Id, IsDeleted, {field} FROM {object_name}"
     return {
-        record["Id"]: record["SystemModstamp"]
+        record["Id"]: record[field]
         for record in sf.query_all_iter(query, include_deleted=True)
         if not record["IsDeleted"]
     }

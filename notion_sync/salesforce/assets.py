@@ -52,7 +52,8 @@ class ExtractConfig(Config):
 
 
 def build_salesforce_asset(obj: ObjectConfig) -> AssetsDefinition:
-    """The `salesforce/<Object>` asset: partition D = records whose SystemModstamp falls on D (UTC)."""
+    """The `salesforce/<Object>` asset: partition D = records whose SystemModstamp (or, for objects
+    without it, LastModifiedDate, CreatedDate or LoginTime) falls on D (UTC)."""
 
     @asset(
         key=["salesforce", obj.name],
@@ -63,7 +64,8 @@ def build_salesforce_asset(obj: ObjectConfig) -> AssetsDefinition:
         owners=list(obj.owners),
         retry_policy=EXTRACT_RETRY_POLICY,
         description=(
-            f"Salesforce {obj.name} records by day of SystemModstamp (UTC), deleted ones flagged IsDeleted, "
+            f"Salesforce {obj.name} records by day of SystemModstamp (UTC; objects without it by "
+            "LastModifiedDate, CreatedDate or LoginTime), deleted ones flagged IsDeleted, "
             f"mirrored with every field into DuckDB table {obj.staging_table}. REST up to "
             f"{obj.bulk_threshold} records per day, Bulk API 2.0 above."
         ),

@@ -10,13 +10,16 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
     PreviewWarning,
     asset_check,
 )
 
 from notion_sync.config import ObjectConfig
 from notion_sync.partitions import daily_partitions, partition_window
-from notion_sync.salesforce.extract import count_window
+from notion_sync.salesforce.extract import Window, count_window, describe_object, replication_field
 from notion_sync.salesforce.resource import SalesforceResource
 from notion_sync.staging import StagingResource, duplicate_ids, partition_rows
 
@@ -36,20 +39,25 @@ def _build_checks(obj: ObjectConfig) -> list[AssetChecksDefinition]:
         asset=key,
         name="row_count_matches_salesforce",
         partitions_def=daily_partitions(obj),
-        description=f"Rows staged in {table} for the day equal Salesforce's COUNT() (queryAll) for it.",
+        description=f"Rows staged in {table} for the day equal Salesforce's COUNT() (queryAll) for it, "
+        "plus the records purged that day that the extraction staged as deleted (purged_rows).",
     )
     def _row_count(
         context: AssetCheckExecutionContext, salesforce: SalesforceResource, staging: StagingResource
     ) -> AssetCheckResult:
-        window = partition_window(context.partition_key)
-        expected = count_window(salesforce.get_client().sf, obj.name, *window)
+        sf = salesforce.get_client().sf
+        start, end = partition_window(context.partition_key)
+        window = Window(start, end, replication_field(obj.name, describe_object(sf, obj.name)))
+        expected = count_window(sf, obj.name, window)
+        purged = _purged_rows(context.instance, AssetKey(key), context.partition_key)
         try:
             with staging.connect(read_only=True) as conn:
-                staged = partition_rows(conn, table, window[0].date())
+                staged = partition_rows(conn, table, start.date())
         except duckdb.CatalogException:
             staged = 0
         return AssetCheckResult(
-            passed=staged == expected, metadata={"staged": staged, "salesforce": expected}
+            passed=staged == expected + purged,
+            metadata={"staged": staged, "salesforce": expected, "purged": purged},
         )
 
     @asset_check(
@@ -69,3 +77,12 @@ def _build_checks(obj: ObjectConfig) -> list[AssetChecksDefinition]:
         )
 
     return [_row_count, _id_unique]
+
+
+def _purged_rows(instance: DagsterInstance, key: AssetKey, partition: str) -> int:
+    """`purged_rows` of the partition's latest materialization: tombstones queryAll does not count."""
+    found = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    value = found[0].asset_materialization.metadata.get("purged_rows") if found else None
+    return int(value.value) if value is not None else 0

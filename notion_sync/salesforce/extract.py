@@ -80,6 +80,9 @@ BULK_FIRST_POLL_S = 0.05
 # getDeleted refuses a start more than 30 days back (INVALID_REPLICATION_DATE); a margin for clock skew.
 DELETE_LOG_REACH = timedelta(days=30) - timedelta(minutes=5)
 
+# The field a daily partition is a day of, by preference (Airbyte's order).
+REPLICATION_FIELDS = ("SystemModstamp", "LastModifiedDate", "CreatedDate", "LoginTime")
+
 PageCallback = Callable[[int, int], None]  # (pages so far, rows so far), after each page is spooled
 
 
@@ -148,12 +151,28 @@ def staging_columns(describe_fields: Sequence[Mapping[str, Any]]) -> list[Column
     ]
 
 
-def count_window(
-    sf: Salesforce, object_name: str, start: datetime | None = None, end: datetime | None = None
-) -> int:
+def count_window(sf: Salesforce, object_name: str, window: Window | None = None) -> int:
     """Records in the window (all without one), deleted ones included (queryAll), as the extraction
     will see them."""
-    return sf.query(soql.count_query(object_name, start, end), include_deleted=True)["totalSize"]
+    query = (
+        soql.count_query(object_name)
+        if window is None
+        else soql.count_query(object_name, window.start, window.end, window.field)
+    )
+    return sf.query(query, include_deleted=True)["totalSize"]
+
+
+def replication_field(object_name: str, describe: Mapping[str, Any]) -> str:
+    """The field partitions are days of: the first of REPLICATION_FIELDS the object has (as Airbyte
+    picks it); history objects have only CreatedDate, LoginHistory has LoginTime."""
+    names = {field["name"] for field in describe["fields"]}
+    for name in REPLICATION_FIELDS:
+        if name in names:
+            return name
+    raise SalesforceSchemaError(
+        f"{object_name} has none of {', '.join(REPLICATION_FIELDS)}, so its records cannot be read by "
+        f"day; remove objects.{object_name} from the sync config"
+    )
 
 
 @dataclass(frozen=True)
@@ -191,11 +210,9 @@ def deleted_window(result: dict) -> DeletedWindow:
     )
 
 
-def _deleted_in(
-    sf: Salesforce, object_name: str, window: tuple[datetime, datetime]
-) -> list[tuple[str, datetime]]:
+def _deleted_in(sf: Salesforce, object_name: str, window: Window) -> list[tuple[str, datetime]]:
     """(Id, deletion time) of the records deleted within the partition's window (none past 30 days)."""
-    found = read_deleted(sf, object_name, *window)
+    found = read_deleted(sf, object_name, window.start, window.end)
     return [(record_id, parse_modstamp(when)) for record_id, when in found.records] if found else []
 
 
@@ -264,7 +281,22 @@ def _prefetched(pages: Iterator[Path]) -> Iterator[Path]:
             yield page
 
 
-Window = tuple[datetime, datetime] | None  # a partition's [start, end), or None: the whole object
+@dataclass(frozen=True)
+class Window:
+    """A partition's records: `[start, end)` on the object's replication field."""
+
+    start: datetime
+    end: datetime
+    field: str = soql.CURSOR_FIELD
+
+
+def _select(object_name: str, fields: Sequence[str], window: Window | None, *, ordered: bool = True) -> str:
+    """The window's records, or every record of the object without one."""
+    if window is None:
+        return soql.select_query(object_name, fields, ordered=ordered)
+    return soql.select_query(
+        object_name, fields, window.start, window.end, ordered=ordered, field=window.field
+    )
 
 
 def _spool_rest(
@@ -272,7 +304,7 @@ def _spool_rest(
     spool: Spool,
     object_name: str,
     columns: Sequence[Column],
-    window: Window,
+    window: Window | None,
     batch_size: int,
     on_page: PageCallback,
 ) -> int:
@@ -284,7 +316,7 @@ def _spool_rest(
     for table, fields in zip(tables, chunks, strict=True):
         chunk_columns = [by_name[name] for name in fields]
         spool.create_table(table, chunk_columns)
-        for records in rest_pages(sf, soql.select_query(object_name, fields, *(window or ())), batch_size):
+        for records in rest_pages(sf, _select(object_name, fields, window), batch_size):
             page_file = spool.directory / f"page-{pages}.json"
             page_file.write_text(json.dumps(records))
             rows += spool.load_json(table, page_file, chunk_columns)
@@ -301,13 +333,13 @@ def _spool_bulk(
     spool: Spool,
     object_name: str,
     columns: Sequence[Column],
-    window: Window,
+    window: Window | None,
     page_records: int,
     on_page: PageCallback,
 ) -> int:
     spool.create_table(SPOOL_TABLE, columns)
     types = {c.name: c.type for c in columns}
-    query = soql.select_query(object_name, list(types), *(window or ()), ordered=False)
+    query = _select(object_name, list(types), window, ordered=False)
     pages = rows = 0
     for page_file in _prefetched(bulk_pages(client, object_name, query, spool.directory, page_records)):
         rows += spool.load_csv(SPOOL_TABLE, page_file, types)
@@ -326,7 +358,7 @@ def spool_records(
     spool: Spool,
     object_name: str,
     columns: Sequence[Column],
-    window: Window,
+    window: Window | None,
     method: Method,
     sizes: tuple[int, int],
     on_page: PageCallback,
@@ -361,8 +393,8 @@ def stage_partition(
     describe = describe_object(sf, obj.name)
     check_configured_fields(obj, describe)
     columns = staging_columns(describe["fields"])
-    window = partition_window(partition_key)
-    estimated = count_window(sf, obj.name, *window)
+    window = Window(*partition_window(partition_key), replication_field(obj.name, describe))
+    estimated = count_window(sf, obj.name, window)
     method = choose_method(obj, estimated)
     log.info(
         f"{obj.name} {partition_key}: about {estimated} records (deleted included), {len(columns)} fields; "
@@ -387,8 +419,8 @@ def stage_partition(
                 conn,
                 obj.staging_table,
                 spool.path,
-                window[0].date(),
-                cursor=soql.CURSOR_FIELD,
+                window.start.date(),
+                cursor=window.field,
                 deleted=log_deleted,
             )
             lock_s = time.monotonic() - locked

@@ -37,9 +37,10 @@ def soql_datetime(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def window_filter(start: datetime, end: datetime) -> str:
-    """Half-open `[start, end)` on SystemModstamp, so adjacent windows never share a record."""
-    return f"{CURSOR_FIELD} >= {soql_datetime(start)} AND {CURSOR_FIELD} < {soql_datetime(end)}"
+def window_filter(start: datetime, end: datetime, field: str = CURSOR_FIELD) -> str:
+    """Half-open `[start, end)` on the replication field (SystemModstamp unless the object lacks
+    it), so adjacent windows never share a record."""
+    return f"{field} >= {soql_datetime(start)} AND {field} < {soql_datetime(end)}"
 
 
 def select_query(
@@ -49,23 +50,26 @@ def select_query(
     end: datetime | None = None,
     *,
     ordered: bool = True,
+    field: str = CURSOR_FIELD,
 ) -> str:
-    """Every record of the window (of the object without one); ordered by (SystemModstamp, Id), or
-    by Id without a window, so paging is deterministic.
+    """Every record of the window on `field` (of the object without one); ordered by (`field`, Id),
+    or by Id without a window, so paging is deterministic.
 
     Bulk jobs are unordered anyway and gain nothing from ORDER BY, hence `ordered=False` for them.
     """
-    query = f"SELECT {', '.join(fields)} FROM {object_name}{_where(start, end)}"
-    order = f"{CURSOR_FIELD}, Id" if start is not None else "Id"
+    query = f"SELECT {', '.join(fields)} FROM {object_name}{_where(start, end, field)}"
+    order = f"{field}, Id" if start is not None else "Id"
     return f"{query} ORDER BY {order}" if ordered else query
 
 
-def count_query(object_name: str, start: datetime | None = None, end: datetime | None = None) -> str:
-    return f"SELECT COUNT() FROM {object_name}{_where(start, end)}"
+def count_query(
+    object_name: str, start: datetime | None = None, end: datetime | None = None, field: str = CURSOR_FIELD
+) -> str:
+    return f"SELECT COUNT() FROM {object_name}{_where(start, end, field)}"
 
 
-def _where(start: datetime | None, end: datetime | None) -> str:
-    return f" WHERE {window_filter(start, end)}" if start is not None and end is not None else ""
+def _where(start: datetime | None, end: datetime | None, field: str) -> str:
+    return f" WHERE {window_filter(start, end, field)}" if start is not None and end is not None else ""
 
 
 def chunk_fields(fields: Sequence[str], max_chars: int = MAX_QUERY_URL_CHARS) -> list[list[str]]:

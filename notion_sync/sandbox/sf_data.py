@@ -103,6 +103,18 @@ class SObject:
     def field_map(self) -> dict[str, Field]:
         return {f.name: f for f in self.fields}
 
+    @property
+    def stamp_field(self) -> str:
+        """The datetime its records are ordered by: SystemModstamp, or CreatedDate on a history
+        object (whose rows are never edited and have no SystemModstamp)."""
+        names = {f.name for f in self.fields}
+        return "SystemModstamp" if "SystemModstamp" in names else "CreatedDate"
+
+    @property
+    def writable(self) -> bool:
+        """History objects are written by Salesforce only."""
+        return self.stamp_field == "SystemModstamp"
+
 
 def _system_fields() -> tuple[Field, ...]:
     return (
@@ -145,6 +157,7 @@ STAGES = {  # StageName → default Probability
 OPPORTUNITY_TYPES = _values(
     "Existing Customer - Upgrade|Existing Customer - Replacement|Existing Customer - Downgrade|New Customer"
 )
+HISTORY_FIELDS = ("Phone", "Type", "Industry", "Website")
 PRODUCTS = ("Platform", "Analytics", "Support Plus", "Training", "Integrations", "Mobile")
 
 
@@ -279,6 +292,25 @@ OPPORTUNITY = SObject(
     ),
 )
 
+# A field history object: one row per tracked change, with CreatedDate and no SystemModstamp or
+# LastModifiedDate (replicated by CreatedDate).
+ACCOUNT_HISTORY = SObject(
+    "AccountHistory",
+    "Account History",
+    "Account History",
+    "017",
+    6,
+    (
+        *_id_fields(),
+        Field("AccountId", "reference", "Account ID", length=18, reference_to=("Account",), system=True),
+        Field("CreatedById", "reference", "Created By ID", length=18, reference_to=("User",), system=True),
+        Field("CreatedDate", "datetime", "Created Date", nillable=False, system=True),
+        Field("Field", "picklist", "Changed Field", length=255, picklist=HISTORY_FIELDS, system=True),
+        Field("OldValue", "anyType", "Old Value", system=True),
+        Field("NewValue", "anyType", "New Value", system=True),
+    ),
+)
+
 # Two more standard objects, small, served only when asked for (``extra_objects``): enough objects
 # for a Composite API call of five queries.
 LEAD_STATUSES = _values("Open - Not Contacted|Working - Contacted|Closed - Converted|Closed - Not Converted")
@@ -321,7 +353,7 @@ REQUIRED_ON_CREATE = {
     "Lead": ("LastName", "Company", "Status"),
     "Case": (),
 }
-_PER_ACCOUNT = {"Account": 1, "Contact": 2, "Opportunity": 1, "Lead": 1, "Case": 1}
+_PER_ACCOUNT = {"Account": 1, "Contact": 2, "Opportunity": 1, "AccountHistory": 1, "Lead": 1, "Case": 1}
 
 
 # ----------------------------------------------------------------------------------- ids and datetimes
@@ -600,7 +632,7 @@ class SalesforceData:
         self.long_text_fields = long_text_fields
         self.end_ms = int(end.timestamp() * 1000)
         self.start_ms = self.end_ms - days * DAY_MS
-        objects = (_account(custom_fields, long_text_fields), CONTACT, OPPORTUNITY)
+        objects = (_account(custom_fields, long_text_fields), CONTACT, OPPORTUNITY, ACCOUNT_HISTORY)
         self.sobjects = {o.name: o for o in (*objects, *(EXTRA_OBJECTS[name] for name in extra_objects))}
         self.fields = {name: o.field_map() for name, o in self.sobjects.items()}
         self._by_lower = {name.lower(): o for name, o in self.sobjects.items()}
@@ -667,7 +699,7 @@ class SalesforceData:
             return make_id(self.sobjects[obj].key_prefix, index)
         if name == "IsDeleted":
             return _mix(self.seed, self.sobjects[obj].code, index, 1) % 50 == 0
-        if name == "SystemModstamp":
+        if name == self.sobjects[obj].stamp_field:
             return format_datetime(self.stamp_ms(obj, index))
         return self._dates(obj, index)[name]
 
@@ -675,6 +707,8 @@ class SalesforceData:
         """LastModifiedDate (at or up to 2 h before SystemModstamp) and CreatedDate (up to 400 days
         earlier still)."""
         stamp = self.stamp_ms(obj, index)
+        if not self.sobjects[obj].writable:
+            return {"CreatedDate": format_datetime(stamp)}
         h = _mix(self.seed, self.sobjects[obj].code, index, 2)
         modified = stamp if h % 3 else stamp - (h >> 8) % 7_200 * 1000
         created = modified - (h >> 24) % (400 * 86_400) * 1000
@@ -801,6 +835,16 @@ class SalesforceData:
             "Description": _description(rng),
         }
 
+    def _gen_accounthistory(self, rng: _Rng, index: int) -> dict[str, Any]:
+        field = _pick(rng, HISTORY_FIELDS)
+        return {
+            "AccountId": make_id("001", index),
+            "CreatedById": make_id("005", 1),
+            "Field": field,
+            "OldValue": None if rng.random() < 0.3 else f"old {field.lower()} {index}",
+            "NewValue": f"new {field.lower()} {index}",
+        }
+
     def _gen_lead(self, rng: _Rng, index: int) -> dict[str, Any]:
         return {
             "LastName": _pick(rng, _LAST),
@@ -860,6 +904,13 @@ class SalesforceData:
         if sobject is None:
             raise DataError("NOT_FOUND", "The requested resource does not exist", 404)
         return sobject
+
+    def _writable_index(self, obj: str, record_id: str) -> int:
+        """The index of a record an admin may write (history objects are Salesforce's alone)."""
+        sobject = self._resolve(obj)
+        if not sobject.writable:
+            raise DataError("INVALID_TYPE_FOR_OPERATION", f"entity type cannot be updated: {sobject.label}")
+        return self._index(obj, record_id)
 
     def _index(self, obj: str, record_id: str) -> int:
         index = parse_id(self._resolve(obj).key_prefix, record_id)
@@ -924,7 +975,7 @@ class SalesforceData:
         SystemModstamp is when the transaction wrote the record, earlier than records read since.
         """
         with self._lock:
-            index = self._index(obj, record_id)
+            index = self._writable_index(obj, record_id)
             self._check_fields(obj, changes)
             record = self._edit(obj, index, changes, modstamp)
             self._publish(obj, "UPDATE", record, changes)
@@ -937,7 +988,7 @@ class SalesforceData:
         the deletion was committed, if not now. Emptying a record from the Recycle Bin publishes no
         second DELETE event."""
         with self._lock:
-            index = self._index(obj, record_id)
+            index = self._writable_index(obj, record_id)
             if not hard:
                 record = self._edit(obj, index, {"IsDeleted": True}, modstamp)
                 self._delete_log[obj][index] = parse_datetime(record["SystemModstamp"])
@@ -968,7 +1019,7 @@ class SalesforceData:
     def undelete(self, obj: str, record_id: str) -> dict[str, Any]:
         """Restore a soft-deleted record from the Recycle Bin (its SystemModstamp becomes now)."""
         with self._lock:
-            index = self._index(obj, record_id)
+            index = self._writable_index(obj, record_id)
             record = self._current(obj, index)
             if not record["IsDeleted"]:
                 raise DataError("UNDELETE_FAILED", "Entity is not in the recycle bin")
@@ -1008,7 +1059,8 @@ class SalesforceData:
     def create(self, obj: str, fields: Mapping[str, Any]) -> str:
         """Insert a record; returns its Id (indexes past the generated ones)."""
         with self._lock:
-            self._resolve(obj)
+            if not self._resolve(obj).writable:
+                raise DataError("INVALID_TYPE_FOR_OPERATION", f"entity type cannot be inserted: {obj}")
             self._check_fields(obj, fields)
             missing = [name for name in REQUIRED_ON_CREATE[obj] if fields.get(name) is None]
             if missing:
@@ -1038,11 +1090,11 @@ class SalesforceData:
         return self._overrides[obj]
 
     def _index_range(self, obj: str, ranged: list[Comparison]) -> tuple[int, int]:
-        """Base indexes that can satisfy the SystemModstamp and Id comparisons (bisection)."""
+        """Base indexes that can satisfy the stamp field's and Id comparisons (bisection)."""
         lo, hi = 0, self.counts[obj]
         prefix = self.sobjects[obj].key_prefix
         for c in ranged:
-            if c.field == "SystemModstamp":
+            if c.field != "Id":
                 ms = parse_datetime(c.value)
                 first_ge = _first(lo, hi, lambda i, t=ms: self.stamp_ms(obj, i) >= t)
                 first_gt = _first(lo, hi, lambda i, t=ms: self.stamp_ms(obj, i) > t)
@@ -1060,17 +1112,16 @@ class SalesforceData:
         return lo, max(lo, hi)
 
     def execute(self, query: Query, include_deleted: bool) -> ResultSet:
-        """Run a bound query. Orders compatible with the index order (none, Id, SystemModstamp[, Id],
+        """Run a bound query. Orders compatible with the index order (none, Id, stamp field[, Id],
         all ASC or all DESC) stream lazily; any other ORDER BY sorts the matches in memory."""
         obj = query.sobject
+        stamp = self.sobjects[obj].stamp_field
         overrides = self.snapshot(obj)
         conjuncts, pure = query.conjuncts()
         ranged = [
             c
             for c in conjuncts
-            if c.field in ("SystemModstamp", "Id")
-            and c.value is not None
-            and c.op in ("=", "<", "<=", ">", ">=")
+            if c.field in (stamp, "Id") and c.value is not None and c.op in ("=", "<", "<=", ">", ">=")
         ]
         lo, hi = self._index_range(obj, ranged)
         # Base records in [lo, hi) already satisfy the ranged comparisons: check only the rest.
@@ -1081,12 +1132,12 @@ class SalesforceData:
 
         order = [name for name, _ in query.order]
         descending = bool(query.order) and query.order[0][1]
-        native = order in ([], ["Id"], ["SystemModstamp"], ["SystemModstamp", "Id"]) and all(
+        native = order in ([], ["Id"], [stamp], [stamp, "Id"]) and all(
             d == descending for _, d in query.order
         )
 
         def key(record: Mapping[str, Any]) -> Any:
-            return record["Id"] if order == ["Id"] else (record["SystemModstamp"], record["Id"])
+            return record["Id"] if order == ["Id"] else (record[stamp], record["Id"])
 
         live = (self._with_formulas(obj, dict(r)) for r in overrides.values() if r is not None)
         extra = [r for r in live if matches(r)]
@@ -1224,10 +1275,10 @@ def _urls(sobject: SObject, version: str) -> dict[str, str]:
 def describe_global_entry(sobject: SObject, version: str) -> dict[str, Any]:
     return {
         "activateable": False,
-        "createable": True,
+        "createable": sobject.writable,
         "custom": False,
         "customSetting": False,
-        "deletable": True,
+        "deletable": sobject.writable,
         "deprecatedAndHidden": False,
         "feedEnabled": False,
         "hasSubtypes": False,
@@ -1243,9 +1294,9 @@ def describe_global_entry(sobject: SObject, version: str) -> dict[str, Any]:
         "replicateable": True,
         "retrieveable": True,
         "searchable": True,
-        "triggerable": True,
-        "undeletable": True,
-        "updateable": True,
+        "triggerable": sobject.writable,
+        "undeletable": sobject.writable,
+        "updateable": sobject.writable,
         "urls": _urls(sobject, version),
     }
 
