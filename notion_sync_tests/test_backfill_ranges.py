@@ -268,7 +268,7 @@ def test_range_failing_on_day_17_is_retried_from_day_17(
     config = parse_config(config_data())
     resources = sandbox_resources(salesforce, notion_sandbox, tmp_path)
     resources["notion"] = NotionResource(**{**resources["notion"].model_dump(), "max_retries": 1})
-    job = range_definitions(config, resources).get_job_def("sync_Account")
+    job = range_definitions(config, resources).resolve_job_def("sync_Account")
     days = KEYS[:30]
     _, live = salesforce_days(salesforce, "Account")
     # Every page create from the 17th day on is refused (429) until the faults are cleared.
