@@ -178,10 +178,10 @@ def test_every_failed_run_alerts_with_its_cause(webhook, tmp_path, notion_sandbo
     resources = sandbox_resources(own_salesforce_sandbox, notion_sandbox, tmp_path)
     resources["salesforce"] = salesforce_resource(own_salesforce_sandbox, session_id="expired")
     defs = copy(build_definitions(config), resources=resources)
-    repo = defs.get_repository_def()
-    sensor = defs.resolve_sensor_def("notion_sync_run_failure_alert")
 
     def tick(instance, cursor):
+        repo = defs.get_repository_def()  # resolved with the test's instance current
+        sensor = defs.resolve_sensor_def("notion_sync_run_failure_alert")
         context = build_sensor_context(
             instance=instance,
             cursor=cursor,

@@ -128,6 +128,7 @@ def test_three_retries_then_alert_then_reset_on_success(harness, monkeypatch):
         assert not harness.run(day, tags=request.tags, asset_selection=request.asset_selection)
     assert harness.tick(999) == []
     assert len(alerts) == 1 and "still fails after 3 retries" in alerts[0]
+    assert "RuntimeError: Salesforce query failed: 503 Service Unavailable" in alerts[0]  # the cause
     harness.tick(1999)
     assert len(alerts) == 1  # once
     # Fixed upstream: a manual re-run succeeds and the partition's count is forgotten.

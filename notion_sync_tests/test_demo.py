@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
 from notion_sync_tests.e2e_helpers import free_port, wait_for
@@ -119,6 +120,8 @@ def _assert_no_keys(data_dir: Path) -> None:
     assert not [p for p in data_dir.rglob("*") if "key" in p.name], "a key file is left"
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(600)  # two demos, each a sample sync and `dagster dev` start-up (about 90 s in all)
 def test_demo_twice_then_signals_stop_everything(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     env_file = data_dir / "sandbox.env"

@@ -110,7 +110,8 @@ def find_failed_partitions(
 
     Runs that Dagster's own run_retries will re-execute (a crashed worker) are left to it. A
     partition whose latest failed run is in `handled_run_ids` (already answered by a retry or an
-    alert) keeps `rate_limited` False: its failure events are not read again on every tick.
+    alert) keeps `rate_limited` False and `error` None: its failure events are not read again on
+    every tick.
     """
     failed: list[FailedPartition] = []
     in_progress: set[str] = set()
@@ -123,6 +124,7 @@ def find_failed_partitions(
                 continue
             latest = max(records, key=lambda r: r.end_time or r.update_timestamp.timestamp())
             lane = latest.dagster_run.tags.get(LANE_TAG, "backfill")
+            unhandled = latest.dagster_run.run_id not in handled_run_ids
             failed.append(
                 FailedPartition(
                     object_name=obj.name,
@@ -130,9 +132,9 @@ def find_failed_partitions(
                     asset_keys=tuple(asset_keys),
                     run_id=latest.dagster_run.run_id,
                     failed_at=latest.end_time or latest.update_timestamp.timestamp(),
-                    rate_limited=latest.dagster_run.run_id not in handled_run_ids
-                    and any(is_rate_limited(instance, record) for record in records),
+                    rate_limited=unhandled and any(is_rate_limited(instance, record) for record in records),
                     lane=lane if lane in LANES else "backfill",
+                    error=first_error_line(instance, latest.dagster_run.run_id) if unhandled else None,
                 )
             )
     return failed, in_progress

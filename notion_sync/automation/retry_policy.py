@@ -34,6 +34,7 @@ class FailedPartition:
     failed_at: float  # POSIX seconds
     rate_limited: bool = False
     lane: Lane = "backfill"
+    error: str | None = None  # first line of the run's error, for the alert
 
     @property
     def key(self) -> str:
@@ -101,7 +102,8 @@ def plan_retries(
             alerts.append(
                 f"{failure.object_name} partition {failure.partition_key} still fails after "
                 f"{entry.attempts} retries (last run {failure.run_id}"
-                f"{', rate limited' if failure.rate_limited else ''}); no more automatic retries."
+                f"{', rate limited' if failure.rate_limited else ''})"
+                f"{f': {failure.error}' if failure.error else ''}; no more automatic retries."
             )
             new_state.partitions[failure.key] = PartitionRetries(entry.attempts, failure.run_id)
         elif now >= failure.failed_at + retry_delay_s(policy, attempt, failure.rate_limited):
