@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
@@ -41,7 +41,6 @@ from notion_sync.staging import (
     Column,
     Spool,
     StagingResource,
-    Swap,
     ensure_table,
     remove_abandoned_spools,
     replace_partition,
@@ -78,11 +77,6 @@ BULK_PAGE_RECORDS = 20_000
 # simple-salesforce sleeps this long before its first job status call, then a little longer each time
 # (`wait + e**n / 1000`): a small job is read 0.15 s sooner than at 0.2 s, for about one extra call.
 BULK_FIRST_POLL_S = 0.05
-# A backfill range is swapped into staging in chunks of consecutive days holding at most this many
-# rows (a bigger day alone), each day in its own transaction: the staging file's lock is held per
-# chunk no longer than a single day of this size holds it (about 0.4 s), and a range of small days
-# does not pay a connection (~0.1 s) per day.
-SWAP_CHUNK_ROWS = 50_000
 
 # getDeleted refuses a start more than 30 days back (INVALID_REPLICATION_DATE); a margin for clock skew.
 DELETE_LOG_REACH = timedelta(days=30) - timedelta(minutes=5)
@@ -431,94 +425,53 @@ def stage_days(
         log_deleted = _deleted_in(sf, obj.name, window) if flagged else []
         spool_s = time.monotonic() - began
         spooled = sum(total for total, _ in by_day.values())
-        for chunk in _swap_chunks(partition_keys, by_day):
-            swapped, error = _swap_chunk(staging, obj, columns, spool.path, chunk, window.field, log_deleted)
-            for key, swap, lock_s, added in swapped:
-                if added:
-                    log.info(
-                        f"{obj.name}: new Salesforce fields added to {obj.staging_table}: {', '.join(added)}"
-                    )
-                if swap.tombstones:
-                    log.info(
-                        f"{obj.name} {key}: {swap.tombstones} staged records were deleted for good "
-                        "(getDeleted; gone from queryAll): staged as deleted in this partition, their "
-                        "pages get trashed"
-                    )
-                rows, deleted = by_day.get(partition_window(key)[0].date(), (0, 0))
-                yield (
-                    key,
-                    ExtractResult(
-                        rows=rows,
-                        deleted=deleted,
-                        purged=swap.tombstones,
-                        estimated=estimated,
-                        method=method,
-                        pages=pages,
-                        added_columns=added,
-                        api_calls=client.budget.calls,
-                        api_remaining=client.budget.remaining,
-                        duration_s=time.monotonic() - began,
-                        spool_s=spool_s,
-                        lock_s=lock_s,
-                        days=len(partition_keys),
-                        spooled=spooled,
-                    ),
-                )
-            if error is not None:
-                raise error
-
-
-def _swap_chunks(
-    partition_keys: Sequence[str], by_day: Mapping[date, tuple[int, int]]
-) -> Iterator[list[str]]:
-    """Consecutive days holding at most SWAP_CHUNK_ROWS spooled rows together (a bigger day alone)."""
-    chunk: list[str] = []
-    rows = 0
-    for key in partition_keys:
-        day_rows = by_day.get(partition_window(key)[0].date(), (0, 0))[0]
-        if chunk and rows + day_rows > SWAP_CHUNK_ROWS:
-            yield chunk
-            chunk, rows = [], 0
-        chunk.append(key)
-        rows += day_rows
-    if chunk:
-        yield chunk
-
-
-def _swap_chunk(
-    staging: StagingResource,
-    obj: ObjectConfig,
-    columns: Sequence[Column],
-    spool_path: Path,
-    chunk: Sequence[str],
-    cursor: str,
-    log_deleted: Sequence[tuple[str, datetime]],
-) -> tuple[list[tuple[str, Swap, float, list[str]]], BaseException | None]:
-    """Swap the chunk's days in, one transaction each, in one connection to the staging file.
-
-    Returns ``(day, swap, seconds, added columns)`` of the days swapped, and the error that stopped
-    the chunk if one did (the days before it are committed and must be reported as done).
-    """
-    swapped: list[tuple[str, Swap, float, list[str]]] = []
-    try:
-        with staging.connect() as conn:
-            added = ensure_table(conn, obj.staging_table, columns)
-            for key in chunk:
-                began = time.monotonic()
-                start, end = partition_window(key)
+        for key in partition_keys:
+            start, end = partition_window(key)
+            deleted_today = [(record_id, when) for record_id, when in log_deleted if start <= when < end]
+            # One connection a day: the staging file is never held longer than for one day's swap,
+            # so the realtime lane's writes get in between the days of a range.
+            with staging.connect() as conn:
+                locked = time.monotonic()
+                added = ensure_table(conn, obj.staging_table, columns)
                 swap = replace_partition(
                     conn,
                     obj.staging_table,
-                    spool_path,
+                    spool.path,
                     start.date(),
-                    cursor=cursor,
-                    deleted=[(record_id, when) for record_id, when in log_deleted if start <= when < end],
+                    cursor=window.field,
+                    deleted=deleted_today,
                 )
-                swapped.append((key, swap, time.monotonic() - began, added))
-                added = []
-    except Exception as error:
-        return swapped, error
-    return swapped, None
+                lock_s = time.monotonic() - locked
+            if added:
+                log.info(
+                    f"{obj.name}: new Salesforce fields added to {obj.staging_table}: {', '.join(added)}"
+                )
+            if swap.tombstones:
+                log.info(
+                    f"{obj.name} {key}: {swap.tombstones} staged records were deleted for good "
+                    "(getDeleted; gone from queryAll): staged as deleted in this partition, their pages get "
+                    "trashed"
+                )
+            rows, deleted = by_day.get(start.date(), (0, 0))
+            yield (
+                key,
+                ExtractResult(
+                    rows=rows,
+                    deleted=deleted,
+                    purged=swap.tombstones,
+                    estimated=estimated,
+                    method=method,
+                    pages=pages,
+                    added_columns=added,
+                    api_calls=client.budget.calls,
+                    api_remaining=client.budget.remaining,
+                    duration_s=time.monotonic() - began,
+                    spool_s=spool_s,
+                    lock_s=lock_s,
+                    days=len(partition_keys),
+                    spooled=spooled,
+                ),
+            )
 
 
 def stage_partition(
