@@ -8,8 +8,8 @@ The assets work through the days in order and Dagster records each day apart:
 - a day fails: the days finished before it are reported as `AssetMaterialization(partition=day)`
   events and the step fails, so Dagster marks exactly the remaining days failed (the retry sensor
   and the partitions view then see them per day, and a retry re-runs only them);
-- a step retried in the same run (RetryPolicy), or a run re-executed from failure, skips the days
-  that run (or the run it re-executes) already finished;
+- a step retried in the same run (RetryPolicy), or a re-execution of a failed run (from failure,
+  or Dagster's run_retries), skips the days that run (or the failed runs it re-executes) finished;
 - checks yield one `AssetCheckEvaluation` per day (`partition=day`).
 
 A single-partition run is a range of one day: it goes through the same code.
@@ -29,6 +29,7 @@ from dagster import (
     AssetMaterialization,
     AssetRecordsFilter,
     DagsterInstance,
+    DagsterRunStatus,
     MaterializeResult,
     Output,
 )
@@ -43,11 +44,12 @@ _RECORDS_PER_DAY = 20
 
 
 def _run_family(instance: DagsterInstance, run: DagsterRun) -> list[DagsterRun]:
-    """This run and the runs it re-executes (parent, its parent, ...), newest first."""
+    """This run and the failed runs it re-executes (parent, its parent, ...), newest first. A
+    re-execution of a run that succeeded is asked to do the work again, so it stops the walk."""
     family = [run]
     while (parent_id := family[-1].parent_run_id) and parent_id not in {r.run_id for r in family}:
         parent = instance.get_run_by_id(parent_id)
-        if parent is None:
+        if parent is None or parent.status != DagsterRunStatus.FAILURE:
             break
         family.append(parent)
     return family
