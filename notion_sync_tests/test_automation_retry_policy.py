@@ -86,3 +86,21 @@ def test_realtime_failure_is_retried_in_the_realtime_lane():
 def test_zero_attempts_alerts_at_once():
     _, _, alerts = plan_retries([failure()], set(), RetryState(), 1000.0, RetryConfig(max_attempts=0))
     assert len(alerts) == 1
+
+
+def test_permanent_failure_alerts_at_once_once_and_is_never_retried():
+    """A configuration error (e.g. a wrong NOTION_TOKEN) fails every retry the same way: no retry, one alert
+    with the error, also when it reads as rate limited (Notion's `public_api_request_blocked` is a 429)."""
+    error = "Failure: 401 unauthorized ... check NOTION_TOKEN"
+    failed = failure(permanent=True, rate_limited=True, error=error)
+    requests, state, alerts = plan_retries([failed], set(), RetryState(), 1000.0, POLICY)
+    assert requests == [] and len(alerts) == 1
+    assert "Account partition 2026-11-20" in alerts[0] and "run-a" in alerts[0] and error in alerts[0]
+    assert "no automatic retry" in alerts[0]
+    requests, state, alerts = plan_retries([failed], set(), state, 99_000.0, POLICY)
+    assert requests == [] and alerts == []  # once for this failed run
+    # Fixed and re-run by hand: the success resets; a new failure (not a configuration error) is retried.
+    _, state, _ = plan_retries([], set(), state, 100_000.0, POLICY)
+    assert state.partitions == {}
+    requests, _, alerts = plan_retries([failure(run_id="run-b")], set(), state, 100_000.0, POLICY)
+    assert requests[0].tags["notion_sync/retry_attempt"] == "1" and alerts == []

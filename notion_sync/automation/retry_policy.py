@@ -3,8 +3,9 @@
 The rules (the Apex NotionSyncRetryBatch): retry n waits `backoff_minutes[n-1]` after the failure
 (1, 2, 4 minutes), a rate-limited failure waits at least `min_after_rate_limit_minutes` (5), rate-
 limited failures are launched first, and after `max_attempts` (3) retries the partition raises an
-alert instead. A partition that is neither failed nor in progress any more has succeeded (or was
-wiped), which resets its count.
+alert instead. A permanent failure (a configuration error: a wrong token, a missing file, refused
+credentials) raises the alert at once, without a retry. A partition that is neither failed nor in
+progress any more has succeeded (or was wiped), which resets its count.
 
 :func:`plan_retries` takes the clock as an argument and keeps its memory in a JSON-able
 :class:`RetryState` (the sensor cursor), so it is tested without waiting and without Dagster.
@@ -35,6 +36,7 @@ class FailedPartition:
     rate_limited: bool = False
     lane: Lane = "backfill"
     error: str | None = None  # first line of the run's error, for the alert
+    permanent: bool = False  # a configuration error: every retry would fail the same way
 
     @property
     def key(self) -> str:
@@ -82,7 +84,8 @@ def plan_retries(
     now: float,
     policy: RetryConfig,
 ) -> tuple[list[RunRequest], RetryState, list[str]]:
-    """Retries due at `now` (rate-limited first, then oldest failure), the new state, alert texts.
+    """Retries due at `now` (rate-limited first, then oldest failure), the new state, alert texts
+    (one per failed run that is permanent or out of retries).
 
     `in_progress` holds the keys (``Object|partition``) of partitions being materialized, whose
     counts are kept until their run ends.
@@ -98,7 +101,14 @@ def plan_retries(
         if entry.handled_run_id == failure.run_id:
             continue
         attempt = entry.attempts + 1
-        if attempt > policy.max_attempts:
+        if failure.permanent:
+            alerts.append(
+                f"{failure.object_name} partition {failure.partition_key} failed with an error no retry "
+                f"can fix (run {failure.run_id}){f': {failure.error}' if failure.error else ''}; no "
+                "automatic retry: fix the cause, then materialize the partition again."
+            )
+            new_state.partitions[failure.key] = PartitionRetries(entry.attempts, failure.run_id)
+        elif attempt > policy.max_attempts:
             alerts.append(
                 f"{failure.object_name} partition {failure.partition_key} still fails after "
                 f"{entry.attempts} retries (last run {failure.run_id}"

@@ -12,7 +12,6 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     Backoff,
-    Failure,
     IdentityPartitionMapping,
     Jitter,
     MaterializeResult,
@@ -25,12 +24,13 @@ from notion_sync.automation.lanes import LANE_TAG
 from notion_sync.automation.names import RESYNC_METADATA_KEY
 from notion_sync.config import ObjectConfig
 from notion_sync.notion.errors import PermanentNotionError, limits_hit
-from notion_sync.notion.resource import NotionResource
+from notion_sync.notion.resource import NotionConfigError, NotionResource
 from notion_sync.notion.schema import SchemaError, salesforce_field_types
 from notion_sync.notion.sync import SyncReport, run_sync
 from notion_sync.partitions import daily_partitions
+from notion_sync.permanent import PermanentFailure
 from notion_sync.salesforce.extract import describe_object
-from notion_sync.salesforce.resource import SalesforceResource
+from notion_sync.salesforce.resource import SalesforceAuthError, SalesforceResource
 from notion_sync.staging import StagingResource, was_staged
 
 # Records still failing transiently after the client's retries: run the partition again (records
@@ -121,7 +121,7 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
         priority = limiter_priority(context.run.tags)
         # Without this, a day selected alone in the UI "synced" 0 records and showed as green.
         if not is_staged(staging, obj, context.partition_key):
-            raise Failure(description=not_staged_message(obj, context.partition_key), allow_retries=False)
+            raise PermanentFailure(not_staged_message(obj, context.partition_key))
         try:
             types = salesforce_field_types(
                 staging.connect, obj, lambda name: describe_object(salesforce.get_client().sf, name)
@@ -129,12 +129,12 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
             report = run_sync(
                 notion, staging.connect, obj, types, context.partition_key, context.run_id, priority=priority
             )
-        except (SchemaError, PermanentNotionError) as error:
-            raise Failure(description=str(error), allow_retries=False) from error
+        except (SchemaError, PermanentNotionError, NotionConfigError) as error:
+            raise PermanentFailure(str(error)) from error
+        except SalesforceAuthError as error:  # from the field types lookup (describe)
+            raise PermanentFailure(f"looking up the Salesforce fields of {obj.name}: {error}") from error
         except duckdb.CatalogException as error:
-            raise Failure(
-                description=f"{not_staged_message(obj, context.partition_key)} ({error})", allow_retries=False
-            ) from error
+            raise PermanentFailure(f"{not_staged_message(obj, context.partition_key)} ({error})") from error
         context.log.info(
             f"{obj.name} {context.partition_key}: {dict(report.totals)} in {report.duration_s:.1f}s, "
             f"{report.requests} requests ({report.rate_limited} rate limited)"
