@@ -59,6 +59,7 @@ from notion_sync.automation.changes import (
     ChangeCursor,
     CompositeError,
     Poll,
+    PollAnswer,
     changed_days,
     composite_poll,
     deletes_due,
@@ -166,7 +167,7 @@ class Tick:
             )
             if not realtime.change_events and state.path == CDC:
                 self._to_polling(name, "realtime.change_events is off", retry=False)
-            elif realtime.change_events and state.path == POLLING and 0 < state.retry_cdc_at <= self.now:
+            elif realtime.change_events and state.path == POLLING and state.retry_cdc_at <= self.now:
                 state.path, state.replay, state.reason = CDC, None, ""
 
     def state(self, name: str) -> ObjectState:
@@ -195,19 +196,17 @@ class Tick:
         for start in range(0, len(names), COMPOSITE_QUERIES):
             chunk = names[start : start + COMPOSITE_QUERIES]
             previous = {name: self._poll_cursor(name) for name in chunk}
-            polls = {}
-            for name in chunk:
-                floor = (
-                    window_floor(previous[name].newest, self.objects[name].lookback_seconds)
-                    if previous[name]
-                    else None
-                )
-                polls[name] = Poll(
-                    floor, deletes_due(previous[name], floor) if previous[name] and floor else None
-                )
+            polls = {name: self._plan(name, previous[name]) for name in chunk}
             answers = composite_poll(sf, polls)
             for name in chunk:
                 self._polled(name, previous[name], answers[name], len(chunk))
+
+    def _plan(self, name: str, previous: ChangeCursor | None) -> Poll:
+        """An object's poll: from its lookback floor (none on the first), getDeleted when due."""
+        if previous is None:
+            return Poll(floor=None)
+        floor = window_floor(previous.newest, self.objects[name].lookback_seconds)
+        return Poll(floor, deletes_due(previous, floor))
 
     def _poll_cursor(self, name: str) -> ChangeCursor | None:
         state = self.state(name)
@@ -215,14 +214,15 @@ class Tick:
             return ChangeCursor.parse(state.poll)
         return ChangeCursor(newest=state.modstamp, seen=None) if state.modstamp else None
 
-    def _polled(self, name: str, previous: ChangeCursor | None, answer: object, batch: int) -> None:
+    def _polled(
+        self, name: str, previous: ChangeCursor | None, answer: PollAnswer | CompositeError, batch: int
+    ) -> None:
         state = self.state(name)
         note = f"{batch} object(s) in one Composite call"
         if isinstance(answer, CompositeError):
             self.log[name].append(f"poll failed ({answer}); tried again next tick")
             return
-        window = answer.window  # type: ignore[attr-defined]
-        found = answer.deletes  # type: ignore[attr-defined]
+        window, found = answer.window, answer.deletes
         deletes = found.records if found else []
         covered = (
             format_modstamp(found.covered) if found else (previous.deletes_covered if previous else None)
