@@ -6,7 +6,7 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from dagster import instance_for_test
+from dagster import DagsterRunStatus, instance_for_test
 
 from notion_sync.automation.realtime import REPLAYS_TAG, ObjectState, RealtimeCursor, describe_paths
 from notion_sync.config import RealtimeConfig, parse_config
@@ -244,3 +244,24 @@ def test_a_spent_delivery_allocation_moves_the_object_to_polling(own_salesforce_
     polled = tick(spent.cursor)  # from the last processed change: nothing is lost
     assert [r.partition_key for r in polled.run_requests] == [today()]
     assert polled.run_requests[0].run_key.startswith("changes:Account:")
+
+
+def test_changes_of_a_day_being_materialized_wait_for_that_run_in_one_launch(own_salesforce_sandbox, tick):
+    sandbox = own_salesforce_sandbox
+    cursor = positioned(sandbox, tick.some_id(5))
+    running = tick.instance.create_run_for_job(
+        tick.defs.resolve_job_def("sync_Account"),
+        tags={"dagster/partition": today()},
+        status=DagsterRunStatus.STARTED,
+    )
+    sandbox.update("Account", tick.some_id(6), {"Phone": "+1 555 0600"})
+    first = tick(cursor)
+    assert not first.run_requests and [p.day for p in RealtimeCursor.parse(first.cursor).pending] == [today()]
+    sandbox.update("Account", tick.some_id(7), {"Phone": "+1 555 0601"})
+    second = tick(first.cursor)
+    assert not second.run_requests and len(RealtimeCursor.parse(second.cursor).pending) == 1
+    tick.instance.report_run_failed(running)
+    (request,) = tick(second.cursor).run_requests
+    first_replay, last_replay = (int(part, 16) for part in request.tags[REPLAYS_TAG].split("-"))
+    events = [e.replay for e in sandbox.bus._events[-2:]]
+    assert first_replay == events[0] and last_replay == events[1]  # both edits, one run

@@ -113,10 +113,18 @@ class ObjectState:
 
 @dataclass(frozen=True)
 class Launch:
+    """A run to request: object, day, run key, and the replay ids (first-last) of its events."""
+
     object: str
     day: str
     key: str
     replays: str = ""
+
+    def joined(self, later: Launch) -> Launch:
+        """One run for both (the earlier one's key): it extracts the day when it starts."""
+        first, last = self.replays.partition("-")[0], later.replays.partition("-")[2]
+        replays = f"{first}-{last}" if first and last else self.replays or later.replays
+        return Launch(self.object, self.day, self.key, replays)
 
 
 @dataclass
@@ -324,7 +332,8 @@ class Tick:
         for launch in [*self.cursor.pending, *self.launches]:
             obj = self.objects.get(launch.object)
             if obj is not None and daily_partitions(obj).has_partition_key(launch.day):
-                chosen.setdefault((launch.object, launch.day), launch)
+                earlier = chosen.get((launch.object, launch.day))
+                chosen[(launch.object, launch.day)] = earlier.joined(launch) if earlier else launch
         requests, waiting = [], []
         for name, launches in _by_object(chosen.values()):
             days = [launch.day for launch in launches]
