@@ -15,7 +15,6 @@ from dagster import (
     AssetMaterialization,
     AssetsDefinition,
     Backoff,
-    Failure,
     IdentityPartitionMapping,
     Jitter,
     MaterializeResult,
@@ -28,13 +27,14 @@ from notion_sync.automation.lanes import LANE_TAG
 from notion_sync.automation.names import RESYNC_METADATA_KEY
 from notion_sync.config import ObjectConfig
 from notion_sync.notion.errors import PermanentNotionError, limits_hit
-from notion_sync.notion.resource import NotionResource
+from notion_sync.notion.resource import NotionConfigError, NotionResource
 from notion_sync.notion.schema import SchemaError, salesforce_field_types
 from notion_sync.notion.sync import SyncReport, sync_days
 from notion_sync.partitions import daily_partitions, in_ranges
+from notion_sync.permanent import PermanentFailure
 from notion_sync.ranges import materialize_days
 from notion_sync.salesforce.extract import describe_object
-from notion_sync.salesforce.resource import SalesforceResource
+from notion_sync.salesforce.resource import SalesforceAuthError, SalesforceResource
 from notion_sync.staging import StagingResource, was_staged
 
 # Records still failing transiently after the client's retries: run the partition again (records
@@ -144,14 +144,14 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
                             f"Notion rate limits hit: {limits_hit(report.rate_limit_reasons)}"
                         )
                     yield report.partition, _metadata(report, notion, priority)
-            except (SchemaError, PermanentNotionError) as error:
-                raise Failure(description=str(error), allow_retries=False) from error
+            except (SchemaError, PermanentNotionError, NotionConfigError) as error:
+                raise PermanentFailure(str(error)) from error
+            except SalesforceAuthError as error:  # from the field types lookup (describe)
+                raise PermanentFailure(f"looking up the Salesforce fields of {obj.name}: {error}") from error
             except duckdb.CatalogException as error:
-                raise Failure(
-                    description=f"{not_staged_message(obj, days[0])} ({error})", allow_retries=False
-                ) from error
+                raise PermanentFailure(f"{not_staged_message(obj, days[0])} ({error})") from error
             if len(ready) < len(days):
-                raise Failure(description=not_staged_message(obj, days[len(ready)]), allow_retries=False)
+                raise PermanentFailure(not_staged_message(obj, days[len(ready)]))
 
         yield from materialize_days(context, sync)
 

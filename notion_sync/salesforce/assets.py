@@ -23,6 +23,7 @@ from pydantic import Field
 
 from notion_sync.config import ObjectConfig
 from notion_sync.partitions import daily_partitions, in_ranges
+from notion_sync.permanent import PermanentFailure
 from notion_sync.ranges import materialize_days
 from notion_sync.salesforce.extract import (
     BULK_PAGE_RECORDS,
@@ -39,8 +40,8 @@ from notion_sync.staging import StagingResource
 EXTRACT_RETRY_POLICY = RetryPolicy(
     max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
-# Retrying these cannot succeed: fix the config or the credentials, or wait for the budget to refill.
-PERMANENT_ERRORS = (SalesforceAuthError, ApiBudgetExhausted, SalesforceSchemaError)
+# Retrying these cannot succeed: fix the config or the credentials.
+PERMANENT_ERRORS = (SalesforceAuthError, SalesforceSchemaError)
 
 
 class ExtractConfig(Config):
@@ -96,6 +97,9 @@ def build_salesforce_asset(obj: ObjectConfig) -> AssetsDefinition:
                 ):
                     yield day, _metadata(obj, result, days)
             except PERMANENT_ERRORS as error:
+                raise PermanentFailure(str(error)) from error
+            except ApiBudgetExhausted as error:
+                # Not again in this run; the retry sensor tries later, when the rolling budget has refilled.
                 raise Failure(description=str(error), allow_retries=False) from error
 
         yield from materialize_days(context, stage)
