@@ -21,6 +21,7 @@ import pytest
 import yaml
 from dagster import (
     AssetKey,
+    AssetRecordsFilter,
     DagsterEventType,
     DagsterInstance,
     Definitions,
@@ -29,6 +30,8 @@ from dagster import (
     in_process_executor,
     instance_for_test,
 )
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.execution.api import execute_run
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from dagster._core.test_utils import create_test_daemon_workspace_context
@@ -310,16 +313,38 @@ def test_range_failing_on_day_17_is_retried_from_day_17(
         )
         assert sorted(request.partition_key for request in result.run_requests) == days[16:]
 
-        # Retried as one range (as a backfill's "re-execute failed" does), only those days are written.
+        # Re-executed (the run page's "Re-execute from failure", or Dagster's run_retries): the run
+        # resumes at day 17, and only days 17-30 are written.
         notion_sandbox.reset_stats()
-        retried = job.execute_in_process(
-            instance=instance,
-            tags=range_tags(days[16], days[-1]),
-            asset_selection=[AssetKey(["notion", "Account"])],
+        parent = instance.get_run_by_id(failed.run_id)
+        rerun = instance.create_run_for_job(
+            job_def=job,
+            tags=parent.tags,
+            parent_run_id=parent.run_id,
+            root_run_id=parent.run_id,
+            asset_selection=frozenset([AssetKey(["notion", "Account"])]),
         )
+        retried = execute_run(InMemoryJob(job), rerun, instance)
         assert retried.success
         creates = notion_sandbox.stats()["requests_by_route"]["POST /v1/pages"]
         assert creates == {"200": sum(live[day] for day in days[16:])}
         assert {statuses(instance, config, "notion", "Account")[day] for day in days} == {"MATERIALIZED"}
-        evaluations = {(e.check_name, e.partition): e.passed for e in retried.get_asset_check_evaluations()}
-        assert {day for _, day in evaluations} == set(days[16:]) and all(evaluations.values())
+        resumed = {
+            record.asset_materialization.partition: record.asset_materialization.metadata
+            for record in instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=AssetKey(["notion", "Account"]), asset_partitions=days),
+                limit=100,
+            ).records
+            if record.run_id == rerun.run_id
+        }
+        assert {day for day, metadata in resumed.items() if "resumed_from_run" in metadata} == set(days[:16])
+        assert set(resumed) == set(days)
+        evaluations = {
+            (
+                entry.dagster_event.event_specific_data.check_name,
+                entry.dagster_event.event_specific_data.partition,
+            )
+            for entry in instance.all_logs(rerun.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+            if entry.dagster_event.event_specific_data.passed
+        }
+        assert {day for _, day in evaluations} == set(days)
