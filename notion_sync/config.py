@@ -93,6 +93,13 @@ class ObjectConfig(_Strict):
         description="Pages edited by hand in Notion (synced values that differ from the staged record), "
         "found by the weekly reconcile: sync them again (resync) or only count them (report)",
     )
+    max_partitions_per_run: int = Field(
+        default=30,
+        ge=1,
+        le=366,
+        description="Days of a backfill one run extracts and syncs together (BackfillPolicy.multi_run): "
+        "one COUNT and one query or Bulk job per range instead of per day",
+    )
     owners: tuple[str, ...] = Field(
         default=(), description="Dagster asset owners: emails or 'team:name', shown in the UI"
     )

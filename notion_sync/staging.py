@@ -18,7 +18,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 
 import duckdb
@@ -319,6 +320,15 @@ class Spool:
     def count(self, table: str, where: str = "true") -> int:
         return self.conn.execute(f"SELECT count(*) FROM {quote_ident(table)} WHERE {where}").fetchone()[0]
 
+    def count_by_day(self, table: str, cursor: str, deleted: str | None) -> dict[date, tuple[int, int]]:
+        """UTC day of `cursor` -> (rows, rows with the boolean column `deleted` true)."""
+        flagged = f"count(*) FILTER (WHERE {quote_ident(deleted)})" if deleted else "0"
+        rows = self.conn.execute(
+            f"SELECT CAST({quote_ident(cursor)} AS DATE) AS day, count(*), {flagged} "
+            f"FROM {quote_ident(table)} GROUP BY day"
+        ).fetchall()
+        return {day: (total, gone) for day, total, gone in rows}
+
     def close(self) -> None:
         """Commit and release the file so the staging connection can attach it."""
         self.conn.execute("COMMIT")
@@ -363,6 +373,14 @@ def remove_abandoned_spools(near: str | Path) -> list[tuple[Path, int]]:
                 shutil.rmtree(directory)
                 removed.append((directory, size))
     return removed
+
+
+def day_filter(cursor: str, partition: date) -> str:
+    """SQL condition: `cursor` falls on the UTC day `partition` (a range on the column, so DuckDB skips
+    the row groups of other days by their min/max)."""
+    start = datetime.combine(partition, dtime(), UTC)
+    low, high = (f"'{moment.isoformat()}'::TIMESTAMPTZ" for moment in (start, start + timedelta(days=1)))
+    return f"{quote_ident(cursor)} >= {low} AND {quote_ident(cursor)} < {high}"
 
 
 # `staged_partitions`: one row per (table, day) ever staged, written in the swap's transaction. It is
@@ -417,8 +435,8 @@ def replace_partition(
     cursor: str,
     deleted: Sequence[tuple[str, datetime]] = (),
 ) -> Swap:
-    """Swap `partition`'s rows for the spool's in one transaction, and record the day in
-    `staged_partitions`.
+    """Swap `partition`'s rows for the spool's rows of that day in one transaction (a spool of several
+    days, a backfill range, is swapped in a day at a time), and record the day in `staged_partitions`.
 
     An Id staged under another day is replaced only by a newer version (by `cursor`), so the table
     keeps one row per record, the latest, whichever order partitions are (re)run in.
@@ -431,7 +449,8 @@ def replace_partition(
     """
     _bound_memory(conn)
     _ensure_staged_partitions(conn)
-    target, new, ts = quote_ident(table), f"spool.{SPOOL_TABLE}", quote_ident(cursor)
+    target, ts = quote_ident(table), quote_ident(cursor)
+    new = f"(SELECT * FROM spool.{SPOOL_TABLE} WHERE {day_filter(cursor, partition)})"
     conn.execute(f"ATTACH '{spool_path}' AS spool (READ_ONLY)")
     try:
         conn.execute("BEGIN TRANSACTION")

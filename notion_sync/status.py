@@ -7,8 +7,9 @@ through a read-only connection so that a report never blocks a running sync for 
   current state: a resumed re-run counts already synced records as unchanged; a run that failed
   before its first record, e.g. on a 401, is a failed row with its error), the requests and 429s of
   all its runs (`api_usage` joined by run), and its relations still pending. A run's requests are
-  split as its run metadata counts them: ``requests`` from the start of the batch on (the metadata's
-  `requests`), ``setup`` before it (finding, creating or checking the Notion database);
+  split as its run metadata counts them: ``requests`` between the start and the end of the batch (the
+  metadata's `requests`), ``setup`` before the run's first batch (finding, creating or checking the
+  Notion database: a run of several days counts it on its first day);
 - API usage: `api_usage` overall and per object, plus a time series for the HTML charts;
 - failure patterns: failed record attempts of `sync_log` grouped by object, status and error code,
   and skipped records by reason;
@@ -170,11 +171,17 @@ def _partitions(conn: duckdb.DuckDBPyConnection) -> list[PartitionStatus]:
             WINDOW w AS (PARTITION BY object, "partition" ORDER BY started_at DESC)
         ), usage AS (
             SELECT object, "partition", count(*) FILTER (in_batch) AS requests,
-                   count(*) FILTER (NOT in_batch) AS setup, count(*) FILTER (limited AND in_batch) AS limited
+                   count(*) FILTER (first AND u_at < started_at) AS setup,
+                   count(*) FILTER (limited AND in_batch) AS limited
             FROM (
-                SELECT b.object, b."partition", u."at" >= b.started_at AS in_batch,
+                SELECT b.object, b."partition", b.started_at, u."at" AS u_at, b.first,
+                       u."at" >= b.started_at AND (b.ended_at IS NULL OR u."at" <= b.ended_at) AS in_batch,
                        (u.rate_limited OR u.status = 429) AS limited
-                FROM api_usage u JOIN sync_batches b ON b.run_id = u.run_id AND b.object = u.object
+                FROM api_usage u JOIN (
+                    -- a run may sync several days (a backfill range): its set-up counts on its first
+                    SELECT *, started_at = min(started_at) OVER (PARTITION BY run_id, object) AS first
+                    FROM sync_batches
+                ) b ON b.run_id = u.run_id AND b.object = u.object
             )
             GROUP BY ALL
         ), last_partition AS (

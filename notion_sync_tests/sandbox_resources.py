@@ -23,17 +23,21 @@ def salesforce_resource(sandbox: SalesforceSandbox, **overrides: Any) -> Salesfo
     return SalesforceResource(**{**fields, **overrides})
 
 
-def sandbox_resources(salesforce: SalesforceSandbox, notion: NotionSandbox, workdir: Path) -> dict[str, Any]:
-    """`salesforce`, `notion` and `staging`; the limiter and DuckDB files go in `workdir`."""
+def sandbox_resources(
+    salesforce: SalesforceSandbox, notion: NotionSandbox, workdir: Path, **notion_overrides: Any
+) -> dict[str, Any]:
+    """`salesforce`, `notion` and `staging`; the limiter and DuckDB files go in `workdir`;
+    `notion_overrides` are `NotionResource` fields (e.g. ``token="wrong"``)."""
+    notion_fields = {
+        "token": notion.token,
+        "base_url": notion.url,
+        "parent_page_id": notion.parent_page_id,
+        "time_scale": notion.speed,
+        "limiter_path": str(workdir / "limiter.sqlite"),
+        "workers": 4,
+    }
     return {
         "salesforce": salesforce_resource(salesforce),
-        "notion": NotionResource(
-            token=notion.token,
-            base_url=notion.url,
-            parent_page_id=notion.parent_page_id,
-            time_scale=notion.speed,
-            limiter_path=str(workdir / "limiter.sqlite"),
-            workers=4,
-        ),
+        "notion": NotionResource(**{**notion_fields, **notion_overrides}),
         "staging": StagingResource(path=str(workdir / "staging.duckdb")),
     }

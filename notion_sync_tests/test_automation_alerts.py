@@ -12,10 +12,13 @@ from dagster import (
     AssetMaterialization,
     DagsterEventType,
     DagsterInstance,
+    ExecuteInProcessResult,
+    asset,
     build_run_status_sensor_context,
     build_sensor_context,
     instance_for_test,
     job,
+    materialize,
     op,
 )
 from dagster_shared.record import copy
@@ -153,21 +156,37 @@ def test_health_sensor_alerts_once_per_condition(webhook, own_salesforce_sandbox
         assert len(webhook.bodies) == 3
 
 
-def test_run_failure_sensor_posts_the_failed_run(webhook):
-    sensor = build_run_failure_alert_sensor(AlertConfig(webhook_url=webhook.url))
+@asset(key=["notion", "Account"])
+def notion_account_stand_in() -> None:
+    raise RuntimeError("Notion answered 429 rate_limited")
+
+
+def failure_context(instance: DagsterInstance, sensor_name: str, result: ExecuteInProcessResult):
+    failure_event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
+    return build_run_status_sensor_context(
+        sensor_name=sensor_name,
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=failure_event,
+    ).for_run_failure()
+
+
+def test_run_failure_sensor_posts_failed_runs_of_this_project_only(webhook):
+    """The sensor watches every code location of the instance: a failed run of another code location's
+    job is not ours to report; a run materializing one of our assets (the UI's asset job) is."""
+    config = load_config()
+    sensor = build_run_failure_alert_sensor(
+        config.model_copy(update={"alerts": AlertConfig(webhook_url=webhook.url)})
+    )
     with instance_for_test() as instance:
-        result = run_flaky(instance, fail=True)
-        failure_event = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
-        context = build_run_status_sensor_context(
-            sensor_name=sensor.name,
-            dagster_instance=instance,
-            dagster_run=result.dagster_run,
-            dagster_event=failure_event,
-        ).for_run_failure()
-        sensor(context)
+        foreign = run_flaky(instance, fail=True)
+        ours = materialize([notion_account_stand_in], instance=instance, raise_on_error=False)
+        for result in (foreign, ours):
+            assert not result.success
+            sensor(failure_context(instance, sensor.name, result))
     (body,) = webhook.bodies
     cause = "RuntimeError: Notion answered 429 rate_limited"  # the error's first line, not "Steps failed"
-    assert body["text"] == f"notion-sync: run {result.run_id} of flaky_job failed: {cause}"
+    assert body["text"] == f"notion-sync: run {ours.run_id} of {ours.dagster_run.job_name} failed: {cause}"
 
 
 def test_every_failed_run_alerts_with_its_cause(webhook, tmp_path, notion_sandbox, own_salesforce_sandbox):
@@ -197,6 +216,7 @@ def test_every_failed_run_alerts_with_its_cause(webhook, tmp_path, notion_sandbo
             instance=instance, partition_key="2026-11-20", raise_on_error=False
         )
         assert not failed.success
+        assert not run_flaky(instance, fail=True).success  # another code location's job: not reported
         tick(instance, cursor)
     (body,) = webhook.bodies
     text = body["text"]

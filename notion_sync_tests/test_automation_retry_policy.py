@@ -86,3 +86,32 @@ def test_realtime_failure_is_retried_in_the_realtime_lane():
 def test_zero_attempts_alerts_at_once():
     _, _, alerts = plan_retries([failure()], set(), RetryState(), 1000.0, RetryConfig(max_attempts=0))
     assert len(alerts) == 1
+
+
+def test_permanent_failure_alerts_at_once_once_and_is_never_retried():
+    """A configuration error (e.g. a wrong NOTION_TOKEN) fails every retry the same way: no retry, one alert
+    with the error, also when it reads as rate limited (Notion's `public_api_request_blocked` is a 429)."""
+    error = "Failure: 401 unauthorized ... check NOTION_TOKEN"
+    failed = failure(permanent=True, rate_limited=True, error=error)
+    requests, state, alerts = plan_retries([failed], set(), RetryState(), 1000.0, POLICY)
+    assert requests == [] and len(alerts) == 1
+    assert "Account partition 2026-11-20" in alerts[0] and "run-a" in alerts[0] and error in alerts[0]
+    assert "no automatic retry" in alerts[0]
+    requests, state, alerts = plan_retries([failed], set(), state, 99_000.0, POLICY)
+    assert requests == [] and alerts == []  # once for this failed run
+    # Fixed and re-run by hand: the success resets; a new failure (not a configuration error) is retried.
+    _, state, _ = plan_retries([], set(), state, 100_000.0, POLICY)
+    assert state.partitions == {}
+    requests, _, alerts = plan_retries([failure(run_id="run-b")], set(), state, 100_000.0, POLICY)
+    assert requests[0].tags["notion_sync/retry_attempt"] == "1" and alerts == []
+
+
+def test_a_range_failed_permanently_in_one_run_alerts_once():
+    """A backfill run of many days that fails on a configuration error: one alert for the run."""
+    days = [failure(f"2026-11-0{day}", run_id="range-run", permanent=True, error="401") for day in (3, 1, 2)]
+    other = failure("2026-11-05", run_id="other-run", permanent=True)
+    requests, _, alerts = plan_retries([*days, other], set(), RetryState(), 1000.0, POLICY)
+    assert requests == [] and len(alerts) == 2
+    assert alerts[0].startswith("Account partitions 2026-11-01 to 2026-11-03 (3) failed with an error")
+    assert "(run range-run): 401;" in alerts[0] and alerts[0].endswith("materialize them again.")
+    assert alerts[1].startswith("Account partition 2026-11-05 failed") and "(run other-run);" in alerts[1]

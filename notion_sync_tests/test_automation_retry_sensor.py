@@ -1,8 +1,8 @@
 """The retry sensor against a real (temporary SQLite) Dagster instance with really failed partitions.
 
-The partitions fail in stand-in assets with the project's asset keys and partitions, so each
-scenario controls exactly which partition fails and how; the end-to-end test
-(test_automation_e2e.py) runs the real assets against the sandboxes.
+Most partitions fail in stand-in assets with the project's asset keys and partitions, so each
+scenario controls exactly which partition fails and how; a configuration error fails the real
+assets against the sandboxes.
 """
 
 import pytest
@@ -14,13 +14,16 @@ from dagster import (
     build_sensor_context,
     instance_for_test,
 )
+from dagster_shared.record import copy
 
 from notion_sync.automation import sensors
 from notion_sync.automation.jobs import sync_job
 from notion_sync.automation.sensors import build_retry_sensor
 from notion_sync.config import load_config
+from notion_sync.definitions import build_definitions
 from notion_sync.notion.errors import TransientNotionError
 from notion_sync.partitions import daily_partitions
+from notion_sync_tests.sandbox_resources import sandbox_resources
 
 CONFIG = load_config()
 CONFIG = CONFIG.model_copy(update={"objects": {"Account": CONFIG.objects["Account"]}})
@@ -45,18 +48,23 @@ def notion_account() -> None:
     pass
 
 
-class Harness:
-    """One instance, the stand-in assets, the sync job and the retry sensor, with its cursor."""
+def stand_in_definitions() -> Definitions:
+    return Definitions(
+        assets=[salesforce_account, notion_account],
+        jobs=[sync_job(CONFIG.objects["Account"])],
+        sensors=[build_retry_sensor(CONFIG)],
+    )
 
-    def __init__(self, instance, monkeypatch):
+
+class Harness:
+    """One instance, the definitions (stand-in assets by default), the sync job and the retry sensor,
+    with its cursor."""
+
+    def __init__(self, instance, monkeypatch, defs: Definitions | None = None):
         self.instance = instance
         self.monkeypatch = monkeypatch
-        self.sensor = build_retry_sensor(CONFIG)
-        self.defs = Definitions(
-            assets=[salesforce_account, notion_account],
-            jobs=[sync_job(CONFIG.objects["Account"])],
-            sensors=[self.sensor],
-        )
+        self.defs = defs or stand_in_definitions()
+        self.sensor = self.defs.resolve_sensor_def("notion_sync_retry")
         self.cursor: str | None = None
         self.last_end = 0.0
 
@@ -140,3 +148,21 @@ def test_three_retries_then_alert_then_reset_on_success(harness, monkeypatch):
     harness.run(day)
     (request,) = harness.tick(60)
     assert request.tags["notion_sync/retry_attempt"] == "1"
+
+
+def test_wrong_notion_token_alerts_once_and_is_never_retried(
+    monkeypatch, tmp_path, notion_sandbox, salesforce_sandbox
+):
+    """A real sync run fails on a wrong NOTION_TOKEN (the sandbox Notion answers 401): a configuration
+    error every retry would repeat. The sensor launches nothing and alerts at once, once, naming it."""
+    alerts: list[str] = []
+    monkeypatch.setattr(sensors, "send_alert", lambda text, url, log: alerts.append(text))
+    resources = sandbox_resources(salesforce_sandbox, notion_sandbox, tmp_path, token="ntn_WrongToken123")
+    with instance_for_test() as instance:
+        harness = Harness(instance, monkeypatch, copy(build_definitions(CONFIG), resources=resources))
+        assert not harness.run("2026-11-20")
+        for seconds in (1, 60, 301, 3600):
+            assert harness.tick(seconds) == []
+    (alert,) = alerts
+    assert alert.startswith("Account partition 2026-11-20 failed with an error no retry can fix")
+    assert "NOTION_TOKEN" in alert and "ntn_WrongToken123" not in alert

@@ -23,10 +23,11 @@ LATE_EDIT = datetime(2026, 11, 20, 23, 30, tzinfo=UTC)
 
 
 def _tick(defs, instance: DagsterInstance, at: datetime):
-    context = build_schedule_context(
+    # `with`, as the daemon does: the context opens an instance of its own that only `with` closes.
+    with build_schedule_context(
         instance=instance, scheduled_execution_time=at, repository_def=defs.get_repository_def()
-    )
-    return defs.resolve_schedule_def(SCHEDULE).evaluate_tick(context).run_requests
+    ) as context:
+        return defs.resolve_schedule_def(SCHEDULE).evaluate_tick(context).run_requests
 
 
 def _execute(defs, instance: DagsterInstance, run_requests) -> None:
@@ -82,10 +83,10 @@ def test_a_tick_waits_while_one_of_its_days_is_being_materialized(defs):
             tags={"dagster/partition": "2026-11-20"},
             status=DagsterRunStatus.STARTED,
         )
-        context = build_schedule_context(
+        with build_schedule_context(
             instance=instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
-        )
-        waiting = defs.resolve_schedule_def(SCHEDULE).evaluate_tick(context)
+        ) as context:
+            waiting = defs.resolve_schedule_def(SCHEDULE).evaluate_tick(context)
         assert not waiting.run_requests
         assert waiting.skip_message == (
             "waiting for Opportunity partitions ['2026-11-20']: the next tick covers them"

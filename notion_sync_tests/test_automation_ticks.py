@@ -45,10 +45,12 @@ class Env:
     notion: NotionSandbox
 
     def tick_schedule(self, name: str, at: datetime = TICK):
-        context = build_schedule_context(
+        # A schedule context opens its own instance from the ref; only `with` closes it (and restores
+        # the context-local state Dagster sets for it), as the daemon does.
+        with build_schedule_context(
             instance=self.instance, scheduled_execution_time=at, repository_def=self.defs.get_repository_def()
-        )
-        return self.defs.resolve_schedule_def(name).evaluate_tick(context)
+        ) as context:
+            return self.defs.resolve_schedule_def(name).evaluate_tick(context)
 
     def tick_sensor(self, name: str, cursor: str | None = None):
         repo = self.defs.get_repository_def()

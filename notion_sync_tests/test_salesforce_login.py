@@ -24,6 +24,9 @@ from simple_salesforce.exceptions import SalesforceAuthenticationFailed, Salesfo
 
 from notion_sync.automation.alerts import salesforce_budget
 from notion_sync.config import ObjectConfig
+from notion_sync.notion.assets import build_notion_asset
+from notion_sync.notion.resource import NotionResource
+from notion_sync.permanent import PERMANENT_FAILURE_KEY
 from notion_sync.salesforce import SalesforceResource, build_salesforce_asset
 from notion_sync.salesforce.assets import PERMANENT_ERRORS
 from notion_sync.salesforce.extract import stage_partition
@@ -244,6 +247,32 @@ def test_a_wrong_key_or_secret_fails_once_clearly_without_secrets(sandbox, use_e
     assert all(text in error for text in expected), error
     assert secret not in error and sandbox.consumer_secret not in error
     assert _logins(sandbox) == 1  # neither retried nor repeated by Dagster
+
+
+def test_refused_credentials_in_the_notion_step_fail_once_as_permanent(
+    sandbox, use_env, tmp_path, notion_sandbox
+):
+    """`notion/<Object>` looks up the Salesforce field types; a refused login there is a configuration
+    error too: neither the step's retry policy nor the retry sensor repeats it."""
+    db = tmp_path / "s.duckdb"
+    assert _materialize(use_env(sandbox.client_credentials_env()), db).success
+    secret = "Wr0ngConsumerSecret!"
+    resources = {
+        "salesforce": use_env(sandbox.client_credentials_env(), SALESFORCE_CONSUMER_SECRET=secret),
+        "notion": NotionResource(
+            token=notion_sandbox.token, base_url=notion_sandbox.url, limiter_path=str(tmp_path / "l.sqlite")
+        ),
+        "staging": StagingResource(path=str(db)),
+    }
+    result = materialize(
+        [build_notion_asset(_account(), [])], partition_key=DAY, resources=resources, raise_on_error=False
+    )
+    error = _failure(result)
+    assert "invalid_client: invalid client credentials" in error and "SALESFORCE_CONSUMER_SECRET" in error
+    assert secret not in error and sandbox.consumer_secret not in error
+    assert _logins(sandbox) == 2  # the staging's login and the refused one, once
+    [event] = result.get_step_failure_events()
+    assert event.step_failure_data.user_failure_data.metadata[PERMANENT_FAILURE_KEY].value is True
 
 
 def test_client_credentials_need_a_my_domain(sandbox, use_env, tmp_path):

@@ -10,11 +10,14 @@ from typing import NamedTuple
 
 import pytest
 from dagster import instance_for_test, materialize
+from test_notion_sync import CONFIG as SYNC_CONFIG
+from test_notion_sync import TYPES, account, make_env
 
 from notion_sync import staging
 from notion_sync.cli import main
 from notion_sync.config import load_config
 from notion_sync.notion.assets import build_notion_asset
+from notion_sync.notion.sync import sync_days
 from notion_sync.resources import build_resources
 from notion_sync.salesforce.assets import build_salesforce_asset
 from notion_sync.sandbox.notion_server import NotionSandbox
@@ -227,3 +230,22 @@ def test_zero_counts_chart_has_integer_axis_from_zero() -> None:
     svg = count_chart("429 rate_limited answers", times, {"429s": [0, 3, 0, 7] + [0] * 8}, "429s")
     labels = _tick_labels(svg, "y")
     assert labels[0] == "0" and all(label.isdigit() for label in labels) and int(labels[-1]) >= 7
+
+
+def test_a_run_of_several_days_counts_each_days_requests_once(notion_sandbox: NotionSandbox, tmp_path: Path):
+    """A backfill range syncs several days in one run: each day counts the requests of its own batch
+    (as its report does), the run's database set-up counts once, on its first day."""
+    env = make_env(notion_sandbox, tmp_path)
+    days = ["2026-11-18", "2026-11-19", "2026-11-20"]
+    for n, day in enumerate(days):
+        env.stage("Account", [account(10 * n + i) for i in range(1, 4)], partition=day)
+    reports = list(
+        sync_days(
+            env.resource, env.connect, SYNC_CONFIG.objects["Account"], TYPES["Account"], days, "range-run"
+        )
+    )
+    report = load_report(env.db)
+    rows = {p.partition: p for p in report.partitions}
+    assert {day: rows[day].requests for day in days} == {r.partition: r.requests for r in reports}
+    assert [rows[day].setup_requests > 0 for day in days] == [True, False, False]
+    assert sum(p.requests + p.setup_requests for p in report.partitions) == report.usage[0].requests

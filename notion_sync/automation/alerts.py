@@ -20,6 +20,7 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -31,8 +32,8 @@ from dagster import (
     sensor,
 )
 
-from notion_sync.automation.failures import first_error_line, is_rate_limited
-from notion_sync.automation.names import object_asset_keys
+from notion_sync.automation.failures import first_error_line, is_rate_limited, planned_asset_keys
+from notion_sync.automation.names import object_asset_keys, object_job_names
 from notion_sync.config import AlertConfig, SyncConfig
 from notion_sync.salesforce.resource import SalesforceResource
 
@@ -61,20 +62,47 @@ def send_alert(text: str, webhook_url: str | None, log: logging.Logger | None = 
     return True
 
 
-def build_run_failure_alert_sensor(alerts: AlertConfig) -> SensorDefinition:
-    """Every failed run, however launched: Dagster matches a run to this code location by the origin
-    the daemon or the UI gave it, and a run launched from a shell (`dagster asset materialize`,
-    `execute_in_process`) has none, so the sensor watches every code location of the instance."""
+@dataclass(frozen=True)
+class ProjectRuns:
+    """This project's runs on an instance other code locations may share: runs of a configured
+    object's job, or runs that materialize or check one of its assets (the UI's and the command
+    line's asset jobs)."""
+
+    job_names: frozenset[str]
+    asset_keys: frozenset[AssetKey]
+
+    @classmethod
+    def of(cls, config: SyncConfig) -> ProjectRuns:
+        return cls(
+            frozenset(name for object_name in config.objects for name in object_job_names(object_name)),
+            frozenset(key for object_name in config.objects for key in object_asset_keys(object_name)),
+        )
+
+    def includes(self, instance: DagsterInstance, run: DagsterRun) -> bool:
+        return run.job_name in self.job_names or not self.asset_keys.isdisjoint(
+            planned_asset_keys(instance, run.run_id)
+        )
+
+
+def build_run_failure_alert_sensor(config: SyncConfig) -> SensorDefinition:
+    """Every failed run of this project, however launched: Dagster matches a run to this code location
+    by the origin the daemon or the UI gave it, and a run launched from a shell (`dagster asset
+    materialize`, `execute_in_process`) has none, so the sensor watches every code location of the
+    instance and keeps the runs of the configured objects' jobs and assets."""
+    alerts = config.alerts
+    ours = ProjectRuns.of(config)
 
     @run_failure_sensor(
         name="notion_sync_run_failure_alert",
-        description="Reports every failed run (daemon, UI or command line) to the log and the alert "
-        "webhook, with the first line of its error.",
+        description="Reports every failed run of notion-sync's jobs and assets (daemon, UI or command "
+        "line) to the log and the alert webhook, with the first line of its error.",
         monitor_all_code_locations=True,
         default_status=DefaultSensorStatus.RUNNING,
     )
     def notion_sync_run_failure_alert(context: RunFailureSensorContext) -> None:
         run = context.dagster_run
+        if not ours.includes(context.instance, run):  # another code location's run on a shared instance
+            return
         partition = run.tags.get("dagster/partition")
         cause = (
             first_error_line(context.instance, run.run_id) or context.failure_event.message or "run failed"

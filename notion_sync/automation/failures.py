@@ -6,6 +6,8 @@ latest planned materialization. A failure counts as rate-limited when the run ca
 ``notion_sync/rate_limited=true`` or when a step or run failure event says so: the error message
 (or a cause's, or the failure metadata) contains ``rate_limited`` (Notion's 429 error code, which
 `NotionApiError` puts in its message), an HTTP ``429``, or Salesforce's ``REQUEST_LIMIT_EXCEEDED``.
+A failure is permanent (no retry can fix it) when a step failed with a
+:class:`~notion_sync.permanent.PermanentFailure`, whose metadata the STEP_FAILURE event keeps.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from notion_sync.automation.names import object_asset_keys
 from notion_sync.automation.retry_policy import FailedPartition
 from notion_sync.config import ObjectConfig, SyncConfig
 from notion_sync.partitions import daily_partitions
+from notion_sync.permanent import PERMANENT_FAILURE_KEY
 
 RATE_LIMIT_PATTERN = re.compile(r"rate_limited|\b429\b|REQUEST_LIMIT_EXCEEDED", re.IGNORECASE)
 LANES = ("realtime", "scheduled", "backfill")
@@ -80,6 +83,32 @@ def first_error_line(instance: DagsterInstance, run_id: str) -> str | None:
     return None
 
 
+def planned_asset_keys(instance: DagsterInstance, run_id: str) -> set[AssetKey]:
+    """The assets a run set out to materialize or check, whatever job it ran (an asset job run from
+    the UI or a shell may have no asset selection: it planned all of its job's assets)."""
+    planned = {
+        DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+        DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
+    }
+    keys: set[AssetKey] = set()
+    for entry in instance.all_logs(run_id, of_type=planned):
+        event = entry.dagster_event
+        if event is not None:
+            keys.add(event.asset_key or event.asset_check_planned_data.asset_key)
+    return keys
+
+
+def is_permanent(instance: DagsterInstance, record: RunRecord) -> bool:
+    """Whether a step of the run failed with a `PermanentFailure` (a configuration error)."""
+    for entry in instance.all_logs(record.dagster_run.run_id, of_type=DagsterEventType.STEP_FAILURE):
+        data = entry.dagster_event.step_failure_data if entry.dagster_event else None
+        if data is not None and data.user_failure_data is not None:
+            marker = data.user_failure_data.metadata.get(PERMANENT_FAILURE_KEY)
+            if marker is not None and marker.value is True:
+                return True
+    return False
+
+
 def is_rate_limited(instance: DagsterInstance, record: RunRecord) -> bool:
     if record.dagster_run.tags.get(RATE_LIMITED_TAG) == "true":
         return True
@@ -110,8 +139,8 @@ def find_failed_partitions(
 
     Runs that Dagster's own run_retries will re-execute (a crashed worker) are left to it. A
     partition whose latest failed run is in `handled_run_ids` (already answered by a retry or an
-    alert) keeps `rate_limited` False and `error` None: its failure events are not read again on
-    every tick.
+    alert) keeps `rate_limited` and `permanent` False and `error` None: its failure events are not
+    read again on every tick.
     """
     failed: list[FailedPartition] = []
     in_progress: set[str] = set()
@@ -133,6 +162,7 @@ def find_failed_partitions(
                     run_id=latest.dagster_run.run_id,
                     failed_at=latest.end_time or latest.update_timestamp.timestamp(),
                     rate_limited=unhandled and any(is_rate_limited(instance, record) for record in records),
+                    permanent=unhandled and any(is_permanent(instance, record) for record in records),
                     lane=lane if lane in LANES else "backfill",
                     error=first_error_line(instance, latest.dagster_run.run_id) if unhandled else None,
                 )

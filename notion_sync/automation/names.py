@@ -24,6 +24,11 @@ def formula_refresh_job_name(object_name: str) -> str:
     return f"refresh_formulas_{object_name}"
 
 
+def object_job_names(object_name: str) -> tuple[str, str, str]:
+    """Every job an object has (jobs.py builds one of each)."""
+    return sync_job_name(object_name), reconcile_job_name(object_name), formula_refresh_job_name(object_name)
+
+
 def object_asset_keys(object_name: str) -> tuple[AssetKey, AssetKey]:
     """`salesforce/<Object>` and `notion/<Object>`."""
     return AssetKey(["salesforce", object_name]), AssetKey(["notion", object_name])

@@ -3,8 +3,9 @@
 The rules (the Apex NotionSyncRetryBatch): retry n waits `backoff_minutes[n-1]` after the failure
 (1, 2, 4 minutes), a rate-limited failure waits at least `min_after_rate_limit_minutes` (5), rate-
 limited failures are launched first, and after `max_attempts` (3) retries the partition raises an
-alert instead. A partition that is neither failed nor in progress any more has succeeded (or was
-wiped), which resets its count.
+alert instead. A permanent failure (a configuration error: a wrong token, a missing file, refused
+credentials) raises the alert at once, without a retry. A partition that is neither failed nor in
+progress any more has succeeded (or was wiped), which resets its count.
 
 :func:`plan_retries` takes the clock as an argument and keeps its memory in a JSON-able
 :class:`RetryState` (the sensor cursor), so it is tested without waiting and without Dagster.
@@ -35,6 +36,7 @@ class FailedPartition:
     rate_limited: bool = False
     lane: Lane = "backfill"
     error: str | None = None  # first line of the run's error, for the alert
+    permanent: bool = False  # a configuration error: every retry would fail the same way
 
     @property
     def key(self) -> str:
@@ -75,6 +77,25 @@ def retry_run_key(failure: FailedPartition, attempt: int) -> str:
     return f"retry:{failure.object_name}:{failure.partition_key}:{attempt}:{failure.run_id}"
 
 
+def _permanent_alert(failures: Sequence[FailedPartition]) -> str:
+    """One run's partitions that failed with an error no retry can fix, and that error."""
+    days: dict[str, list[str]] = {}
+    for failure in failures:
+        days.setdefault(failure.object_name, []).append(failure.partition_key)
+    where = " and ".join(
+        f"{name} partition {keys[0]}"
+        if len(keys) == 1
+        else f"{name} partitions {min(keys)} to {max(keys)} ({len(keys)})"
+        for name, keys in days.items()
+    )
+    first = failures[0]
+    return (
+        f"{where} failed with an error no retry can fix (run {first.run_id})"
+        f"{f': {first.error}' if first.error else ''}; no automatic retry: fix the cause, then "
+        f"materialize {'the partition' if len(failures) == 1 else 'them'} again."
+    )
+
+
 def plan_retries(
     failures: Sequence[FailedPartition],
     in_progress: Collection[str],
@@ -82,7 +103,9 @@ def plan_retries(
     now: float,
     policy: RetryConfig,
 ) -> tuple[list[RunRequest], RetryState, list[str]]:
-    """Retries due at `now` (rate-limited first, then oldest failure), the new state, alert texts.
+    """Retries due at `now` (rate-limited first, then oldest failure), the new state, alert texts:
+    one per partition out of retries, one per run that failed permanently (a backfill range fails
+    many days in one run).
 
     `in_progress` holds the keys (``Object|partition``) of partitions being materialized, whose
     counts are kept until their run ends.
@@ -93,12 +116,16 @@ def plan_retries(
     )
     due: list[tuple[FailedPartition, int]] = []
     alerts: list[str] = []
+    permanent: dict[str, list[FailedPartition]] = {}  # run id -> its failed partitions
     for failure in failures:
         entry = new_state.partitions.get(failure.key, PartitionRetries())
         if entry.handled_run_id == failure.run_id:
             continue
         attempt = entry.attempts + 1
-        if attempt > policy.max_attempts:
+        if failure.permanent:
+            permanent.setdefault(failure.run_id, []).append(failure)
+            new_state.partitions[failure.key] = PartitionRetries(entry.attempts, failure.run_id)
+        elif attempt > policy.max_attempts:
             alerts.append(
                 f"{failure.object_name} partition {failure.partition_key} still fails after "
                 f"{entry.attempts} retries (last run {failure.run_id}"
@@ -109,6 +136,7 @@ def plan_retries(
         elif now >= failure.failed_at + retry_delay_s(policy, attempt, failure.rate_limited):
             due.append((failure, attempt))
             new_state.partitions[failure.key] = PartitionRetries(attempt, failure.run_id)
+    alerts = [_permanent_alert(run_failures) for run_failures in permanent.values()] + alerts
     due.sort(key=lambda item: (not item[0].rate_limited, item[0].failed_at))
     requests = [
         RunRequest(

@@ -90,7 +90,7 @@ def build_sensors(config: SyncConfig) -> list[SensorDefinition]:
     return [
         build_retry_sensor(config),
         *([build_realtime_sensor(realtime, config.realtime)] if realtime else []),
-        build_run_failure_alert_sensor(config.alerts),
+        build_run_failure_alert_sensor(config),
         build_health_sensor(config),
         build_resync_sensor(config),
     ]

@@ -1,8 +1,10 @@
-"""`notion/<Object>`: one daily partition of a staged Salesforce object upserted into Notion.
+"""`notion/<Object>`: daily partitions of a staged Salesforce object upserted into Notion (one day, or
+a backfill's range of days synced in one pass and reported day by day: `notion_sync.ranges`).
 
 No `from __future__ import annotations` here: Dagster reads the nested function's annotations.
 """
 
+from collections.abc import Iterator, Sequence
 from datetime import date
 
 import duckdb
@@ -10,9 +12,9 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetsDefinition,
     Backoff,
-    Failure,
     IdentityPartitionMapping,
     Jitter,
     MaterializeResult,
@@ -25,12 +27,14 @@ from notion_sync.automation.lanes import LANE_TAG
 from notion_sync.automation.names import RESYNC_METADATA_KEY
 from notion_sync.config import ObjectConfig
 from notion_sync.notion.errors import PermanentNotionError, limits_hit
-from notion_sync.notion.resource import NotionResource
+from notion_sync.notion.resource import NotionConfigError, NotionResource
 from notion_sync.notion.schema import SchemaError, salesforce_field_types
-from notion_sync.notion.sync import SyncReport, run_sync
-from notion_sync.partitions import daily_partitions
+from notion_sync.notion.sync import SyncReport, sync_days
+from notion_sync.partitions import daily_partitions, in_ranges
+from notion_sync.permanent import PermanentFailure
+from notion_sync.ranges import materialize_days
 from notion_sync.salesforce.extract import describe_object
-from notion_sync.salesforce.resource import SalesforceResource
+from notion_sync.salesforce.resource import SalesforceAuthError, SalesforceResource
 from notion_sync.staging import StagingResource, was_staged
 
 # Records still failing transiently after the client's retries: run the partition again (records
@@ -83,10 +87,10 @@ def not_staged_message(obj: ObjectConfig, partition_key: str) -> str:
     )
 
 
-def is_staged(staging: StagingResource, obj: ObjectConfig, partition_key: str) -> bool:
-    """Whether `salesforce/<Object>` staged this day (0 records is a staged day too)."""
+def staged_days(staging: StagingResource, obj: ObjectConfig, partition_keys: Sequence[str]) -> set[str]:
+    """The days `salesforce/<Object>` staged among `partition_keys` (0 records is a staged day too)."""
     with staging.connect(read_only=True) as conn:
-        return was_staged(conn, obj.staging_table, date.fromisoformat(partition_key))
+        return {key for key in partition_keys if was_staged(conn, obj.staging_table, date.fromisoformat(key))}
 
 
 def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinition:
@@ -117,31 +121,38 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
         notion: NotionResource,
         staging: StagingResource,
         salesforce: SalesforceResource,
-    ) -> MaterializeResult:
+    ) -> Iterator[AssetMaterialization | MaterializeResult]:
         priority = limiter_priority(context.run.tags)
-        # Without this, a day selected alone in the UI "synced" 0 records and showed as green.
-        if not is_staged(staging, obj, context.partition_key):
-            raise Failure(description=not_staged_message(obj, context.partition_key), allow_retries=False)
-        try:
-            types = salesforce_field_types(
-                staging.connect, obj, lambda name: describe_object(salesforce.get_client().sf, name)
-            )
-            report = run_sync(
-                notion, staging.connect, obj, types, context.partition_key, context.run_id, priority=priority
-            )
-        except (SchemaError, PermanentNotionError) as error:
-            raise Failure(description=str(error), allow_retries=False) from error
-        except duckdb.CatalogException as error:
-            raise Failure(
-                description=f"{not_staged_message(obj, context.partition_key)} ({error})", allow_retries=False
-            ) from error
-        context.log.info(
-            f"{obj.name} {context.partition_key}: {dict(report.totals)} in {report.duration_s:.1f}s, "
-            f"{report.requests} requests ({report.rate_limited} rate limited)"
-            + (", first in the Notion rate limiter (realtime lane)" if priority else "")
-        )
-        if report.rate_limit_reasons:
-            context.log.warning(f"Notion rate limits hit: {limits_hit(report.rate_limit_reasons)}")
-        return MaterializeResult(metadata=_metadata(report, notion, priority))
 
-    return _notion_object
+        def sync(days: list[str]) -> Iterator[tuple[str, dict]]:
+            # Without this, a day selected alone in the UI "synced" 0 records and showed as green; in a
+            # range, the days before the first one never staged are synced, then the run fails.
+            staged = staged_days(staging, obj, days)
+            ready = days[: next((n for n, day in enumerate(days) if day not in staged), len(days))]
+            try:
+                types = salesforce_field_types(
+                    staging.connect, obj, lambda name: describe_object(salesforce.get_client().sf, name)
+                )
+                for report in sync_days(notion, staging.connect, obj, types, ready, context.run_id, priority):
+                    context.log.info(
+                        f"{obj.name} {report.partition}: {dict(report.totals)} in {report.duration_s:.1f}s, "
+                        f"{report.requests} requests ({report.rate_limited} rate limited)"
+                        + (", first in the Notion rate limiter (realtime lane)" if priority else "")
+                    )
+                    if report.rate_limit_reasons:
+                        context.log.warning(
+                            f"Notion rate limits hit: {limits_hit(report.rate_limit_reasons)}"
+                        )
+                    yield report.partition, _metadata(report, notion, priority)
+            except (SchemaError, PermanentNotionError, NotionConfigError) as error:
+                raise PermanentFailure(str(error)) from error
+            except SalesforceAuthError as error:  # from the field types lookup (describe)
+                raise PermanentFailure(f"looking up the Salesforce fields of {obj.name}: {error}") from error
+            except duckdb.CatalogException as error:
+                raise PermanentFailure(f"{not_staged_message(obj, days[0])} ({error})") from error
+            if len(ready) < len(days):
+                raise PermanentFailure(not_staged_message(obj, days[len(ready)]))
+
+        yield from materialize_days(context, sync)
+
+    return in_ranges(_notion_object, obj)

@@ -1,6 +1,6 @@
 """The per-partition upsert engine: staged Salesforce rows → Notion pages, idempotently.
 
-For one object and one daily partition:
+For one object and one daily partition (a backfill range is its days in order, `sync_days`):
 
 1. read the partition's staged rows, their sync_state and their parents' pages, 5,000 rows at a
    time (a short read each, as the workers need more), so memory stays flat whatever its size;
@@ -766,17 +766,19 @@ def _summary(failures: Sequence[tuple[str, str, str]], limit: int = 5) -> str | 
     )
 
 
-def run_sync(
+def sync_days(
     notion: NotionResource,
     connect: state.Connect,
     obj: ObjectConfig,
     sf_types: dict[str, str],
-    partition: str,
+    partitions: Sequence[str],
     run_id: str,
     priority: bool = False,
-) -> SyncReport:
-    """Provision the data source and sync one partition with one NotionClient for the whole run
-    (``priority``: its requests go first in the shared rate limiter, see `NotionResource.get_client`)."""
+) -> Iterator[SyncReport]:
+    """Provision the data source once, then sync ``partitions`` in order with one NotionClient (one
+    pass through the shared rate limiter), yielding each day's report as it is done; a day that
+    raises stops the rest. ``priority``: the requests go first in the limiter
+    (see `NotionResource.get_client`)."""
     specs = property_specs(obj, sf_types)
     # batch_size: rows (sync state, log, API usage) buffered per DuckDB write; one happens every 2 s anyway.
     writer = state.StateWriter(connect, run_id, obj.name, flush_rows=obj.batch_size)
@@ -791,10 +793,31 @@ def run_sync(
         except BaseException as error:
             writer.flush()  # the calls that failed, in api_usage
             with connect() as conn:
-                state.record_failed_batch(conn, run_id, obj.name, partition, error_summary(error))
+                for partition in partitions:
+                    state.record_failed_batch(conn, run_id, obj.name, partition, error_summary(error))
             raise
-        report = sync_partition(client, writer, obj, specs, data_source_id, partition, workers=notion.workers)
-    if before and before[1] != data_source_id:  # a new database: what went into the old one, again
-        with connect() as conn:
-            report.resync_partitions = [p for p in state.batched_partitions(conn, obj.name) if p != partition]
+        replaced = bool(before and before[1] != data_source_id)
+        for partition in partitions:
+            report = sync_partition(
+                client, writer, obj, specs, data_source_id, partition, workers=notion.workers
+            )
+            if replaced:  # a new database: what went into the old one, again (reported once)
+                with connect() as conn:
+                    synced = state.batched_partitions(conn, obj.name)
+                report.resync_partitions = [p for p in synced if p not in partitions]
+                replaced = False
+            yield report
+
+
+def run_sync(
+    notion: NotionResource,
+    connect: state.Connect,
+    obj: ObjectConfig,
+    sf_types: dict[str, str],
+    partition: str,
+    run_id: str,
+    priority: bool = False,
+) -> SyncReport:
+    """Provision the data source and sync one partition (`sync_days` of one day)."""
+    [report] = sync_days(notion, connect, obj, sf_types, [partition], run_id, priority)
     return report

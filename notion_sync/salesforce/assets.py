@@ -1,10 +1,14 @@
-"""`salesforce/<Object>`: one daily partition of a Salesforce object staged in DuckDB.
+"""`salesforce/<Object>`: daily partitions of a Salesforce object staged in DuckDB (one day, or a
+backfill's range of days read by one extraction and reported day by day: `notion_sync.ranges`).
 
 No `from __future__ import annotations` here: Dagster reads the nested function's annotations.
 """
 
+from collections.abc import Iterator
+
 from dagster import (
     AssetExecutionContext,
+    AssetMaterialization,
     AssetsDefinition,
     Backoff,
     Config,
@@ -18,12 +22,15 @@ from dagster import (
 from pydantic import Field
 
 from notion_sync.config import ObjectConfig
-from notion_sync.partitions import daily_partitions
+from notion_sync.partitions import daily_partitions, in_ranges
+from notion_sync.permanent import PermanentFailure
+from notion_sync.ranges import materialize_days
 from notion_sync.salesforce.extract import (
     BULK_PAGE_RECORDS,
     REST_BATCH_SIZE,
+    ExtractResult,
     SalesforceSchemaError,
-    stage_partition,
+    stage_days,
 )
 from notion_sync.salesforce.resource import ApiBudgetExhausted, SalesforceAuthError, SalesforceResource
 from notion_sync.staging import StagingResource
@@ -33,8 +40,8 @@ from notion_sync.staging import StagingResource
 EXTRACT_RETRY_POLICY = RetryPolicy(
     max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
-# Retrying these cannot succeed: fix the config or the credentials, or wait for the budget to refill.
-PERMANENT_ERRORS = (SalesforceAuthError, ApiBudgetExhausted, SalesforceSchemaError)
+# Retrying these cannot succeed: fix the config or the credentials.
+PERMANENT_ERRORS = (SalesforceAuthError, SalesforceSchemaError)
 
 
 class ExtractConfig(Config):
@@ -67,7 +74,8 @@ def build_salesforce_asset(obj: ObjectConfig) -> AssetsDefinition:
             f"Salesforce {obj.name} records by day of SystemModstamp (UTC; objects without it by "
             "LastModifiedDate, CreatedDate or LoginTime), deleted ones flagged IsDeleted, "
             f"mirrored with every field into DuckDB table {obj.staging_table}. REST up to "
-            f"{obj.bulk_threshold} records per day, Bulk API 2.0 above."
+            f"{obj.bulk_threshold} records per run, Bulk API 2.0 above; a backfill run reads up to "
+            f"{obj.max_partitions_per_run} days with one query."
         ),
     )
     def _salesforce_object(
@@ -75,37 +83,51 @@ def build_salesforce_asset(obj: ObjectConfig) -> AssetsDefinition:
         config: ExtractConfig,
         salesforce: SalesforceResource,
         staging: StagingResource,
-    ) -> MaterializeResult:
-        try:
-            result = stage_partition(
-                salesforce.get_client(),
-                staging,
-                obj,
-                context.partition_key,
-                log=context.log,
-                rest_batch_size=config.rest_batch_size,
-                bulk_page_records=config.bulk_page_records,
-            )
-        except PERMANENT_ERRORS as error:
-            raise Failure(description=str(error), allow_retries=False) from error
-        return MaterializeResult(
-            metadata={
-                "dagster/row_count": result.rows,
-                "rows": result.rows,
-                "deleted_rows": result.deleted,
-                "purged_rows": result.purged,
-                "estimated_rows": result.estimated,
-                "method": result.method.value,
-                "pages": result.pages,
-                "api_calls": result.api_calls,
-                # Only when Salesforce reported it, so the UI's plot is not distorted by a placeholder.
-                **({"api_remaining": result.api_remaining} if result.api_remaining is not None else {}),
-                "duration_s": round(result.duration_s, 3),
-                "spool_s": round(result.spool_s, 3),
-                "staging_lock_s": round(result.lock_s, 3),
-                "records_per_s": round(result.rows / result.duration_s, 1) if result.duration_s else 0.0,
-                "table": MetadataValue.text(obj.staging_table),
-            }
-        )
+    ) -> Iterator[AssetMaterialization | MaterializeResult]:
+        def stage(days: list[str]) -> Iterator[tuple[str, dict]]:
+            try:
+                for day, result in stage_days(
+                    salesforce.get_client(),
+                    staging,
+                    obj,
+                    days,
+                    log=context.log,
+                    rest_batch_size=config.rest_batch_size,
+                    bulk_page_records=config.bulk_page_records,
+                ):
+                    yield day, _metadata(obj, result, days)
+            except PERMANENT_ERRORS as error:
+                raise PermanentFailure(str(error)) from error
+            except ApiBudgetExhausted as error:
+                # Not again in this run; the retry sensor tries later, when the rolling budget has refilled.
+                raise Failure(description=str(error), allow_retries=False) from error
 
-    return _salesforce_object
+        yield from materialize_days(context, stage)
+
+    return in_ranges(_salesforce_object, obj)
+
+
+def _metadata(obj: ObjectConfig, result: ExtractResult, days: list[str]) -> dict:
+    """One day's materialization metadata; in a range, the extraction's figures are the range's."""
+    return {
+        "dagster/row_count": result.rows,
+        "rows": result.rows,
+        "deleted_rows": result.deleted,
+        "purged_rows": result.purged,
+        "estimated_rows": result.estimated,
+        "method": result.method.value,
+        "pages": result.pages,
+        "api_calls": result.api_calls,
+        # Only when Salesforce reported it, so the UI's plot is not distorted by a placeholder.
+        **({"api_remaining": result.api_remaining} if result.api_remaining is not None else {}),
+        "duration_s": round(result.duration_s, 3),
+        "spool_s": round(result.spool_s, 3),
+        "staging_lock_s": round(result.lock_s, 3),
+        "records_per_s": round(result.spooled / result.duration_s, 1) if result.duration_s else 0.0,
+        "table": MetadataValue.text(obj.staging_table),
+        **(
+            {"range": MetadataValue.text(f"{days[0]}..{days[-1]}"), "range_days": len(days)}
+            if len(days) > 1
+            else {}
+        ),
+    }

@@ -1,31 +1,36 @@
-"""Asset checks of `salesforce/<Object>`: the staged partition is complete and Ids are unique.
+"""Asset checks of `salesforce/<Object>`: the staged partition is complete and Ids are unique (one
+result per day, also in a backfill run of a range of days).
 
 No `from __future__ import annotations` here: Dagster reads the nested functions' annotations.
 """
 
 import warnings
+from collections.abc import Iterator
 
 import duckdb
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
     AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
+    Output,
     PreviewWarning,
     asset_check,
 )
 
 from notion_sync.config import ObjectConfig
 from notion_sync.partitions import daily_partitions, partition_window
+from notion_sync.ranges import check_days
 from notion_sync.salesforce.extract import Window, count_window, describe_object, replication_field
 from notion_sync.salesforce.resource import SalesforceResource
 from notion_sync.staging import StagingResource, duplicate_ids, partition_rows
 
 
 def build_salesforce_checks(obj: ObjectConfig) -> list[AssetChecksDefinition]:
-    # Partitioned checks (preview in Dagster 1.13) run with the partition they verify.
+    # Partitioned checks (preview in Dagster 1.13) run with the partition(s) they verify.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PreviewWarning)
         return _build_checks(obj)
@@ -44,21 +49,25 @@ def _build_checks(obj: ObjectConfig) -> list[AssetChecksDefinition]:
     )
     def _row_count(
         context: AssetCheckExecutionContext, salesforce: SalesforceResource, staging: StagingResource
-    ) -> AssetCheckResult:
+    ) -> Iterator[AssetCheckEvaluation | Output]:
         sf = salesforce.get_client().sf
-        start, end = partition_window(context.partition_key)
-        window = Window(start, end, replication_field(obj.name, describe_object(sf, obj.name)))
-        expected = count_window(sf, obj.name, window)
-        purged = _purged_rows(context.instance, AssetKey(key), context.partition_key)
-        try:
-            with staging.connect(read_only=True) as conn:
-                staged = partition_rows(conn, table, start.date())
-        except duckdb.CatalogException:
-            staged = 0
-        return AssetCheckResult(
-            passed=staged == expected + purged,
-            metadata={"staged": staged, "salesforce": expected, "purged": purged},
-        )
+        field = replication_field(obj.name, describe_object(sf, obj.name))
+
+        def evaluate(day: str) -> AssetCheckResult:
+            start, end = partition_window(day)
+            expected = count_window(sf, obj.name, Window(start, end, field))
+            purged = _purged_rows(context.instance, AssetKey(key), day)
+            try:
+                with staging.connect(read_only=True) as conn:
+                    staged = partition_rows(conn, table, start.date())
+            except duckdb.CatalogException:
+                staged = 0
+            return AssetCheckResult(
+                passed=staged == expected + purged,
+                metadata={"staged": staged, "salesforce": expected, "purged": purged},
+            )
+
+        yield from check_days(context, {day: evaluate(day) for day in context.partition_keys})
 
     @asset_check(
         asset=key,
@@ -66,15 +75,18 @@ def _build_checks(obj: ObjectConfig) -> list[AssetChecksDefinition]:
         partitions_def=daily_partitions(obj),
         description=f"No Salesforce Id appears twice in {table}.",
     )
-    def _id_unique(staging: StagingResource) -> AssetCheckResult:
+    def _id_unique(
+        context: AssetCheckExecutionContext, staging: StagingResource
+    ) -> Iterator[AssetCheckEvaluation | Output]:
         try:
             with staging.connect(read_only=True) as conn:
                 duplicates = duplicate_ids(conn, table)
         except duckdb.CatalogException:
             duplicates = []
-        return AssetCheckResult(
+        result = AssetCheckResult(
             passed=not duplicates, metadata={"duplicate_ids": ", ".join(duplicates) or "none"}
         )
+        yield from check_days(context, dict.fromkeys(context.partition_keys, result))  # the whole table
 
     return [_row_count, _id_unique]
 

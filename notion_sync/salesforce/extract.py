@@ -1,9 +1,10 @@
-"""Extract one daily window of a Salesforce object into `stg_<object>`, page by page.
+"""Extract daily windows of a Salesforce object into `stg_<object>`, page by page.
 
 REST `queryAll` (+ `nextRecordsUrl` pages) for small windows, Bulk API 2.0 `queryAll` (CSV pages by
 `Sforce-Locator`) above the object's `bulk_threshold`. Each page is written to disk and loaded into
 a spool DuckDB file by DuckDB's own JSON/CSV readers (no row-by-row Python); the spool is swapped
-into the staging file in one transaction at the end (see `notion_sync.staging`).
+into the staging file at the end, one transaction per day (see `notion_sync.staging`). A backfill
+range of days is read by one extraction (`stage_days`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from simple_salesforce.exceptions import (
 
 from notion_sync.automation.modstamps import parse_modstamp
 from notion_sync.config import ObjectConfig
-from notion_sync.partitions import partition_window
+from notion_sync.partitions import partition_window, range_window
 from notion_sync.salesforce import soql
 from notion_sync.salesforce.resource import SalesforceClient
 from notion_sync.staging import (
@@ -112,7 +113,11 @@ class ExtractResult:
     api_remaining: int | None
     duration_s: float
     spool_s: float  # reading Salesforce into the spool
-    lock_s: float  # holding the staging file for the swap
+    lock_s: float  # holding the staging file for this day's swap
+    # Days read by the same extraction: estimated, method, pages, api_calls, spool_s and duration_s
+    # are the whole range's; rows, deleted, purged and lock_s this day's.
+    days: int = 1
+    spooled: int = 0  # rows read by the extraction (all its days)
 
 
 def describe_object(sf: Salesforce, name: str) -> Mapping[str, Any]:
@@ -376,28 +381,36 @@ def spool_records(
     return _spool_rest(client.sf, spool, object_name, columns, window, sizes[1], on_page), Method.REST
 
 
-def stage_partition(
+def stage_days(
     client: SalesforceClient,
     staging: StagingResource,
     obj: ObjectConfig,
-    partition_key: str,
+    partition_keys: Sequence[str],
     *,
     log: logging.Logger,
     rest_batch_size: int = REST_BATCH_SIZE,
     bulk_page_records: int = BULK_PAGE_RECORDS,
     on_page: PageCallback | None = None,
-) -> ExtractResult:
-    """Replace partition `partition_key` of `stg_<object>` with what Salesforce holds for that day."""
+) -> Iterator[tuple[str, ExtractResult]]:
+    """Replace the consecutive daily partitions `partition_keys` of `stg_<object>` with what Salesforce
+    holds for them; yields ``(partition key, result)`` as each day is swapped in.
+
+    One describe, one COUNT(), one query or Bulk job and one getDeleted read the whole range into one
+    spool; then each day is swapped into staging in its own short connection, so the staging file's
+    write lock is never held longer than for one day (the realtime lane's writes get in between
+    days). A day that fails stops the range: the days before it stay staged.
+    """
     began = time.monotonic()
     sf = client.sf
     describe = describe_object(sf, obj.name)
     check_configured_fields(obj, describe)
     columns = staging_columns(describe["fields"])
-    window = Window(*partition_window(partition_key), replication_field(obj.name, describe))
+    window = Window(*range_window(partition_keys), replication_field(obj.name, describe))
+    label = partition_keys[0] + (f"..{partition_keys[-1]}" if len(partition_keys) > 1 else "")
     estimated = count_window(sf, obj.name, window)
     method = choose_method(obj, estimated)
     log.info(
-        f"{obj.name} {partition_key}: about {estimated} records (deleted included), {len(columns)} fields; "
+        f"{obj.name} {label}: about {estimated} records (deleted included), {len(columns)} fields; "
         f"reading them with {method.value} (bulk_threshold {obj.bulk_threshold})"
     )
     on_page = on_page or (lambda pages, rows: log.debug(f"{obj.name}: page {pages} spooled, {rows} rows"))
@@ -406,42 +419,68 @@ def stage_partition(
     with Spool.create(staging.path) as spool:
         sizes = (bulk_page_records, rest_batch_size)
         pages, method = spool_records(client, spool, obj.name, columns, window, method, sizes, on_page, log)
-        rows = spool.count(SPOOL_TABLE)
         flagged = "IsDeleted" in {c.name for c in columns}
-        deleted = spool.count(SPOOL_TABLE, '"IsDeleted"') if flagged else 0
+        by_day = spool.count_by_day(SPOOL_TABLE, window.field, "IsDeleted" if flagged else None)
         spool.close()
         log_deleted = _deleted_in(sf, obj.name, window) if flagged else []
-        spooled = time.monotonic()
-        with staging.connect() as conn:
-            locked = time.monotonic()
-            added = ensure_table(conn, obj.staging_table, columns)
-            swap = replace_partition(
-                conn,
-                obj.staging_table,
-                spool.path,
-                window.start.date(),
-                cursor=window.field,
-                deleted=log_deleted,
+        spool_s = time.monotonic() - began
+        spooled = sum(total for total, _ in by_day.values())
+        for key in partition_keys:
+            start, end = partition_window(key)
+            deleted_today = [(record_id, when) for record_id, when in log_deleted if start <= when < end]
+            # One connection a day: the staging file is never held longer than for one day's swap,
+            # so the realtime lane's writes get in between the days of a range.
+            with staging.connect() as conn:
+                locked = time.monotonic()
+                added = ensure_table(conn, obj.staging_table, columns)
+                swap = replace_partition(
+                    conn,
+                    obj.staging_table,
+                    spool.path,
+                    start.date(),
+                    cursor=window.field,
+                    deleted=deleted_today,
+                )
+                lock_s = time.monotonic() - locked
+            if added:
+                log.info(
+                    f"{obj.name}: new Salesforce fields added to {obj.staging_table}: {', '.join(added)}"
+                )
+            if swap.tombstones:
+                log.info(
+                    f"{obj.name} {key}: {swap.tombstones} staged records were deleted for good "
+                    "(getDeleted; gone from queryAll): staged as deleted in this partition, their pages get "
+                    "trashed"
+                )
+            rows, deleted = by_day.get(start.date(), (0, 0))
+            yield (
+                key,
+                ExtractResult(
+                    rows=rows,
+                    deleted=deleted,
+                    purged=swap.tombstones,
+                    estimated=estimated,
+                    method=method,
+                    pages=pages,
+                    added_columns=added,
+                    api_calls=client.budget.calls,
+                    api_remaining=client.budget.remaining,
+                    duration_s=time.monotonic() - began,
+                    spool_s=spool_s,
+                    lock_s=lock_s,
+                    days=len(partition_keys),
+                    spooled=spooled,
+                ),
             )
-            lock_s = time.monotonic() - locked
-    if added:
-        log.info(f"{obj.name}: new Salesforce fields added to {obj.staging_table}: {', '.join(added)}")
-    if swap.tombstones:
-        log.info(
-            f"{obj.name} {partition_key}: {swap.tombstones} staged records were deleted for good "
-            "(getDeleted; gone from queryAll): staged as deleted in this partition, their pages get trashed"
-        )
-    return ExtractResult(
-        rows=rows,
-        deleted=deleted,
-        purged=swap.tombstones,
-        estimated=estimated,
-        method=method,
-        pages=pages,
-        added_columns=added,
-        api_calls=client.budget.calls,
-        api_remaining=client.budget.remaining,
-        duration_s=time.monotonic() - began,
-        spool_s=spooled - began,
-        lock_s=lock_s,
-    )
+
+
+def stage_partition(
+    client: SalesforceClient,
+    staging: StagingResource,
+    obj: ObjectConfig,
+    partition_key: str,
+    **options: Any,
+) -> ExtractResult:
+    """Replace partition `partition_key` of `stg_<object>` with what Salesforce holds for that day."""
+    [(_, result)] = stage_days(client, staging, obj, [partition_key], **options)
+    return result

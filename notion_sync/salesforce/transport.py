@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
-from dagster import Failure
 from simple_salesforce import Salesforce
+
+from notion_sync.permanent import PermanentFailure
 
 if TYPE_CHECKING:
     from notion_sync.salesforce.login import SharedLogin
@@ -50,15 +51,12 @@ class SalesforceAuthError(RuntimeError):
     """Salesforce refused the credentials; retrying cannot help."""
 
 
-class SalesforceConfigError(Failure):
+class SalesforceConfigError(PermanentFailure):
     """The Salesforce settings are missing, contradictory or point at nothing; nothing was called.
 
-    A Dagster `Failure` that bypasses retry policies, wherever it is raised (an asset, a check): no
-    retry can fix a setting, and each one would only repeat the same message.
+    A permanent failure wherever it is raised (an asset, a check): no retry can fix a setting, and
+    each one would only repeat the same message.
     """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(description=message, allow_retries=False)
 
 
 class SalesforceUnavailable(RuntimeError):

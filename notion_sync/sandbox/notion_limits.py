@@ -145,6 +145,7 @@ class Fault:
     retry_after: int | None = None  # virtual seconds, for 429/529/503
     reason: str | None = None  # 429: additional_data.rate_limit_reason (default: the connection limit)
     committed: bool = False  # 503 after applying the write: additional_data says so (retry_guidance, id)
+    after: int = 0  # matching requests let through before the fault starts (e.g. fail from day 17 on)
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method.upper() != method:
@@ -180,6 +181,9 @@ class FaultInjector:
         with self._lock:
             for fault in self._faults:
                 if fault.matches(method, path):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        return None
                     fault.count -= 1
                     if fault.count == 0:
                         self._faults.remove(fault)

@@ -538,8 +538,10 @@ class NotionSandbox:
         retry_after: int | None = None,
         reason: str | None = None,
         committed: bool = False,
+        after: int = 0,
     ) -> None:
-        """Answer the next ``count`` matching requests with ``status`` (after the rate limiter).
+        """Answer the next ``count`` matching requests with ``status`` (after the rate limiter), once
+        ``after`` matching requests have gone through.
 
         With ``apply_write`` a write is executed before the error is returned: the page exists
         although the client saw a 5xx (the duplicate trap). ``retry_after`` is in virtual seconds
@@ -557,6 +559,7 @@ class NotionSandbox:
                 retry_after=retry_after,
                 reason=reason,
                 committed=committed,
+                after=after,
             )
         )
 
