@@ -64,6 +64,7 @@ from notion_sync import staging
 from notion_sync.automation.changes import COMPOSITE_QUERIES
 from notion_sync.automation.lanes import LANE_TAG
 from notion_sync.automation.realtime import RealtimeCursor
+from notion_sync.config import RealtimeConfig
 from notion_sync.notion import state
 from notion_sync.sandbox.notion_server import NotionSandbox
 from notion_sync.sandbox.notion_store import V2025
@@ -89,7 +90,7 @@ POLL_S = 0.2
 PRESYNC_SPEED = 50.0  # the set-up sync of EDIT_PARTITION, before the measurement
 
 
-def sync_config(interval_s: int, change_events: bool) -> str:
+def sync_config(interval_s: int, change_events: bool, listen_s: float) -> str:
     """The repo's Account and Contact (fields, title) as the only objects, realtime, without their
     cron schedules."""
     repo = yaml.safe_load((REPO_ROOT / "notion_sync.yaml").read_text())
@@ -101,7 +102,11 @@ def sync_config(interval_s: int, change_events: bool) -> str:
         {
             "defaults": repo.get("defaults", {}),
             "objects": objects,
-            "realtime": {"interval_seconds": interval_s, "change_events": change_events},
+            "realtime": {
+                "interval_seconds": interval_s,
+                "change_events": change_events,
+                "listen_seconds": listen_s,
+            },
             "alerts": {"check_interval_seconds": 3600},
         }
     )
@@ -292,6 +297,9 @@ def main() -> int:
     parser.add_argument("--jitter-ms", type=float, default=100.0)
     parser.add_argument("--interval", type=int, default=15, help="polling interval (real s)")
     parser.add_argument("--path", choices=("events", "polling"), default="events")
+    parser.add_argument(
+        "--listen", type=float, default=RealtimeConfig().listen_seconds, help="realtime.listen_seconds"
+    )
     parser.add_argument("--edit-timeout", type=float, default=300.0, help="give up on an edit after this")
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temporary folder)")
     args = parser.parse_args()
@@ -301,7 +309,8 @@ def main() -> int:
     print(
         f"realtime lane benchmark: {args.edits} Phone edits {args.spacing:g} s apart during a backfill; "
         f"Notion sandbox {RATE:g} rps burst {BURST}, {args.latency_ms:g} +- {args.jitter_ms:g} ms, "
-        f"speed {args.speed:g}; path {args.path} (polling interval {args.interval} s); files in {workdir}",
+        f"speed {args.speed:g}; path {args.path} (listen {args.listen:g} s, polling interval "
+        f"{args.interval} s); files in {workdir}",
         flush=True,
     )
     with (
@@ -315,7 +324,7 @@ def main() -> int:
         ) as notion,
     ):
         home = dagster_home(workdir, init=True)  # dagster.yaml + init-instance pool limits
-        config = sync_config(args.interval, change_events=args.path == "events")
+        config = sync_config(args.interval, change_events=args.path == "events", listen_s=args.listen)
         env = platform_env(salesforce, notion, workdir, home, config)
         backfill_total = records_in(salesforce, *BACKFILL)
 
