@@ -56,7 +56,7 @@ def _run_family(instance: DagsterInstance, run: DagsterRun) -> list[DagsterRun]:
 
 
 def finished_days(context: AssetExecutionContext) -> dict[str, Mapping[str, Any]]:
-    """Days of the run's range that an earlier attempt of this step, or the run this one
+    """Days of the run's range that an earlier attempt of this step, or the failed run(s) this one
     re-executes, already materialized: day -> that materialization's metadata."""
     if context.retry_number == 0 and not context.run.parent_run_id:
         return {}  # a fresh run: nothing to look up
@@ -92,7 +92,7 @@ def materialize_days(
     ``(day, metadata)`` as each day is done, in order; an exception stops the range."""
     done = finished_days(context)
     if done:
-        context.log.info(f"resuming: {len(done)} day(s) of this range were done by run(s) before, skipped")
+        context.log.info(f"resuming: {len(done)} day(s) of this range were done before, skipped")
     todo = [key for key in context.partition_keys if key not in done]
     finished: dict[str, Mapping[str, Any]] = {}
     try:
