@@ -4,7 +4,7 @@ only reports them), against both sandboxes."""
 import pytest
 from dagster import Definitions, instance_for_test
 
-from notion_sync.automation import reconcile
+from notion_sync.automation import check_jobs, reconcile
 from notion_sync.automation.jobs import sync_job
 from notion_sync.automation.reconcile import build_reconcile_check, build_reconcile_job
 from notion_sync.automation.sensors import build_resync_sensor
@@ -31,7 +31,7 @@ def _defs(obj, salesforce, notion, workdir) -> Definitions:
 def fresh_checks(monkeypatch):
     """The reconcile check and job are cached per object name: build them again for another config."""
     monkeypatch.setattr(reconcile, "_RECONCILE_CHECKS", {})
-    monkeypatch.setattr(reconcile, "_RECONCILE_JOBS", {})
+    monkeypatch.setattr(check_jobs, "_CHECK_JOBS", {})
 
 
 def _title(page: dict) -> str:
