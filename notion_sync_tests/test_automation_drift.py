@@ -2,9 +2,9 @@
 only reports them), against both sandboxes."""
 
 import pytest
-from dagster import DagsterEventType, Definitions, build_run_status_sensor_context, instance_for_test
+from dagster import Definitions, instance_for_test
 
-from notion_sync.automation import reconcile
+from notion_sync.automation import check_jobs, reconcile
 from notion_sync.automation.jobs import sync_job
 from notion_sync.automation.reconcile import build_reconcile_check, build_reconcile_job
 from notion_sync.automation.sensors import build_resync_sensor
@@ -12,6 +12,7 @@ from notion_sync.notion.sync import page_salesforce_id
 from notion_sync.salesforce.assets import build_salesforce_asset
 from notion_sync.status import load_report, render_text
 from notion_sync_tests.sandbox_resources import sandbox_resources
+from notion_sync_tests.sensor_helpers import requests_after_success
 from notion_sync_tests.test_automation_reconcile import ACCOUNT, CONFIG, PARTITION
 
 
@@ -30,7 +31,7 @@ def _defs(obj, salesforce, notion, workdir) -> Definitions:
 def fresh_checks(monkeypatch):
     """The reconcile check and job are cached per object name: build them again for another config."""
     monkeypatch.setattr(reconcile, "_RECONCILE_CHECKS", {})
-    monkeypatch.setattr(reconcile, "_RECONCILE_JOBS", {})
+    monkeypatch.setattr(check_jobs, "_CHECK_JOBS", {})
 
 
 def _title(page: dict) -> str:
@@ -79,14 +80,7 @@ def test_a_page_edited_by_hand_is_synced_again(
         assert "Reconciliations" in render_text(report)
 
         sensor = build_resync_sensor(CONFIG)
-        success = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
-        context = build_run_status_sensor_context(
-            sensor_name=sensor.name,
-            dagster_instance=instance,
-            dagster_run=result.dagster_run,
-            dagster_event=success,
-        )
-        (request,) = list(sensor(context))
+        (request,) = requests_after_success(sensor, instance, result)
         assert request.partition_key == PARTITION
         notion_sandbox.reset_stats()
         synced = defs.resolve_job_def("sync_Account").execute_in_process(

@@ -6,7 +6,6 @@ import pytest
 from dagster import (
     DagsterEventType,
     Definitions,
-    build_run_status_sensor_context,
     instance_for_test,
     materialize,
 )
@@ -19,6 +18,7 @@ from notion_sync.notion.assets import build_notion_asset
 from notion_sync.notion.sync import page_salesforce_id
 from notion_sync.salesforce.assets import build_salesforce_asset
 from notion_sync_tests.sandbox_resources import sandbox_resources
+from notion_sync_tests.sensor_helpers import requests_after_success
 
 CONFIG = load_config()
 CONFIG = CONFIG.model_copy(update={"objects": {"Account": CONFIG.objects["Account"]}})
@@ -133,14 +133,7 @@ def test_reconcile_trashes_orphans_and_requeues_missing(defs, notion_sandbox, ow
         assert states == [(purged, True)]  # the lost page's state is forgotten: its next sync recreates it
 
         sensor = build_resync_sensor(CONFIG)
-        success = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
-        context = build_run_status_sensor_context(
-            sensor_name=sensor.name,
-            dagster_instance=instance,
-            dagster_run=result.dagster_run,
-            dagster_event=success,
-        )
-        (request,) = list(sensor(context))
+        (request,) = requests_after_success(sensor, instance, result)
         assert request.partition_key == PARTITION and request.job_name == "sync_Account"
         assert request.tags["notion_sync/lane"] == "backfill"
 

@@ -1,9 +1,7 @@
 """Formula fields go stale: a cross-object formula changes without its record's SystemModstamp."""
 
 from dagster import (
-    DagsterEventType,
     Definitions,
-    build_run_status_sensor_context,
     instance_for_test,
 )
 
@@ -17,6 +15,7 @@ from notion_sync.notion.client import plain_text
 from notion_sync.notion.sync import page_salesforce_id
 from notion_sync.salesforce.assets import build_salesforce_asset
 from notion_sync_tests.sandbox_resources import sandbox_resources
+from notion_sync_tests.sensor_helpers import requests_after_success
 
 CONFIG = load_config()
 CONFIG = CONFIG.model_copy(
@@ -84,14 +83,7 @@ def test_a_stale_cross_object_formula_is_corrected_in_staging_and_notion(
             now = conn.execute("SELECT Account_Name__c FROM stg_contact WHERE Id = ?", [contact]).fetchone()
         assert now == ("Renamed Holdings",)
 
-        success = next(e for e in refreshed.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
-        context = build_run_status_sensor_context(
-            sensor_name=resync.name,
-            dagster_instance=instance,
-            dagster_run=refreshed.dagster_run,
-            dagster_event=success,
-        )
-        (request,) = resync(context)
+        (request,) = requests_after_success(resync, instance, refreshed)
         notion_contact = object_asset_keys("Contact")[1]
         assert request.partition_key == PARTITION and request.asset_selection == [notion_contact]
         before = own_salesforce_sandbox.stats()["requests"]

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from dagster import DagsterEventType, Definitions, build_run_status_sensor_context, instance_for_test
+from dagster import Definitions, instance_for_test
 from test_notion_sync import CONFIG, PARTITION, TYPES, Env, account, data_sources_titled, make_env
 
 from notion_sync.automation.jobs import sync_job
@@ -22,6 +22,7 @@ from notion_sync.notion.sync import run_sync
 from notion_sync.salesforce.assets import build_salesforce_asset
 from notion_sync.sandbox.notion_server import NotionSandbox
 from notion_sync_tests.sandbox_resources import sandbox_resources
+from notion_sync_tests.sensor_helpers import requests_after_success
 
 OTHER = "2026-11-19"
 
@@ -166,13 +167,6 @@ def test_the_resync_sensor_launches_the_partitions_synced_into_the_gone_database
                 for entry in instance.all_logs(result.run_id)
             )
             sensor = build_resync_sensor(config)
-            success = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
-            context = build_run_status_sensor_context(
-                sensor_name=sensor.name,
-                dagster_instance=instance,
-                dagster_run=result.dagster_run,
-                dagster_event=success,
-            )
-            [request] = sensor(context)
+            [request] = requests_after_success(sensor, instance, result)
             assert (request.job_name, request.partition_key) == ("sync_Account", OTHER)
             assert request.tags["notion_sync/lane"] == "backfill"

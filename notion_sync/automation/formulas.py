@@ -20,30 +20,24 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSpec,
-    AssetSelection,
-    DefaultScheduleStatus,
     MetadataValue,
-    ScheduleDefinition,
-    define_asset_job,
-    in_process_executor,
     multi_asset_check,
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from notion_sync.automation.lanes import lane_tags
+from notion_sync.automation.check_jobs import check_job
 from notion_sync.automation.names import (
     NOTION_RESYNC_METADATA_KEY,
     formula_refresh_job_name,
     object_asset_keys,
 )
-from notion_sync.config import ObjectConfig, ScheduleConfig
+from notion_sync.config import ObjectConfig
 from notion_sync.salesforce.formulas import refresh_formulas
 from notion_sync.salesforce.resource import SalesforceResource
 from notion_sync.staging import StagingResource
 
 CHECK_NAME = "formulas_fresh"
 _CHECKS: dict[str, AssetChecksDefinition] = {}
-_JOBS: dict[str, UnresolvedAssetJobDefinition] = {}
 
 
 def build_formula_check(obj: ObjectConfig) -> AssetChecksDefinition:
@@ -97,24 +91,8 @@ def build_formula_check(obj: ObjectConfig) -> AssetChecksDefinition:
 
 
 def build_formula_refresh_job(obj: ObjectConfig) -> UnresolvedAssetJobDefinition:
-    if obj.name not in _JOBS:
-        _JOBS[obj.name] = define_asset_job(
-            formula_refresh_job_name(obj.name),
-            selection=AssetSelection.checks(build_formula_check(obj)),
-            tags=lane_tags("backfill"),
-            executor_def=in_process_executor,
-            description=f"Re-read the formula fields of {obj.name} and sync the stale ones to Notion.",
-        )
-    return _JOBS[obj.name]
-
-
-def build_formula_refresh_schedule(obj: ObjectConfig, reconcile: ScheduleConfig) -> ScheduleDefinition:
-    """On the object's `formula_refresh` schedule, else with the weekly reconcile."""
-    schedule = obj.formula_refresh or reconcile
-    return ScheduleDefinition(
-        name=f"{formula_refresh_job_name(obj.name)}_schedule",
-        job=build_formula_refresh_job(obj),
-        cron_schedule=schedule.cron,
-        execution_timezone=schedule.timezone,
-        default_status=DefaultScheduleStatus.RUNNING if schedule.enabled else DefaultScheduleStatus.STOPPED,
+    return check_job(
+        formula_refresh_job_name(obj.name),
+        build_formula_check(obj),
+        f"Re-read the formula fields of {obj.name} and sync the stale ones to Notion.",
     )

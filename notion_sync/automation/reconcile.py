@@ -30,18 +30,16 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSpec,
     AssetKey,
-    AssetSelection,
     DagsterEventType,
     MetadataValue,
     Output,
     RunRequest,
     RunStatusSensorContext,
-    define_asset_job,
-    in_process_executor,
     multi_asset_check,
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from notion_sync.automation.check_jobs import check_job
 from notion_sync.automation.lanes import lane_tags
 from notion_sync.automation.modstamps import modstamp_day
 from notion_sync.automation.names import (
@@ -128,7 +126,6 @@ def _target(staging: StagingResource, object_name: str) -> tuple[tuple[str, str]
 
 CHECK_NAME = "reconciled_with_salesforce"
 _RECONCILE_CHECKS: dict[str, AssetChecksDefinition] = {}
-_RECONCILE_JOBS: dict[str, UnresolvedAssetJobDefinition] = {}
 
 
 def build_reconcile_check(obj: ObjectConfig) -> AssetChecksDefinition:
@@ -260,16 +257,12 @@ def _reconciliation(
 
 def build_reconcile_job(obj: ObjectConfig) -> UnresolvedAssetJobDefinition:
     """`reconcile_<Object>`: runs the object's reconciliation check (weekly, or on demand)."""
-    if obj.name not in _RECONCILE_JOBS:
-        _RECONCILE_JOBS[obj.name] = define_asset_job(
-            reconcile_job_name(obj.name),
-            selection=AssetSelection.checks(build_reconcile_check(obj)),
-            tags=lane_tags("backfill"),
-            executor_def=in_process_executor,
-            description=f"Compare the Salesforce {obj.name} Ids with the Notion pages: trash orphaned "
-            "pages, sync missing records again.",
-        )
-    return _RECONCILE_JOBS[obj.name]
+    return check_job(
+        reconcile_job_name(obj.name),
+        build_reconcile_check(obj),
+        f"Compare the Salesforce {obj.name} Ids with the Notion pages: trash orphaned "
+        "pages, sync missing records again.",
+    )
 
 
 _RESYNC_EVENTS = {DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.ASSET_MATERIALIZATION}

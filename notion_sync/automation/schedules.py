@@ -36,14 +36,15 @@ from dagster import (
     SkipReason,
     schedule,
 )
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster._core.storage.dagster_run import RunRecord
 from dagster._core.storage.partition_status_cache import AssetPartitionStatus
 
 from notion_sync.automation.failures import partitions_by_status
-from notion_sync.automation.formulas import build_formula_refresh_schedule
+from notion_sync.automation.formulas import build_formula_refresh_job
 from notion_sync.automation.jobs import sync_job
 from notion_sync.automation.lanes import LANE_TAG, lane_tags
-from notion_sync.automation.names import sync_job_name
+from notion_sync.automation.names import formula_refresh_job_name, sync_job_name
 from notion_sync.automation.reconcile import build_reconcile_job
 from notion_sync.config import ObjectConfig, ScheduleConfig, SyncConfig
 from notion_sync.partitions import daily_partitions
@@ -117,14 +118,30 @@ def build_object_schedule(obj: ObjectConfig) -> ScheduleDefinition:
     return _scheduled
 
 
-def build_reconcile_schedule(obj: ObjectConfig, schedule: ScheduleConfig) -> ScheduleDefinition:
-    """`reconcile_<Object>_weekly` on `reconcile.schedule` (Sunday 03:00 UTC by default)."""
+def config_schedule(
+    name: str, job: UnresolvedAssetJobDefinition, schedule: ScheduleConfig
+) -> ScheduleDefinition:
+    """A plain schedule of `job` on a configured cron; `enabled` decides whether it starts running."""
     return ScheduleDefinition(
-        name=f"reconcile_{obj.name}_weekly",
-        job=build_reconcile_job(obj),
+        name=name,
+        job=job,
         cron_schedule=schedule.cron,
         execution_timezone=schedule.timezone,
         default_status=DefaultScheduleStatus.RUNNING if schedule.enabled else DefaultScheduleStatus.STOPPED,
+    )
+
+
+def build_reconcile_schedule(obj: ObjectConfig, schedule: ScheduleConfig) -> ScheduleDefinition:
+    """`reconcile_<Object>_weekly` on `reconcile.schedule` (Sunday 03:00 UTC by default)."""
+    return config_schedule(f"reconcile_{obj.name}_weekly", build_reconcile_job(obj), schedule)
+
+
+def build_formula_refresh_schedule(obj: ObjectConfig, reconcile: ScheduleConfig) -> ScheduleDefinition:
+    """On the object's `formula_refresh` schedule, else with the weekly reconcile."""
+    return config_schedule(
+        f"{formula_refresh_job_name(obj.name)}_schedule",
+        build_formula_refresh_job(obj),
+        obj.formula_refresh or reconcile,
     )
 
 

@@ -241,32 +241,25 @@ def records_of_pages(conn: duckdb.DuckDBPyConnection, page_ids: Sequence[str]) -
         )
 
 
-def mark_trashed(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]) -> None:
-    """Record that the pages of ``ids`` are in Notion's trash (one statement whatever their number)."""
+def _on_ids(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str], statement: str) -> None:
+    """Run an UPDATE or DELETE of sync_state on this object's ``ids``, one statement whatever their number."""
     with _id_frame(conn, ids) as frame:
-        conn.execute(
-            "UPDATE sync_state SET in_trash = true "
-            f"WHERE object = ? AND sf_id IN (SELECT sf_id FROM {frame})",
-            [object_name],
-        )
+        conn.execute(f"{statement} WHERE object = ? AND sf_id IN (SELECT sf_id FROM {frame})", [object_name])
+
+
+def mark_trashed(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]) -> None:
+    """Record that the pages of ``ids`` are in Notion's trash."""
+    _on_ids(conn, object_name, ids, "UPDATE sync_state SET in_trash = true")
 
 
 def forget(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]) -> None:
     """Drop the sync_state of ``ids``: their next sync creates (or looks up) their pages again."""
-    with _id_frame(conn, ids) as frame:
-        conn.execute(
-            f"DELETE FROM sync_state WHERE object = ? AND sf_id IN (SELECT sf_id FROM {frame})", [object_name]
-        )
+    _on_ids(conn, object_name, ids, "DELETE FROM sync_state")
 
 
 def mark_stale(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]) -> None:
     """Forget what the pages of ``ids`` hold (not which pages they are): their next sync writes them."""
-    with _id_frame(conn, ids) as frame:
-        conn.execute(
-            "UPDATE sync_state SET content_hash = NULL "
-            f"WHERE object = ? AND sf_id IN (SELECT sf_id FROM {frame})",
-            [object_name],
-        )
+    _on_ids(conn, object_name, ids, "UPDATE sync_state SET content_hash = NULL")
 
 
 @dataclass(frozen=True)
