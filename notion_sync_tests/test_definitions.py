@@ -1,5 +1,8 @@
 """The project's Definitions load from the example config with the contract's asset keys."""
 
+import subprocess
+import sys
+
 from dagster import AssetKey, DailyPartitionsDefinition
 
 from notion_sync.config import load_config
@@ -32,3 +35,12 @@ def test_one_factory_call_per_configured_object(tmp_path):
         for key in build_definitions(only_accounts).get_repository_def().asset_graph.get_all_asset_keys()
     }
     assert keys == {"salesforce/Account", "notion/Account"}
+
+
+def test_loading_the_definitions_leaves_grpc_out():
+    """Every run process loads the definitions; gRPC, protobuf and Avro (about 60 MB of RSS) are
+    loaded only where a Pub/Sub channel is opened."""
+    heavy = ("grpc", "google.protobuf", "fastavro", "notion_sync.salesforce.pubsub.client")
+    code = f"import sys, notion_sync.definitions; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

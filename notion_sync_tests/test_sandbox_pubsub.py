@@ -203,3 +203,7 @@ def test_pubsub_generated_modules_match_the_proto(tmp_path):
     subprocess.run([*command, "--grpc_python_out=.", proto], cwd=tmp_path, check=True)
     for name in ("pubsub_api_pb2.py", "pubsub_api_pb2.pyi", "pubsub_api_pb2_grpc.py"):
         assert filecmp.cmp(target / name, PROTO_DIR / name, shallow=False), f"{name} is stale: run make proto"
+
+
+def test_starts_use_the_protos_replay_presets():
+    assert (LATEST.preset, EARLIEST.preset, Start.after(b"x").preset) == (pb.LATEST, pb.EARLIEST, pb.CUSTOM)

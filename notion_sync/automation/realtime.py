@@ -40,7 +40,6 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import grpc
 from dagster import (
     DagsterInstance,
     DefaultSensorStatus,
@@ -279,7 +278,7 @@ class Tick:
                 return
         elif error is not None:
             self.log[name].append(f"Pub/Sub API error ({error}); read again next tick")
-            self.unauthenticated |= error.code == grpc.StatusCode.UNAUTHENTICATED
+            self.unauthenticated |= error.code is not None and error.code.name == "UNAUTHENTICATED"
         events = result.events
         if not events:
             position = f"replay {state.replay}" if state.replay else "LATEST"

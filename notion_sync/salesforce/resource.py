@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
@@ -17,8 +17,8 @@ from simple_salesforce import Salesforce
 
 from notion_sync.salesforce.ids import org_id_of_session
 from notion_sync.salesforce.login import Credentials, shared_login
-from notion_sync.salesforce.pubsub.client import DEFAULT_ENDPOINT as DEFAULT_PUBSUB_ENDPOINT
-from notion_sync.salesforce.pubsub.client import PubSubAuth, PubSubClient
+from notion_sync.salesforce.pubsub.events import DEFAULT_ENDPOINT as DEFAULT_PUBSUB_ENDPOINT
+from notion_sync.salesforce.pubsub.events import PubSubAuth
 from notion_sync.salesforce.transport import (
     ApiBudget,
     ApiBudgetExhausted,
@@ -28,6 +28,9 @@ from notion_sync.salesforce.transport import (
     SalesforceConfigError,
     SalesforceUnavailable,
 )
+
+if TYPE_CHECKING:
+    from notion_sync.salesforce.pubsub.client import PubSubClient
 
 __all__ = [
     "ApiBudget",
@@ -135,6 +138,8 @@ class SalesforceResource(ConfigurableResource):
     def pubsub_client(self) -> PubSubClient:
         """A Pub/Sub API channel authenticated with the process's session (access token, instance
         URL, org id); a session the API refuses is renewed once per tick by the caller's next call."""
+        from notion_sync.salesforce.pubsub.client import PubSubClient  # gRPC: only where a channel opens
+
         login = shared_login(self.credentials(), Backoff(self.max_retries, self.backoff_s), self.ca_bundle)
         session_id, instance_url = login.session()
         auth = PubSubAuth(session_id, instance_url, org_id_of_session(session_id))

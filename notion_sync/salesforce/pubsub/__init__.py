@@ -3,15 +3,20 @@
 ``pubsub_api.proto`` is our own description of the API's messages (documented field numbers);
 ``pubsub_api_pb2*.py`` are generated from it by grpcio-tools and committed (``make proto`` regenerates
 them; ``test_pubsub_generated_modules_match_the_proto`` fails when they are stale).
+
+The package exports the plain types of :mod:`.events` at once and :class:`PubSubClient` on first
+use: gRPC and the generated modules cost about 60 MB of RSS, which run processes that never open a
+channel should not pay.
 """
 
-from notion_sync.salesforce.pubsub.client import (
+from typing import Any
+
+from notion_sync.salesforce.pubsub.events import (
     EARLIEST,
     LATEST,
     CdcUnavailable,
     ChangeEvent,
     PubSubAuth,
-    PubSubClient,
     PubSubError,
     ReplayExpired,
     Start,
@@ -30,3 +35,11 @@ __all__ = [
     "Start",
     "TopicResult",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PubSubClient":
+        from notion_sync.salesforce.pubsub.client import PubSubClient
+
+        return PubSubClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,39 +21,46 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import fastavro
 import grpc
-from simple_salesforce import Salesforce
 
-from notion_sync.salesforce.ids import org_id_of_session
 from notion_sync.salesforce.pubsub import pubsub_api_pb2 as pb
 from notion_sync.salesforce.pubsub import pubsub_api_pb2_grpc as pb_grpc
+from notion_sync.salesforce.pubsub.events import (
+    DEFAULT_ENDPOINT,
+    EARLIEST,
+    LATEST,
+    CdcUnavailable,
+    ChangeEvent,
+    PubSubAuth,
+    PubSubError,
+    ReplayExpired,
+    Start,
+    TopicResult,
+)
 
-DEFAULT_ENDPOINT = "api.pubsub.salesforce.com:7443"
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "EARLIEST",
+    "LATEST",
+    "CdcUnavailable",
+    "ChangeEvent",
+    "Listening",
+    "PubSubAuth",
+    "PubSubClient",
+    "PubSubError",
+    "ReplayExpired",
+    "Start",
+    "TopicResult",
+    "bitmap_fields",
+]
 MAX_BATCH = 100  # the API's largest num_requested
 REPLAY_CORRUPTED = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted"
 LIMIT_EXCEEDED = "sfdc.platform.eventbus.grpc.subscription.limit.exceeded"
 _SCHEMAS: dict[str, Any] = {}  # schema id -> parsed Avro schema, for the whole process
-
-
-class PubSubError(RuntimeError):
-    """A Pub/Sub API call failed; ``code`` is the gRPC status, ``error_code`` Salesforce's trailer."""
-
-    def __init__(self, message: str, code: grpc.StatusCode | None = None, error_code: str = "") -> None:
-        super().__init__(message)
-        self.code, self.error_code = code, error_code
-
-
-class ReplayExpired(PubSubError):
-    """The replay id is no longer retained (72 hours) or was never issued."""
-
-
-class CdcUnavailable(PubSubError):
-    """No change events for this object: not selected for CDC, or the delivery allocation is spent."""
 
 
 def _error(error: grpc.RpcError, topic: str) -> PubSubError:
@@ -67,74 +74,6 @@ def _error(error: grpc.RpcError, topic: str) -> PubSubError:
     if error_code == LIMIT_EXCEEDED or code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
         return CdcUnavailable(message, code, error_code)
     return PubSubError(message, code, error_code)
-
-
-@dataclass(frozen=True)
-class PubSubAuth:
-    """The session headers every call carries."""
-
-    access_token: str
-    instance_url: str
-    tenant_id: str
-
-    @classmethod
-    def of(cls, sf: Salesforce) -> PubSubAuth:
-        """The session of a logged-in simple-salesforce client."""
-        return cls(sf.session_id, f"https://{sf.sf_instance}", org_id_of_session(sf.session_id))
-
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (
-            ("accesstoken", self.access_token),
-            ("instanceurl", self.instance_url),
-            ("tenantid", self.tenant_id),
-        )
-
-
-@dataclass(frozen=True)
-class Start:
-    """Where a subscription starts: LATEST (the tip), EARLIEST (all retained), or after ``replay_id``."""
-
-    preset: int = pb.LATEST
-    replay_id: bytes = b""
-
-    @classmethod
-    def after(cls, replay_id: bytes) -> Start:
-        return cls(pb.CUSTOM, replay_id)
-
-    def request(self, topic: str, num_requested: int) -> pb.FetchRequest:
-        return pb.FetchRequest(
-            topic_name=topic, replay_preset=self.preset, replay_id=self.replay_id, num_requested=num_requested
-        )
-
-
-LATEST, EARLIEST = Start(pb.LATEST), Start(pb.EARLIEST)
-
-
-@dataclass(frozen=True)
-class ChangeEvent:
-    """One decoded change event: its ``ChangeEventHeader`` and the field values it carries."""
-
-    replay_id: bytes
-    entity: str
-    change_type: str
-    record_ids: tuple[str, ...]
-    commit_ms: int
-    transaction_key: str
-    changed_fields: tuple[str, ...]
-    values: Mapping[str, Any]
-
-    @property
-    def is_gap(self) -> bool:
-        """GAP_* and GAP_OVERFLOW: the payload cannot be trusted; re-read from the REST API."""
-        return self.change_type.startswith("GAP_")
-
-
-@dataclass
-class TopicResult:
-    """What one topic delivered within a listen, and the error that ended its stream, if any."""
-
-    events: list[ChangeEvent] = field(default_factory=list)
-    error: PubSubError | None = None
 
 
 def bitmap_fields(bitmaps: list[str], schema: Mapping[str, Any]) -> tuple[str, ...]:
