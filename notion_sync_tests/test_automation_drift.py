@@ -11,8 +11,8 @@ from notion_sync.automation.sensors import build_resync_sensor
 from notion_sync.notion.sync import page_salesforce_id
 from notion_sync.salesforce.assets import build_salesforce_asset
 from notion_sync.status import load_report, render_text
+from notion_sync_tests.run_helpers import requests_after_success
 from notion_sync_tests.sandbox_resources import sandbox_resources
-from notion_sync_tests.sensor_helpers import requests_after_success
 from notion_sync_tests.test_automation_reconcile import ACCOUNT, CONFIG, PARTITION
 
 

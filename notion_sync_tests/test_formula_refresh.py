@@ -14,8 +14,8 @@ from notion_sync.notion.assets import build_notion_asset
 from notion_sync.notion.client import plain_text
 from notion_sync.notion.sync import page_salesforce_id
 from notion_sync.salesforce.assets import build_salesforce_asset
+from notion_sync_tests.run_helpers import requests_after_success
 from notion_sync_tests.sandbox_resources import sandbox_resources
-from notion_sync_tests.sensor_helpers import requests_after_success
 
 CONFIG = load_config()
 CONFIG = CONFIG.model_copy(

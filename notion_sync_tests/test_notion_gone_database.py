@@ -21,8 +21,8 @@ from notion_sync.notion.schema import SchemaError
 from notion_sync.notion.sync import run_sync
 from notion_sync.salesforce.assets import build_salesforce_asset
 from notion_sync.sandbox.notion_server import NotionSandbox
+from notion_sync_tests.run_helpers import requests_after_success
 from notion_sync_tests.sandbox_resources import sandbox_resources
-from notion_sync_tests.sensor_helpers import requests_after_success
 
 OTHER = "2026-11-19"
 

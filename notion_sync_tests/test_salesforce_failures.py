@@ -16,6 +16,7 @@ from notion_sync.salesforce import SalesforceResource, build_salesforce_asset
 from notion_sync.salesforce.extract import stage_partition
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
 from notion_sync.staging import StagingResource, connect
+from notion_sync_tests.run_helpers import failure_without_retry
 from notion_sync_tests.sandbox_resources import salesforce_resource
 
 DAY = "2026-11-20"
@@ -40,14 +41,6 @@ def _materialize(obj: ObjectConfig, resource: SalesforceResource, db) -> Execute
     )
 
 
-def _failure(result: ExecuteInProcessResult) -> str:
-    """The failed step's error text, after checking Dagster did not retry it."""
-    assert not result.success
-    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    [event] = result.get_step_failure_events()
-    return event.event_specific_data.error.to_string()
-
-
 def _stage(sandbox: SalesforceSandbox, db, obj: ObjectConfig, **kwargs):
     resource = _resource(sandbox, **kwargs.pop("resource", {}))
     return stage_partition(resource.get_client(), StagingResource(path=str(db)), obj, DAY, log=log, **kwargs)
@@ -67,18 +60,20 @@ def sandbox(tmp_path) -> Iterator[SalesforceSandbox]:
 
 def test_a_misspelt_configured_field_fails_naming_object_field_and_key(salesforce_sandbox, tmp_path):
     obj = _object("Contact", fields={"Emial": "Email"})
-    error = _failure(_materialize(obj, _resource(salesforce_sandbox), tmp_path / "s.duckdb"))
+    error = failure_without_retry(_materialize(obj, _resource(salesforce_sandbox), tmp_path / "s.duckdb"))
     assert "Contact.Emial is not a field of Contact in Salesforce; fix objects.Contact.fields" in error
 
 
 def test_an_unknown_object_fails_naming_it(salesforce_sandbox, tmp_path):
-    error = _failure(_materialize(_object("Acount"), _resource(salesforce_sandbox), tmp_path / "s.duckdb"))
+    error = failure_without_retry(
+        _materialize(_object("Acount"), _resource(salesforce_sandbox), tmp_path / "s.duckdb")
+    )
     assert "Acount is not an object in Salesforce" in error and "objects.Acount" in error
 
 
 def test_a_bad_session_fails_at_once_without_a_retry_storm(sandbox, tmp_path):
     resource = _resource(sandbox, session_id="00Dexpired!bogus", max_retries=5)
-    error = _failure(_materialize(_object(), resource, tmp_path / "s.duckdb"))
+    error = failure_without_retry(_materialize(_object(), resource, tmp_path / "s.duckdb"))
     assert "rejected the credentials (HTTP 401 INVALID_SESSION_ID)" in error
     assert "bogus" not in error and sandbox.session_id not in error
     assert sandbox.stats()["statuses"] == {"401": 1}  # one request, no retries at any level
@@ -86,7 +81,7 @@ def test_a_bad_session_fails_at_once_without_a_retry_storm(sandbox, tmp_path):
 
 def test_the_api_budget_guard_stops_before_the_reserve_with_a_clear_error(sandbox, tmp_path):
     sandbox.set_budget(remaining=1_002, maximum=10_000)  # reserve 10% = 1,000: describe, COUNT(), stop
-    error = _failure(_materialize(_object(), _resource(sandbox), tmp_path / "s.duckdb"))
+    error = failure_without_retry(_materialize(_object(), _resource(sandbox), tmp_path / "s.duckdb"))
     assert "Salesforce API budget nearly exhausted: 1000 of 10000 daily calls left" in error
     assert "reserve is 10% (1000 calls)" in error and "24-hour" in error and "resume" in error
     assert sandbox.stats()["api_usage"]["used"] == 9_000  # stopped exactly at the reserve

@@ -35,6 +35,7 @@ from notion_sync.sandbox import sf_login
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
 from notion_sync.staging import StagingResource, connect
 from notion_sync_tests.realtime_helpers import POLLING, Ticker
+from notion_sync_tests.run_helpers import failure_without_retry
 
 DAY = "2026-11-20"
 LOGIN_VARIABLES = (
@@ -99,14 +100,6 @@ def _materialize(
         raise_on_error=False,
         **kwargs,
     )
-
-
-def _failure(result: ExecuteInProcessResult) -> str:
-    """The failed step's error text, after checking Dagster did not retry it."""
-    assert not result.success
-    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    [event] = result.get_step_failure_events()
-    return event.event_specific_data.error.to_string()
 
 
 def _staged_rows(db) -> int:
@@ -243,7 +236,7 @@ def test_a_wrong_key_or_secret_fails_once_clearly_without_secrets(sandbox, use_e
         secret = "Wr0ngConsumerSecret!"
         resource = use_env(sandbox.client_credentials_env(), SALESFORCE_CONSUMER_SECRET=secret)
         expected = ("invalid_client: invalid client credentials", "SALESFORCE_CONSUMER_SECRET")
-    error = _failure(_materialize(resource, tmp_path / "s.duckdb"))
+    error = failure_without_retry(_materialize(resource, tmp_path / "s.duckdb"))
     assert all(text in error for text in expected), error
     assert secret not in error and sandbox.consumer_secret not in error
     assert _logins(sandbox) == 1  # neither retried nor repeated by Dagster
@@ -267,7 +260,7 @@ def test_refused_credentials_in_the_notion_step_fail_once_as_permanent(
     result = materialize(
         [build_notion_asset(_account(), [])], partition_key=DAY, resources=resources, raise_on_error=False
     )
-    error = _failure(result)
+    error = failure_without_retry(result)
     assert "invalid_client: invalid client credentials" in error and "SALESFORCE_CONSUMER_SECRET" in error
     assert secret not in error and sandbox.consumer_secret not in error
     assert _logins(sandbox) == 2  # the staging's login and the refused one, once
@@ -277,7 +270,7 @@ def test_refused_credentials_in_the_notion_step_fail_once_as_permanent(
 
 def test_client_credentials_need_a_my_domain(sandbox, use_env, tmp_path):
     resource = use_env(sandbox.client_credentials_env(), SALESFORCE_DOMAIN="login")
-    error = _failure(_materialize(resource, tmp_path / "s.duckdb"))
+    error = failure_without_retry(_materialize(resource, tmp_path / "s.duckdb"))
     assert "SALESFORCE_DOMAIN" in error and "My Domain" in error
     assert _logins(sandbox) == 0
 
@@ -287,7 +280,7 @@ def test_client_credentials_need_a_my_domain(sandbox, use_env, tmp_path):
 
 def test_password_login_at_api_65_fails_before_any_call_naming_oauth(sandbox, use_env, tmp_path):
     resource = use_env(sandbox.password_env(), SALESFORCE_API_VERSION="65.0")
-    error = _failure(_materialize(resource, tmp_path / "s.duckdb"))
+    error = failure_without_retry(_materialize(resource, tmp_path / "s.duckdb"))
     assert "not serve from API 65.0 on" in error and "OAuth 2.0" in error
     assert "SALESFORCE_CONSUMER_KEY + SALESFORCE_PRIVATE_KEY_FILE + SALESFORCE_USERNAME" in error
     assert sandbox.stats()["requests"] == {}  # nothing was called, not even the login
@@ -394,7 +387,7 @@ def test_a_fixed_session_that_expires_fails_naming_the_variables(sandbox, tmp_pa
         instance_url=sandbox.url, session_id=sandbox.session_id, ca_bundle=str(sandbox.ca_file)
     )
     sandbox.expire_sessions()
-    error = _failure(_materialize(resource, tmp_path / "s.duckdb"))
+    error = failure_without_retry(_materialize(resource, tmp_path / "s.duckdb"))
     assert "HTTP 401 INVALID_SESSION_ID" in error and "SALESFORCE_SESSION_ID" in error
     assert sandbox.session_id not in error
 
@@ -440,7 +433,7 @@ def test_a_login_that_stays_unavailable_says_so_and_stays_retryable(sandbox, use
 )
 def test_a_missing_file_fails_at_once_naming_the_variable(sandbox, use_env, tmp_path, variable, value):
     resource = use_env(sandbox.jwt_env(), **{variable: value})
-    error = _failure(_materialize(resource, tmp_path / "s.duckdb"))
+    error = failure_without_retry(_materialize(resource, tmp_path / "s.duckdb"))
     assert f"{variable}={value}" in error
     assert sandbox.stats()["requests"] == {}  # failed before any call, and once (no retry)
 

@@ -64,14 +64,6 @@ def _metadata(result: ExecuteInProcessResult) -> dict:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
-def _failure(result: ExecuteInProcessResult) -> str:
-    """The failed step's error text, after checking Dagster did not retry it."""
-    assert not result.success
-    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    [event] = result.get_step_failure_events()
-    return event.event_specific_data.error.to_string()
-
-
 def _fetch(db: Path, sql: str) -> list[tuple]:
     with connect(db, read_only=True) as conn:
         return conn.execute(sql).fetchall()

@@ -21,11 +21,12 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSpec,
     MetadataValue,
+    Output,
     multi_asset_check,
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from notion_sync.automation.check_jobs import check_job
+from notion_sync.automation.check_jobs import check_job, outside_its_job
 from notion_sync.automation.names import (
     NOTION_RESYNC_METADATA_KEY,
     formula_refresh_job_name,
@@ -63,9 +64,10 @@ def build_formula_check(obj: ObjectConfig) -> AssetChecksDefinition:
     )
     def _refresh(
         context: AssetCheckExecutionContext, salesforce: SalesforceResource, staging: StagingResource
-    ) -> Iterator[AssetCheckResult]:
-        if context.run.job_name != job_name:
-            context.log.info(f"{CHECK_NAME} runs in {job_name} only: no result recorded by this run")
+    ) -> Iterator[AssetCheckResult | Output]:
+        skipped = outside_its_job(context, job_name, f"{CHECK_NAME} runs in {job_name} only")
+        if skipped is not None:
+            yield from skipped
             return
         refresh = refresh_formulas(salesforce.get_client(), staging, obj, log=context.log)
         changed = sum(refresh.changed.values())

@@ -39,7 +39,7 @@ from dagster import (
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from notion_sync.automation.check_jobs import check_job
+from notion_sync.automation.check_jobs import check_job, outside_its_job
 from notion_sync.automation.lanes import lane_tags
 from notion_sync.automation.modstamps import modstamp_day
 from notion_sync.automation.names import (
@@ -163,15 +163,14 @@ def build_reconcile_check(obj: ObjectConfig) -> AssetChecksDefinition:
         notion: NotionResource,
         staging: StagingResource,
     ) -> Iterator[AssetCheckResult | Output]:
-        if context.run.job_name != reconcile_job_name(obj.name):
-            context.log.info(
-                f"{CHECK_NAME} runs in {reconcile_job_name(obj.name)} (weekly or on demand), not with a "
-                "partition's sync: no result recorded by this run"
-            )
-            # Empty outputs, not evaluations: yielding nothing makes Dagster log that the op "did not
-            # yield or return expected outputs", which reads as a fault.
-            for output in context.op_execution_context.op_def.output_defs:
-                yield Output(None, output_name=output.name)
+        skipped = outside_its_job(
+            context,
+            reconcile_job_name(obj.name),
+            f"{CHECK_NAME} runs in {reconcile_job_name(obj.name)} (weekly or on demand), not with a "
+            "partition's sync",
+        )
+        if skipped is not None:
+            yield from skipped
             return
         yield _reconciliation(context, obj, notion_key, salesforce, notion, staging)
 

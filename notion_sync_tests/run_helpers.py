@@ -1,4 +1,4 @@
-"""Ticking a run-status sensor the way the daemon does after a run succeeded."""
+"""Reading in-process run results: the failed step's error, and what a run-status sensor answers."""
 
 from __future__ import annotations
 
@@ -24,3 +24,11 @@ def requests_after_success(
         dagster_event=success,
     )
     return list(sensor(context) or [])
+
+
+def failure_without_retry(result: ExecuteInProcessResult) -> str:
+    """The failed step's error text, after checking Dagster did not retry it."""
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    [event] = result.get_step_failure_events()
+    return event.event_specific_data.error.to_string()
