@@ -399,9 +399,10 @@ def stage_days(
     holds for them; yields ``(partition key, result)`` as each day is swapped in.
 
     One describe (kept an hour: `notion_sync.salesforce.describes`), one COUNT(), one query or Bulk
-    job and one getDeleted read the whole range into one spool; then each day is swapped into staging in its own short connection, so the staging file's
-    write lock is never held longer than for one day (the realtime lane's writes get in between
-    days). A day that fails stops the range: the days before it stay staged.
+    job and one getDeleted read the whole range into one spool; then each day is swapped into staging
+    in its own short connection, so the staging file's write lock is never held longer than for one
+    day (the realtime lane's writes get in between days). A day that fails stops the range: the days
+    before it stay staged.
     """
     began = time.monotonic()
     cache = DescribeCache(staging.path)
