@@ -229,3 +229,31 @@ def test_a_field_list_too_long_for_one_url_is_read_in_chunks_joined_by_id(day_sa
     )
     assert _metadata(result)["pages"] > 4  # pages of every chunk
     assert _table(rest) == _table(bulk)
+
+
+def _describes(sandbox: SalesforceSandbox) -> int:
+    return sandbox.stats()["requests"].get("describe", 0)
+
+
+def test_runs_within_the_hour_share_one_describe(day_sandbox, tmp_path):
+    db = tmp_path / "s.duckdb"
+    first = _materialize(_object(), day_sandbox, db)
+    second = _materialize(_object(), day_sandbox, db)
+    assert _describes(day_sandbox) == 1
+    assert _metadata(second)["api_calls"] == _metadata(first)["api_calls"] - 1
+    assert len(_table(db)) == day_sandbox.data.counts["Account"]
+
+
+@pytest.mark.parametrize("bulk_threshold", [10**9, 0], ids=["REST", "Bulk"])
+def test_a_field_deleted_since_the_kept_describe_is_described_again(day_sandbox, tmp_path, bulk_threshold):
+    db = tmp_path / "s.duckdb"
+    assert _materialize(_object(bulk_threshold=bulk_threshold), day_sandbox, db).success
+    day_sandbox.data.remove_field("Account", "Custom_Text_07__c")
+    result = _materialize(_object(bulk_threshold=bulk_threshold), day_sandbox, db)
+    assert result.success
+    assert _describes(day_sandbox) == 2
+    assert _fetch(db, "SELECT count(*), count(Custom_Text_07__c) FROM stg_account") == [
+        (day_sandbox.data.counts["Account"], 0)
+    ]
+    assert _materialize(_object(bulk_threshold=bulk_threshold), day_sandbox, db).success
+    assert _describes(day_sandbox) == 2  # the new describe is kept

@@ -35,6 +35,7 @@ from notion_sync.automation.modstamps import parse_modstamp
 from notion_sync.config import ObjectConfig
 from notion_sync.partitions import partition_window, range_window
 from notion_sync.salesforce import soql
+from notion_sync.salesforce.describes import DescribeCache
 from notion_sync.salesforce.resource import SalesforceClient
 from notion_sync.staging import (
     SPOOL_TABLE,
@@ -254,6 +255,8 @@ def bulk_pages(
     try:
         job_id = bulk.create_job(Operation.query_all, query)["id"]
     except SalesforceMalformedRequest as error:  # e.g. INVALIDENTITY: not supported by the Bulk API
+        if _names_a_missing_field(error):
+            raise  # REST would refuse the query too
         raise BulkUnavailable(f"Bulk API refused the {object_name} query job: {error.content}") from error
     try:
         bulk.wait_for_job(job_id, True, wait=BULK_FIRST_POLL_S)
@@ -395,15 +398,62 @@ def stage_days(
     """Replace the consecutive daily partitions `partition_keys` of `stg_<object>` with what Salesforce
     holds for them; yields ``(partition key, result)`` as each day is swapped in.
 
-    One describe, one COUNT(), one query or Bulk job and one getDeleted read the whole range into one
-    spool; then each day is swapped into staging in its own short connection, so the staging file's
-    write lock is never held longer than for one day (the realtime lane's writes get in between
-    days). A day that fails stops the range: the days before it stay staged.
+    One describe (kept an hour: `notion_sync.salesforce.describes`), one COUNT(), one query or Bulk
+    job and one getDeleted read the whole range into one spool; then each day is swapped into staging
+    in its own short connection, so the staging file's write lock is never held longer than for one
+    day (the realtime lane's writes get in between days). A day that fails stops the range: the days
+    before it stay staged.
     """
     began = time.monotonic()
-    sf = client.sf
+    cache = DescribeCache(staging.path)
+    describe, cached = _describe(client.sf, obj, cache)
+    options = {"log": log, "sizes": (bulk_page_records, rest_batch_size), "on_page": on_page}
+    try:
+        yield from _stage_range(client, staging, obj, partition_keys, describe, began, **options)
+    except SalesforceMalformedRequest as error:
+        # Every Salesforce read of the range comes before its first day is swapped: nothing is
+        # staged yet, the range can be read again.
+        if not (cached and _names_a_missing_field(error)):
+            raise
+        log.info(f"{obj.name}: a field of the kept describe is gone ({error.content}); describing again")
+        cache.stale(obj.name)
+        describe, _ = _describe(client.sf, obj, cache)
+        yield from _stage_range(client, staging, obj, partition_keys, describe, began, **options)
+
+
+def _describe(sf: Salesforce, obj: ObjectConfig, cache: DescribeCache) -> tuple[Mapping[str, Any], bool]:
+    """The object's describe, checked against the config, and whether it is the kept one (a kept
+    describe missing a configured field, created since, is fetched again before anything fails)."""
+    kept = cache.get(sf, obj.name)
+    if kept is not None:
+        with suppress(SalesforceSchemaError):
+            check_configured_fields(obj, kept)
+            return kept, True
     describe = describe_object(sf, obj.name)
     check_configured_fields(obj, describe)
+    cache.put(sf, obj.name, describe)
+    return describe, False
+
+
+def _names_a_missing_field(error: SalesforceMalformedRequest) -> bool:
+    content = error.content if isinstance(error.content, list) else []
+    return any(isinstance(item, dict) and item.get("errorCode") == "INVALID_FIELD" for item in content)
+
+
+def _stage_range(
+    client: SalesforceClient,
+    staging: StagingResource,
+    obj: ObjectConfig,
+    partition_keys: Sequence[str],
+    describe: Mapping[str, Any],
+    began: float,
+    *,
+    log: logging.Logger,
+    sizes: tuple[int, int],
+    on_page: PageCallback | None,
+) -> Iterator[tuple[str, ExtractResult]]:
+    """`stage_days` with the object's describe: `sizes` are the Bulk page records and REST batch size."""
+    sf = client.sf
     columns = staging_columns(describe["fields"])
     window = Window(*range_window(partition_keys), replication_field(obj.name, describe))
     label = partition_keys[0] + (f"..{partition_keys[-1]}" if len(partition_keys) > 1 else "")
@@ -417,7 +467,6 @@ def stage_days(
     for directory, size in remove_abandoned_spools(staging.path):
         log.warning(f"removed {directory.name} ({size / 2**20:.0f} MB), the spool of a run that was killed")
     with Spool.create(staging.path) as spool:
-        sizes = (bulk_page_records, rest_batch_size)
         pages, method = spool_records(client, spool, obj.name, columns, window, method, sizes, on_page, log)
         flagged = "IsDeleted" in {c.name for c in columns}
         by_day = spool.count_by_day(SPOOL_TABLE, window.field, "IsDeleted" if flagged else None)

@@ -30,7 +30,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -894,6 +894,16 @@ class SalesforceData:
         if not self.invalid_emails:
             return []
         return [make_id("003", i) for i in range(13, self.counts["Contact"], 97)]
+
+    def remove_field(self, obj: str, name: str) -> None:
+        """An admin deletes a field (or hides it from the integration user): describe no longer lists
+        it and a query naming it fails with INVALID_FIELD."""
+        sobject = self._resolve(obj)
+        if name not in self.fields[obj]:
+            raise KeyError(f"{obj} has no field {name}")
+        kept = replace(sobject, fields=tuple(f for f in sobject.fields if f.name != name))
+        self.sobjects[obj] = self._by_lower[obj.lower()] = kept
+        self.fields[obj] = kept.field_map()
 
     def sobject(self, name: str) -> SObject | None:
         """Object names are case-insensitive, as in Salesforce URLs."""
