@@ -80,6 +80,22 @@ def _quiet_dagster_cli(current: str | None) -> str:
     return ",".join([*filter(None, [current]), *_DAGSTER_CLI_WARNINGS])
 
 
+def dagster_env(exports: dict[str, str]) -> dict[str, str]:
+    """The environment of the demo's dagster commands: this one, ``exports``, quiet warnings.
+
+    When the demo stops, Dagster's code servers stop while the webserver's and the daemon's gRPC
+    channels to them are open, and gRPC logs the GOAWAY they get at INFO level (`Got goaway [2] …
+    Server shutdown`). ``GRPC_VERBOSITY=ERROR`` drops gRPC's INFO lines and keeps its errors; a
+    ``GRPC_VERBOSITY`` the user set is kept.
+    """
+    return {
+        "GRPC_VERBOSITY": "ERROR",
+        **os.environ,
+        **exports,
+        "PYTHONWARNINGS": _quiet_dagster_cli(os.environ.get("PYTHONWARNINGS")),
+    }
+
+
 def _print_exports(env: dict[str, str], env_file: Path) -> None:
     activate = Path(sys.executable).parent / "activate"
     load = f". {activate} && . {env_file}" if activate.exists() else f". {env_file}"
@@ -176,11 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "NOTION_SYNC_CONFIG": str(config),
         }
         _print_exports(exports, _write_env_file(args.data_dir, exports, "demo"))
-        env = {
-            **os.environ,
-            **exports,
-            "PYTHONWARNINGS": _quiet_dagster_cli(os.environ.get("PYTHONWARNINGS")),
-        }
+        env = dagster_env(exports)
         dagster_cmd = str(Path(sys.executable).parent / "dagster")  # the one installed beside this Python
         partition = args.partition or time.strftime("%Y-%m-%d", time.gmtime())
         print(f"# syncing the sample data (partition {partition}) before the UI starts ...", flush=True)

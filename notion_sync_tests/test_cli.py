@@ -14,7 +14,7 @@ import pytest
 import requests
 from dagster import DagsterInstance
 
-from notion_sync.cli import main
+from notion_sync.cli import dagster_env, main
 from notion_sync.instance import POOL_LIMITS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,3 +129,16 @@ def test_demo_with_its_ui_port_taken_stops_before_touching_anything(tmp_path, ca
         with pytest.raises(SystemExit, match=rf"port {port} is in use.*another demo's Dagster UI"):
             main(["demo", "--port", str(port), "--data-dir", str(data_dir)])
     assert (data_dir / "dagster_home").is_dir() and not (data_dir / "sandbox.env").exists()
+
+
+def test_demo_dagster_processes_print_no_grpc_goaway_at_shutdown_but_grpc_errors(monkeypatch):
+    """At shutdown Dagster's code servers stop while the webserver's and daemon's channels to them are
+    open; gRPC logged that GOAWAY as `I… chttp2_transport.cc] unix:/tmp/…: Got goaway [2] …`."""
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
+    client = Path(__file__).with_name("grpc_goaway_client.py")
+    child = subprocess.run(
+        [sys.executable, str(client)], env=dagster_env({}), capture_output=True, text=True, timeout=300
+    )
+    assert child.returncode == 0, child.stderr
+    assert "Got goaway" not in child.stderr
+    assert "Failed to add port to server" in child.stderr  # gRPC's errors are still printed
