@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from dagster import Definitions, instance_for_test
-from test_notion_sync import CONFIG, PARTITION, TYPES, Env, account, data_sources_titled, make_env
+from test_notion_sync import CONFIG, PARTITION, TYPES, Env, account, contact, data_sources_titled, make_env
 
 from notion_sync.automation.jobs import sync_job
 from notion_sync.automation.sensors import build_resync_sensor
@@ -170,3 +170,36 @@ def test_the_resync_sensor_launches_the_partitions_synced_into_the_gone_database
             [request] = requests_after_success(sensor, instance, result)
             assert (request.job_name, request.partition_key) == ("sync_Account", OTHER)
             assert request.tags["notion_sync/lane"] == "backfill"
+
+
+def test_a_relation_to_a_replaced_database_is_repointed_and_its_pages_written_again(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    env.stage("Account", [account(1), account(2)])
+    env.stage("Account", [account(3)], partition=OTHER)
+    env.stage("Contact", [contact(1, 1), contact(2, 2)])
+    env.stage("Contact", [contact(3, 3)], partition=OTHER)
+    for partition in (OTHER, PARTITION):
+        env.sync("Account", partition)
+        env.sync("Contact", partition)
+    trash(env, target(env))
+    env.sync("Account")  # re-provisions Account: a new data source and new pages
+    new_accounts = env.data_source("Account")
+    with caplog.at_level(logging.WARNING):
+        report = env.sync("Contact")
+    assert (
+        "Contact: the Notion relation 'Account' pointed to data source" in caplog.text
+        and f"pointing it now to {new_accounts}, the data source of Account" in caplog.text
+    )
+    assert report.totals["updated"] == 2 and report.resync_partitions == [OTHER]
+    relation = NotionClient(env.sandbox.token, base_url=env.sandbox.url).retrieve_data_source(
+        env.data_source("Contact")
+    )["properties"]["Account"]["relation"]
+    assert relation["data_source_id"] == new_accounts
+    env.sync("Account", OTHER)  # what the resync sensor launches, in either order
+    assert env.sync("Contact", OTHER).totals["updated"] == 1
+    accounts, contacts = env.pages("Account"), env.pages("Contact")
+    assert {sf_id: page["properties"]["Account"]["relation"] for sf_id, page in contacts.items()} == {
+        f"003{n:015d}": [{"id": accounts[f"001{n:015d}"]["id"]}] for n in (1, 2, 3)
+    }
+    assert env.sync("Contact").totals["unchanged"] == 2  # repaired once

@@ -44,7 +44,7 @@ def provision(resource: NotionResource, connect: Callable[..., Any], run_id: str
     with resource.get_client() as client:
         return ensure_data_source(
             client, connect, ACCOUNT, SPECS, resource.parent_page_id, run_id=run_id, **bounds
-        )
+        ).data_source_id
 
 
 def claims(env: Env) -> list[tuple]:

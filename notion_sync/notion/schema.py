@@ -408,14 +408,39 @@ def _property_changes(
                 f"objects.{obj.name}: Notion property '{name}' is {actual.get('type')}, expected {expected}; "
                 f"change its type in Notion or map the field to another property name"
             )
-        elif expected == "relation" and _normalise(actual["relation"].get("data_source_id")) != _normalise(
-            schema["relation"]["data_source_id"]
-        ):
-            raise SchemaError(
-                f"objects.{obj.name}: Notion relation '{name}' points to data source "
-                f"{actual['relation'].get('data_source_id')}, expected {schema['relation']['data_source_id']}"
-            )
     return changes
+
+
+def _repointed_relations(
+    obj: ObjectConfig, specs: Sequence[PropertySpec], wanted: Mapping[str, Any], current: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Relations to point at their parent's current data source (its database was replaced), each
+    with a warning naming both objects."""
+    changes: dict[str, Any] = {}
+    for spec in specs:
+        actual = current.get(spec.name) or {}
+        if not spec.relation_to or actual.get("type") != "relation":
+            continue
+        old, new = actual["relation"].get("data_source_id"), wanted[spec.name]["relation"]["data_source_id"]
+        if _normalise(old) != _normalise(new):
+            log.warning(
+                f"{obj.name}: the Notion relation '{spec.name}' pointed to data source {old}, not to the "
+                f"current one of {spec.relation_to} (its database was replaced, or the relation was "
+                f"changed in Notion); pointing it now to {new}, the data source of {spec.relation_to}, "
+                f"and writing the {obj.name} pages again: this partition now, the partitions synced "
+                "before by new runs"
+            )
+            changes[spec.name] = wanted[spec.name]
+    return changes
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """The object's data source, and whether the pages synced before must be written again (its
+    database was replaced, or a relation re-pointed to a replaced parent's)."""
+
+    data_source_id: str
+    rewrite: bool
 
 
 def ensure_data_source(
@@ -429,21 +454,30 @@ def ensure_data_source(
     claim_wait_s: float = CLAIM_WAIT_S,
     claim_stale_s: float = CLAIM_STALE_S,
     claim_poll_s: float = CLAIM_POLL_S,
-) -> str:
-    """Provision or validate ``obj``'s data source; returns its id.
+) -> Provisioned:
+    """Provision or validate ``obj``'s data source.
 
     ``run_id`` names this run in the claim on creating the database (and in other runs' timeout
     errors); unique per concurrent call, one is made up when not given. ``claim_*`` are real seconds.
+    A re-pointed relation marks every record of the object stale before the schema is changed, so a
+    run that stops in between still writes them the next time.
     """
     claiming = Claiming(run_id or _anonymous_run_id(), claim_wait_s, claim_stale_s, claim_poll_s)
     targets = _relation_targets(connect, obj, specs)
     creatable = [spec for spec in specs if not spec.relation_to or spec.relation_to in targets]
+    with connect() as conn:
+        before = state.load_target(conn, obj.name)
     data_source_id = _locate(
         client, connect, obj, database_properties(creatable, targets), parent_page_id, claiming
     )
     wanted = database_properties(specs, {**targets, obj.name: data_source_id})
     current = client.retrieve_data_source(data_source_id).get("properties", {})
-    changes = _property_changes(obj, wanted, current)
+    repointed = _repointed_relations(obj, specs, wanted, current)
+    if repointed:
+        with connect() as conn:
+            state.mark_stale(conn, obj.name, None)
+    changes = {**_property_changes(obj, wanted, current), **repointed}
     if changes:
         client.update_data_source(data_source_id, changes)
-    return data_source_id
+    replaced = bool(before and before[1] != data_source_id)
+    return Provisioned(data_source_id, rewrite=replaced or bool(repointed))

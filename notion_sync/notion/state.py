@@ -241,8 +241,14 @@ def records_of_pages(conn: duckdb.DuckDBPyConnection, page_ids: Sequence[str]) -
         )
 
 
-def _on_ids(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str], statement: str) -> None:
-    """Run an UPDATE or DELETE of sync_state on this object's ``ids``, one statement whatever their number."""
+def _on_ids(
+    conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str] | None, statement: str
+) -> None:
+    """Run an UPDATE or DELETE of sync_state on this object's ``ids`` (None: all its records), one
+    statement whatever their number."""
+    if ids is None:
+        conn.execute(f"{statement} WHERE object = ?", [object_name])
+        return
     with _id_frame(conn, ids) as frame:
         conn.execute(f"{statement} WHERE object = ? AND sf_id IN (SELECT sf_id FROM {frame})", [object_name])
 
@@ -257,8 +263,9 @@ def forget(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]
     _on_ids(conn, object_name, ids, "DELETE FROM sync_state")
 
 
-def mark_stale(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str]) -> None:
-    """Forget what the pages of ``ids`` hold (not which pages they are): their next sync writes them."""
+def mark_stale(conn: duckdb.DuckDBPyConnection, object_name: str, ids: Sequence[str] | None) -> None:
+    """Forget what the pages of ``ids`` (None: every record of the object) hold, not which pages they
+    are: their next sync writes them."""
     _on_ids(conn, object_name, ids, "UPDATE sync_state SET content_hash = NULL")
 
 

@@ -782,12 +782,9 @@ def sync_days(
     specs = property_specs(obj, sf_types)
     # batch_size: rows (sync state, log, API usage) buffered per DuckDB write; one happens every 2 s anyway.
     writer = state.StateWriter(connect, run_id, obj.name, flush_rows=obj.batch_size)
-    with connect() as conn:
-        state.ensure_tables(conn)
-        before = state.load_target(conn, obj.name)
     with notion.get_client(on_call=writer.record_call, priority=priority) as client:
         try:
-            data_source_id = ensure_data_source(
+            provisioned = ensure_data_source(
                 client, connect, obj, specs, notion.parent_page_id, run_id=run_id
             )
         except BaseException as error:
@@ -796,16 +793,16 @@ def sync_days(
                 for partition in partitions:
                     state.record_failed_batch(conn, run_id, obj.name, partition, error_summary(error))
             raise
-        replaced = bool(before and before[1] != data_source_id)
+        rewrite = provisioned.rewrite
         for partition in partitions:
             report = sync_partition(
-                client, writer, obj, specs, data_source_id, partition, workers=notion.workers
+                client, writer, obj, specs, provisioned.data_source_id, partition, workers=notion.workers
             )
-            if replaced:  # a new database: what went into the old one, again (reported once)
+            if rewrite:  # a new database or relation: what was synced before, again (reported once)
                 with connect() as conn:
                     synced = state.batched_partitions(conn, obj.name)
                 report.resync_partitions = [p for p in synced if p not in partitions]
-                replaced = False
+                rewrite = False
             yield report
 
 
