@@ -23,14 +23,16 @@ no Notion), so the figures are the extraction's.
 ``--rss-records``: one more run, a 30-day range holding that many records in all (Bulk API 2.0), and
 its peak RSS: memory stays flat whatever the range's size.
 
-Figures on 2 cores (2026-11-27, load average 2.9-3.9), ``--per-day-days 60``:
+Figures on 2 cores (2026-11-27), ``--per-day-days 60 --rss-records 300000``; before (load average
+2.9-3.9) -> after the describe kept an hour, the lazy Pub/Sub imports and the columns ensured once a
+range (load average 3.4 -> 1.8):
 
-      ranges:  365 days in   13 runs,  81.2 s (6.25 s/run),   77 API calls, peak RSS 300 MB, hold 0.105 s
-     per-day:   60 days in   60 runs, 196.6 s (3.28 s/run),  204 API calls, peak RSS 261 MB, hold 0.133 s
-    365 days, one run per day (extrapolated from 60 days x 6.08): 365 runs, 1196 s, 1241 API calls
-    -> 14.7x less wall time, 16.1x fewer API calls, 28.1x fewer runs
-    one 30-day range of 300,000 records: 42.5 s, 21 API calls, peak RSS 323 MB, hold 0.422 s
-    (one day of the same 300,000 records, same harness: 320 MB, hold 2.3 s)
+      ranges:  365 days in 13 runs,  81.2 -> 63.0 s, 77 -> 65 API calls, peak RSS 300 -> 288 MB
+     per-day:   60 days in 60 runs, 196.6 -> 187.3 s, 204 -> 145 API calls, peak RSS 261 -> 248 MB
+    365 days, one run per day (extrapolated from 60 days x 6.08): 1196 -> 1140 s, 1241 -> 882 API calls
+    -> 14.7x -> 18.1x less wall time, 16.1x -> 13.6x fewer API calls, 28.1x fewer runs
+    one 30-day range of 300,000 records: 42.5 -> 34.3 s, 21 API calls, peak RSS 323 -> 310 MB
+    (one day of the same 300,000 records, same harness, before: 320 MB, hold 2.3 s)
 """
 
 from __future__ import annotations

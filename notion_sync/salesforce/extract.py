@@ -474,6 +474,7 @@ def _stage_range(
         log_deleted = _deleted_in(sf, obj.name, window) if flagged else []
         spool_s = time.monotonic() - began
         spooled = sum(total for total, _ in by_day.values())
+        ensured = False  # the table has the spool's columns (columns are only ever added)
         for key in partition_keys:
             start, end = partition_window(key)
             deleted_today = [(record_id, when) for record_id, when in log_deleted if start <= when < end]
@@ -481,7 +482,8 @@ def _stage_range(
             # so the realtime lane's writes get in between the days of a range.
             with staging.connect() as conn:
                 locked = time.monotonic()
-                added = ensure_table(conn, obj.staging_table, columns)
+                added = [] if ensured else ensure_table(conn, obj.staging_table, columns)
+                ensured = True
                 swap = replace_partition(
                     conn,
                     obj.staging_table,
