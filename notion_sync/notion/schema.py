@@ -472,11 +472,12 @@ def ensure_data_source(
     )
     wanted = database_properties(specs, {**targets, obj.name: data_source_id})
     current = client.retrieve_data_source(data_source_id).get("properties", {})
+    added = _property_changes(obj, wanted, current)  # raises first: nothing changed on a bad schema
     repointed = _repointed_relations(obj, specs, wanted, current)
     if repointed:
         with connect() as conn:
             state.mark_stale(conn, obj.name, None)
-    changes = {**_property_changes(obj, wanted, current), **repointed}
+    changes = {**added, **repointed}
     if changes:
         client.update_data_source(data_source_id, changes)
     replaced = bool(before and before[1] != data_source_id)
