@@ -46,7 +46,11 @@ def serve_goaway(listener: socket.socket, read: threading.Event) -> None:
 
 
 def main() -> None:
-    path = tempfile.mktemp()
+    with tempfile.TemporaryDirectory() as folder:
+        run(f"{folder}/grpc.sock")
+
+
+def run(path: str) -> None:
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)
     listener.listen()
