@@ -19,6 +19,7 @@ from dagster import DagsterInstance
 
 from notion_sync.instance import InstanceCheckError, check_instance, init_instance
 from notion_sync.processes import Stopped, run_tree, stop_on_signals
+from notion_sync.salesforce.describes import DescribeCache
 from notion_sync.sandbox.notion_server import NotionSandbox
 from notion_sync.sandbox.salesforce_server import SalesforceSandbox
 from notion_sync.status import run_status
@@ -158,6 +159,10 @@ def _demo_state(data_dir: Path) -> tuple[Path, Path]:
             if path.exists():
                 path.unlink()
                 removed.append(str(path))
+        describes = DescribeCache(duckdb_file).directory  # the earlier sandbox's describes, kept an hour
+        if describes.exists():
+            shutil.rmtree(describes)
+            removed.append(str(describes))
     if removed:
         print(f"# starting afresh: removed the previous demo's {' and '.join(removed)}", flush=True)
     return home, duckdb_file

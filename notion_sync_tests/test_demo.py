@@ -139,6 +139,7 @@ def test_demo_twice_then_signals_stop_everything(tmp_path: Path) -> None:
     second = Demo(data_dir, free_port())
     second.wait_until_serving()
     assert "starting afresh" in second.output and "# sample sync succeeded" in second.output
+    assert "demo.duckdb.describe" in second.output  # the first sandbox's describes are not reused
     _assert_synced(_status_in_new_shell(env_file))
     tree = second.stop(signal.SIGINT)
     assert not _running(tree), f"left running after SIGINT: {_running(tree)}"
