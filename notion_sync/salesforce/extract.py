@@ -410,9 +410,10 @@ def stage_days(
 
     One describe (kept an hour: `notion_sync.salesforce.describes`), one COUNT(), one query or Bulk
     job and one getDeleted read the whole range into one spool; then its days are swapped into staging
-    in chunks of consecutive days, each in its own short connection and transaction, so the staging
-    file's write lock is never held longer than for one day's swap before chunks (the realtime lane's
-    writes get in between chunks). A chunk that fails stops the range: the days before it stay staged.
+    in chunks of consecutive days (SWAP_CHUNK_ROWS), each in its own short connection and transaction:
+    a chunk of small days holds the staging file's write lock about as long as one small day's swap
+    did, a bigger day as long as before (the realtime lane's writes get in between chunks). A chunk
+    that fails stops the range: the days before it stay staged.
     """
     began = time.monotonic()
     cache = DescribeCache(staging.path)
@@ -552,8 +553,8 @@ def _swap_days(
     each chunk in one short connection and one transaction; yields ``(key, swap, the chunk's hold,
     fields added)`` for each day once its chunk is committed.
 
-    The staging file is never held longer than for one day's swap before chunks (see SWAP_CHUNK_ROWS),
-    so the realtime lane's writes get in between chunks; a chunk that fails leaves the chunks
+    A chunk holds the staging file about as long as one small day's swap did (see SWAP_CHUNK_ROWS),
+    and the realtime lane's writes get in between chunks; a chunk that fails leaves the chunks
     before it staged and its own days as they were.
     """
     days = {key: partition_window(key)[0].date() for key in partition_keys}
