@@ -1010,6 +1010,7 @@ def _unavailable_page(status: int) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     _in_composite = False
+    _body_read = False
     server: _Server
     timeout = 120
     disable_nagle_algorithm = True  # headers and body go out in separate writes: avoid 40 ms ACK stalls
@@ -1038,6 +1039,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        self._body_read = True
         if not raw:
             return {}
         try:
@@ -1081,6 +1083,7 @@ class _Handler(BaseHTTPRequestHandler):
         return {"Sforce-Limit-Info": f"api-usage={self.sandbox.api_used}/{self.sandbox.api_max}"}
 
     def _dispatch(self, method: str) -> None:
+        self._body_read = False
         url = urlsplit(self.path)
         path = unquote(url.path)
         params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -1104,6 +1107,10 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise _not_found()
         except ApiError as exc:
+            if method in ("POST", "PATCH") and not self._body_read:
+                # Refused before its body was read (e.g. 401): drain it, or the next request on this
+                # keep-alive connection would be parsed from the middle of it.
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
             headers = self._limit_headers() if path.startswith("/services/") else None
             self._json(exc.status, [{"message": exc.message, "errorCode": exc.error_code}], headers)
         except DataError as exc:
