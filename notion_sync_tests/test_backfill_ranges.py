@@ -22,11 +22,13 @@ import yaml
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
+    AssetSelection,
     DagsterEventType,
     DagsterInstance,
     Definitions,
     RetryPolicy,
     build_sensor_context,
+    define_asset_job,
     in_process_executor,
     instance_for_test,
 )
@@ -38,6 +40,7 @@ from dagster._core.test_utils import create_test_daemon_workspace_context
 from dagster._core.workspace.load_target import PythonFileTarget
 from dagster._daemon.backfill import execute_backfill_iteration
 
+from notion_sync import staging
 from notion_sync.automation import sensors
 from notion_sync.automation.jobs import sync_job
 from notion_sync.config import SyncConfig, parse_config
@@ -348,3 +351,57 @@ def test_range_failing_on_day_17_is_retried_from_day_17(
             if entry.dagster_event.event_specific_data.passed
         }
         assert {day for _, day in evaluations} == set(days)
+
+
+@pytest.mark.timeout(300)
+def test_a_range_checks_row_counts_per_day_with_one_salesforce_call(
+    salesforce: SalesforceSandbox, notion_sandbox: NotionSandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """The row-count check of a 30-day range asks Salesforce once (counts grouped by UTC day), not
+    once a day, and still fails exactly the day whose staged rows disagree."""
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    config = parse_config(config_data())
+    obj = config.objects["Account"]
+    resources = sandbox_resources(salesforce, notion_sandbox, tmp_path)
+    key = AssetKey(["salesforce", "Account"])
+    defs = Definitions(
+        assets=[build_salesforce_asset(obj)],
+        asset_checks=build_salesforce_checks(obj),
+        jobs=[
+            define_asset_job(
+                "stage", selection=AssetSelection.assets(key), partitions_def=daily_partitions(obj)
+            ),
+            define_asset_job(
+                "check", selection=AssetSelection.checks_for_assets(key), partitions_def=daily_partitions(obj)
+            ),
+        ],
+        resources=resources,
+        executor=in_process_executor,
+    )
+    days = KEYS[:30]
+    total, _ = salesforce_days(salesforce, "Account")
+    with instance_for_test() as instance:
+        staged = defs.resolve_job_def("stage").execute_in_process(
+            instance=instance, tags=range_tags(days[0], days[-1])
+        )
+        assert staged.success
+        broken = next(day for day in days[5:] if total[day] > 0)
+        with staging.connect(tmp_path / "staging.duckdb") as conn:
+            conn.execute(
+                f"DELETE FROM {obj.staging_table} WHERE Id = (SELECT min(Id) FROM "
+                f"{obj.staging_table} WHERE _partition = ?)",
+                [broken],
+            )
+        used = salesforce.stats()["api_usage"]["used"]
+        checked = defs.resolve_job_def("check").execute_in_process(
+            instance=instance, tags=range_tags(days[0], days[-1]), raise_on_error=False
+        )
+        calls = salesforce.stats()["api_usage"]["used"] - used
+        results = check_results(instance, [checked.run_id])
+    row_count = {
+        day: passed for (_, check, day), passed in results.items() if check == "row_count_matches_salesforce"
+    }
+    assert set(row_count) == set(days)
+    assert [day for day, passed in row_count.items() if not passed] == [broken]
+    assert calls == 1, calls  # the describe is the staging run's, kept an hour; one grouped COUNT

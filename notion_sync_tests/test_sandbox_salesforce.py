@@ -163,6 +163,67 @@ def test_query_more_pages_with_next_records_url(sf: Salesforce) -> None:
     assert ids[:400] == [r["Id"] for r in first["records"] + second["records"]]
 
 
+def test_aggregate_counts_by_utc_day_as_salesforce_answers_them(sf: Salesforce) -> None:
+    query = (
+        "SELECT DAY_ONLY(SystemModstamp), COUNT(Id) FROM Account WHERE SystemModstamp >= "
+        "2026-11-01T00:00:00Z AND SystemModstamp < 2026-11-21T00:00:00Z GROUP BY DAY_ONLY(SystemModstamp)"
+    )
+    answer = sf.query(query, include_deleted=True)
+    expected: dict[str, int] = {}
+    for record in sf.query_all_iter(
+        "SELECT SystemModstamp FROM Account WHERE SystemModstamp >= 2026-11-01T00:00:00Z "
+        "AND SystemModstamp < 2026-11-21T00:00:00Z",
+        include_deleted=True,
+    ):
+        expected[record["SystemModstamp"][:10]] = expected.get(record["SystemModstamp"][:10], 0) + 1
+    assert len(expected) >= 10, expected
+    assert answer["done"] is True and answer["totalSize"] == len(answer["records"]) == len(expected)
+    assert all(r["attributes"] == {"type": "AggregateResult"} for r in answer["records"])
+    assert {r["expr0"]: r["expr1"] for r in answer["records"]} == expected
+    # queryAll counts deleted records, query does not
+    live = sf.query(query)["records"]
+    assert sum(r["expr1"] for r in live) < sum(expected.values())
+    # no GROUP BY: one row, even when nothing matches
+    empty = sf.query("SELECT COUNT(Id) FROM Account WHERE Name = 'no such name'")
+    assert [{k: v for k, v in r.items() if k != "attributes"} for r in empty["records"]] == [{"expr0": 0}]
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "needle"),
+    [
+        (
+            "SELECT SystemModstamp, COUNT(Id) FROM Account GROUP BY SystemModstamp",
+            "INVALID_FIELD",
+            "field 'SystemModstamp' can not be grouped in a query call",
+        ),
+        (
+            "SELECT Name, COUNT(Id) FROM Account",
+            "MALFORMED_QUERY",
+            "Field must be grouped or aggregated: Name",
+        ),
+        (
+            "SELECT DAY_ONLY(Name), COUNT(Id) FROM Account GROUP BY DAY_ONLY(Name)",
+            "MALFORMED_QUERY",
+            "DAY_ONLY",
+        ),
+    ],
+)
+def test_aggregate_errors_like_salesforce(sf: Salesforce, query: str, code: str, needle: str) -> None:
+    with pytest.raises(SalesforceMalformedRequest) as raised:
+        sf.query(query)
+    [error] = raised.value.content
+    assert error["errorCode"] == code and needle in error["message"]
+
+
+def test_bulk2_refuses_aggregate_queries(sf: Salesforce) -> None:
+    with pytest.raises(SalesforceMalformedRequest, match="Aggregate"):
+        list(
+            sf.bulk2.Account.query(
+                "SELECT DAY_ONLY(CreatedDate), COUNT(Id) FROM Account GROUP BY DAY_ONLY(CreatedDate)", wait=0
+            )
+        )
+
+
 def test_default_page_is_2000_records(tmp_path: Path) -> None:
     with SalesforceSandbox(records=1100, workdir=tmp_path) as sandbox:
         sf = client(sandbox)

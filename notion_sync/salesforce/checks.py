@@ -5,7 +5,8 @@ No `from __future__ import annotations` here: Dagster reads the nested functions
 """
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import date
 
 import duckdb
 from dagster import (
@@ -20,11 +21,14 @@ from dagster import (
     PreviewWarning,
     asset_check,
 )
+from simple_salesforce import Salesforce
 
 from notion_sync.config import ObjectConfig
-from notion_sync.partitions import daily_partitions, partition_window
+from notion_sync.partitions import daily_partitions, partition_window, range_window
 from notion_sync.ranges import check_days
-from notion_sync.salesforce.extract import Window, count_window, describe_object, replication_field
+from notion_sync.salesforce import soql
+from notion_sync.salesforce.describes import DescribeCache
+from notion_sync.salesforce.extract import checked_describe, replication_field
 from notion_sync.salesforce.resource import SalesforceResource
 from notion_sync.staging import StagingResource, duplicate_ids, partition_rows
 
@@ -51,11 +55,12 @@ def _build_checks(obj: ObjectConfig) -> list[AssetChecksDefinition]:
         context: AssetCheckExecutionContext, salesforce: SalesforceResource, staging: StagingResource
     ) -> Iterator[AssetCheckEvaluation | Output]:
         sf = salesforce.get_client().sf
-        field = replication_field(obj.name, describe_object(sf, obj.name))
+        describe, _ = checked_describe(sf, obj, DescribeCache(staging.path))
+        counts = counts_by_day(sf, obj.name, context.partition_keys, replication_field(obj.name, describe))
 
         def evaluate(day: str) -> AssetCheckResult:
-            start, end = partition_window(day)
-            expected = count_window(sf, obj.name, Window(start, end, field))
+            start, _ = partition_window(day)
+            expected = counts.get(start.date(), 0)
             purged = _purged_rows(context.instance, AssetKey(key), day)
             try:
                 with staging.connect(read_only=True) as conn:
@@ -89,6 +94,14 @@ def _build_checks(obj: ObjectConfig) -> list[AssetChecksDefinition]:
         yield from check_days(context, dict.fromkeys(context.partition_keys, result))  # the whole table
 
     return [_row_count, _id_unique]
+
+
+def counts_by_day(sf: Salesforce, object_name: str, days: Sequence[str], field: str) -> dict[date, int]:
+    """Salesforce's records (deleted included, as queryAll reads them) per day of `days`, consecutive:
+    one aggregate query for the whole range instead of a COUNT() a day."""
+    start, end = range_window(days)
+    answer = sf.query(soql.daily_count_query(object_name, start, end, field), include_deleted=True)
+    return {date.fromisoformat(row["expr0"]): row["expr1"] for row in answer["records"]}
 
 
 def _purged_rows(instance: DagsterInstance, key: AssetKey, partition: str) -> int:

@@ -407,7 +407,7 @@ def stage_days(
     """
     began = time.monotonic()
     cache = DescribeCache(staging.path)
-    describe, cached = _describe(client.sf, obj, cache)
+    describe, cached = checked_describe(client.sf, obj, cache)
     options = {"log": log, "sizes": (bulk_page_records, rest_batch_size), "on_page": on_page}
     try:
         yield from _stage_range(client, staging, obj, partition_keys, describe, began, **options)
@@ -418,11 +418,13 @@ def stage_days(
             raise
         log.info(f"{obj.name}: a field of the kept describe is gone ({error.content}); describing again")
         cache.stale(obj.name)
-        describe, _ = _describe(client.sf, obj, cache)
+        describe, _ = checked_describe(client.sf, obj, cache)
         yield from _stage_range(client, staging, obj, partition_keys, describe, began, **options)
 
 
-def _describe(sf: Salesforce, obj: ObjectConfig, cache: DescribeCache) -> tuple[Mapping[str, Any], bool]:
+def checked_describe(
+    sf: Salesforce, obj: ObjectConfig, cache: DescribeCache
+) -> tuple[Mapping[str, Any], bool]:
     """The object's describe, checked against the config, and whether it is the kept one (a kept
     describe missing a configured field, created since, is fetched again before anything fails)."""
     kept = cache.get(sf, obj.name)

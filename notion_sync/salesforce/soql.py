@@ -68,6 +68,15 @@ def count_query(
     return f"SELECT COUNT() FROM {object_name}{_where(start, end, field)}"
 
 
+def daily_count_query(object_name: str, start: datetime, end: datetime, field: str = CURSOR_FIELD) -> str:
+    """Records per UTC day of `field` in `[start, end)` (date functions are UTC unless wrapped in
+    convertTimezone()): AggregateResult rows of ``expr0`` (the day) and ``expr1`` (its count)."""
+    return (
+        f"SELECT DAY_ONLY({field}), COUNT(Id) FROM {object_name}{_where(start, end, field)} "
+        f"GROUP BY DAY_ONLY({field})"
+    )
+
+
 def _where(start: datetime | None, end: datetime | None, field: str) -> str:
     return f" WHERE {window_filter(start, end, field)}" if start is not None and end is not None else ""
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import array
 import base64
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -88,6 +89,7 @@ from notion_sync.sandbox.sf_data import (
 VERSIONS = [f"{v}.0" for v in range(31, 69)]  # 68.0 is Winter '27
 MAX_URI = 16_384  # Salesforce refuses longer request URIs with 414
 REST_PAGE = 2_000
+AGGREGATE_ROWS = 2_000  # groups an aggregate query may answer (it has no queryMore)
 COMPOSITE_LIMIT, COMPOSITE_QUERIES = 25, 5  # subrequests of one /composite call, and queries among them
 BULK_PAGE = 50_000
 CSV_CHUNK = 500  # records per chunk of a streamed Bulk results page
@@ -723,6 +725,8 @@ class SalesforceSandbox:
         query, results = self._run(text, include_deleted)
         if query.is_count:
             return {"totalSize": results.total, "done": True, "records": []}
+        if query.is_aggregate:
+            return self._aggregate_page(query, include_deleted)
         locator = make_id("01g", self._next_serial())
         with self._lock:
             self._cursors[locator] = results
@@ -730,6 +734,22 @@ class SalesforceSandbox:
                 self._cursors.popitem(last=False)
         endpoint = "queryAll" if include_deleted else "query"
         return self.query_page(locator, results, 0, batch, version, endpoint, query.sobject)
+
+    def _aggregate_page(self, query: soql.Query, include_deleted: bool) -> dict[str, Any]:
+        """An aggregate query's one page: its groups, LIMIT and OFFSET applied to them; more than
+        2,000 groups is refused (aggregate results have no queryMore)."""
+        everything = self.data.execute(dataclasses.replace(query, limit=None, offset=0), include_deleted)
+        groups = soql.aggregate(query, everything.records())
+        stop = None if query.limit is None else query.offset + query.limit
+        groups = groups[query.offset : stop]
+        if len(groups) > AGGREGATE_ROWS:
+            raise ApiError(
+                400,
+                "MALFORMED_QUERY",
+                "Aggregate query does not support queryMore(), use LIMIT to restrict the results to a "
+                "single batch",
+            )
+        return {"totalSize": len(groups), "done": True, "records": groups}
 
     def query_more(self, locator: str, offset: int, batch: int, version: str, endpoint: str) -> bytes:
         with self._lock:
@@ -778,7 +798,7 @@ class SalesforceSandbox:
         if operation not in ("query", "queryAll"):
             raise ApiError(400, "API_ERROR", f"Invalid operation: {operation}")
         query, results = self._run(str(payload.get("query") or ""), operation == "queryAll")
-        if query.is_count:
+        if query.is_count or query.is_aggregate:
             raise ApiError(400, "API_ERROR", "Aggregate Relationships not supported in Bulk Query")
         types = self.data.fields[query.sobject]
         if any(types[name].type in ("address", "location") for name in query.fields):

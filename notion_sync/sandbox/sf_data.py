@@ -575,6 +575,10 @@ class ResultSet:
         self._last: tuple[int, int, list[Mapping[str, Any]]] | None = None
         self._lock = threading.Lock()
 
+    def records(self) -> Iterator[Mapping[str, Any]]:
+        """Every matching record, afresh (for aggregates; pages keep their own position)."""
+        return self._factory()
+
     def page(self, offset: int, size: int) -> list[Mapping[str, Any]]:
         """Records ``[offset, offset + size)``; sequential pages and the repeat of the last page (a
         client retrying after a dropped connection) are O(size), any other offset re-runs the query."""

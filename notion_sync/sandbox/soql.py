@@ -2,10 +2,15 @@
 
 Grammar::
 
-    SELECT COUNT() | field [, field]* FROM Object
-        [WHERE cond] [ORDER BY field [ASC|DESC] [NULLS FIRST|LAST] [, ...]] [LIMIT n] [OFFSET n]
+    SELECT COUNT() | item [, item]* FROM Object [WHERE cond] [GROUP BY group [, group]*]
+        [ORDER BY field [ASC|DESC] [NULLS FIRST|LAST] [, ...]] [LIMIT n] [OFFSET n]
+    item := field | DAY_ONLY(field) | COUNT(field) ; group := field | DAY_ONLY(field)
     cond := term [OR term]* ; term := factor [AND factor]* ; factor := [NOT] (cond) | comparison
     comparison := field (= | != | <> | < | <= | > | >=) literal | field [NOT] IN (literal, ...)
+
+An aggregate query (GROUP BY, or COUNT(field)) answers one AggregateResult per group, its function
+columns named expr0, expr1, ... in SELECT order, as Salesforce names unaliased ones; DAY_ONLY of a
+dateTime is its UTC date (date functions convert to the user's zone only inside convertTimezone()).
 
 Literals: 'quoted strings', numbers, true/false, null, dates 2026-11-20 and datetimes
 2026-11-20T00:00:00Z / 2026-11-20T00:00:00.000+0000. Errors carry Salesforce's error codes and
@@ -18,7 +23,7 @@ Datetime values are compared as strings in Salesforce's own fixed-width UTC form
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -39,7 +44,9 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
-_KEYWORDS = {"select", "from", "where", "and", "or", "not", "in", "order", "by", "limit", "offset"}
+_KEYWORDS = {"select", "from", "where", "and", "or", "not", "in", "group", "order", "by", "limit", "offset"}
+_FUNCTIONS = {"day_only": "DAY_ONLY", "count": "COUNT"}
+_UNGROUPABLE = {"datetime", "textarea", "base64"}  # group a dateTime by a date function instead
 _NUMERIC = {"int", "double", "currency", "percent"}
 
 
@@ -81,6 +88,14 @@ class BoolOp:
     parts: tuple[Any, ...]
 
 
+@dataclass(frozen=True)
+class Item:
+    """A SELECT or GROUP BY item: a field, or a function of one."""
+
+    field: str
+    function: str | None = None  # DAY_ONLY | COUNT
+
+
 @dataclass
 class Query:
     """A parsed and (after :func:`bind`) validated query; field names become canonical."""
@@ -95,6 +110,12 @@ class Query:
     offset: int
     positions: dict[str, int] = field(default_factory=dict)  # where names appear, for error carets
     predicate: Predicate | None = None
+    items: list[Item] = field(default_factory=list)  # SELECT items, functions included
+    group_by: list[Item] = field(default_factory=list)
+
+    @property
+    def is_aggregate(self) -> bool:
+        return bool(self.group_by) or any(item.function == "COUNT" for item in self.items)
 
     def conjuncts(self) -> tuple[list[Comparison], bool]:
         """Comparisons every result must satisfy (the top-level AND), and whether they are the whole
@@ -185,19 +206,25 @@ class _Parser:
         self.expect_word("select")
         fields: list[str] = []
         is_count = False
-        if self.is_word("count") and self.tokens[self.i + 1].text == "(":
+        if self.is_word("count") and [t.text for t in self.tokens[self.i + 1 : self.i + 3]] == ["(", ")"]:
             self.i += 1
             self.expect_punct("(")
             self.expect_punct(")")
             is_count = True
         else:
-            fields = self.comma_list(self.name)
+            items = self.comma_list(self.item)
+            fields = [item.field for item in items]
         self.expect_word("from")
         sobject = self.name()
         where = None
         if self.is_word("where"):
             self.next()
             where = self.disjunction()
+        group_by: list[Item] = []
+        if self.is_word("group"):
+            self.next()
+            self.expect_word("by")
+            group_by = self.comma_list(self.item)
         order: list[tuple[str, bool]] = []
         if self.is_word("order"):
             self.next()
@@ -207,7 +234,22 @@ class _Parser:
         offset = self.int_clause("offset") or 0
         if self.peek().kind != "eof":
             raise self.fail(self.peek())
-        return Query(self.text, sobject, fields, is_count, where, order, limit, offset, self.positions)
+        query = Query(self.text, sobject, fields, is_count, where, order, limit, offset, self.positions)
+        if not is_count:
+            query.items, query.group_by = items, group_by
+        return query
+
+    def item(self) -> Item:
+        """``field`` or ``FUNCTION(field)``."""
+        token = self.peek()
+        function = _FUNCTIONS.get(token.text.lower()) if token.kind == "word" else None
+        if function is None or self.tokens[self.i + 1].text != "(":
+            return Item(self.name())
+        self.next()
+        self.expect_punct("(")
+        name = self.name()
+        self.expect_punct(")")
+        return Item(name, function)
 
     def comma_list(self, item: Callable[[], _T]) -> list[_T]:
         """``item [, item]*``."""
@@ -418,6 +460,10 @@ def bind(query: Query, objects: Mapping[str, Mapping[str, FieldInfo]]) -> Query:
             )
 
     query.fields = [resolve(name) for name in query.fields]
+    query.items = [Item(resolve(item.field), item.function) for item in query.items]
+    query.group_by = [Item(resolve(item.field), item.function) for item in query.group_by]
+    if query.is_aggregate:
+        _check_aggregate(query, types)
     order = []
     for name, descending in query.order:
         resolved = resolve(name)
@@ -440,3 +486,76 @@ def bind(query: Query, objects: Mapping[str, Mapping[str, FieldInfo]]) -> Query:
         query.where = typed(query.where)
         query.predicate = _compile(query.where)
     return query
+
+
+def _check_aggregate(query: Query, types: Mapping[str, FieldInfo]) -> None:
+    """Refuse what Salesforce refuses in an aggregate query: a dateTime (or long text) grouped as
+    such, DAY_ONLY of a field that is not a date, a plain field neither grouped nor aggregated."""
+    for item in [*query.items, *query.group_by]:
+        kind = types[item.field].type
+        if item.function == "DAY_ONLY" and kind not in ("date", "datetime"):
+            raise SoqlError(
+                "MALFORMED_QUERY",
+                _error_text(
+                    query.text,
+                    query.positions.get(item.field, 0),
+                    f"field '{item.field}' of type {kind} can not be used in DAY_ONLY",
+                ),
+            )
+    for item in query.group_by:
+        if item.function is None and types[item.field].type in _UNGROUPABLE:
+            raise SoqlError(
+                "INVALID_FIELD",
+                _error_text(
+                    query.text,
+                    query.positions.get(item.field, 0),
+                    f"field '{item.field}' can not be grouped in a query call",
+                ),
+            )
+    grouped = set(query.group_by)
+    for item in query.items:
+        if item.function != "COUNT" and item not in grouped:
+            raise SoqlError(
+                "MALFORMED_QUERY",
+                _error_text(
+                    query.text,
+                    query.positions.get(item.field, 0),
+                    f"Field must be grouped or aggregated: {item.field}",
+                ),
+            )
+    if query.order:
+        raise SoqlError("MALFORMED_QUERY", "ORDER BY in an aggregate query is not modelled by the sandbox")
+
+
+def aggregate(query: Query, records: Iterable[Record]) -> list[dict[str, Any]]:
+    """The AggregateResult records of a bound aggregate query over its matching records."""
+
+    def value(item: Item, record: Record) -> Any:
+        raw = record[item.field]
+        if item.function == "DAY_ONLY" and isinstance(raw, str):
+            return raw[:10]  # dateTimes are held in UTC, "2026-11-20T13:45:00.000+0000"
+        return raw
+
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    counted = [item for item in query.items if item.function == "COUNT"]
+    for record in records:
+        key = tuple(value(item, record) for item in query.group_by)
+        counts = groups.setdefault(key, [0] * len(counted))
+        for n, item in enumerate(counted):
+            counts[n] += record[item.field] is not None
+    if not query.group_by and not groups:
+        groups[()] = [0] * len(counted)  # COUNT(field) without GROUP BY: one row, even of nothing
+    out = []
+    for key in sorted(groups, key=lambda k: tuple((v is not None, v) for v in k)):
+        grouped = dict(zip(query.group_by, key, strict=True))
+        counts = iter(groups[key])
+        row: dict[str, Any] = {"attributes": {"type": "AggregateResult"}}
+        expr = 0
+        for item in query.items:
+            if item.function is None:
+                row[item.field] = grouped[item]
+                continue
+            row[f"expr{expr}"] = next(counts) if item.function == "COUNT" else grouped[item]
+            expr += 1
+        out.append(row)
+    return out
