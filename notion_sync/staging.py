@@ -23,7 +23,6 @@ from datetime import time as dtime
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 from dagster import ConfigurableResource
 
 DEFAULT_DUCKDB_PATH = "data/staging.duckdb"
@@ -375,11 +374,12 @@ def remove_abandoned_spools(near: str | Path) -> list[tuple[Path, int]]:
     return removed
 
 
-def day_filter(cursor: str, partition: date) -> str:
-    """SQL condition: `cursor` falls on the UTC day `partition` (a range on the column, so DuckDB skips
-    the row groups of other days by their min/max)."""
-    start = datetime.combine(partition, dtime(), UTC)
-    low, high = (f"'{moment.isoformat()}'::TIMESTAMPTZ" for moment in (start, start + timedelta(days=1)))
+def day_filter(cursor: str, first: date, last: date | None = None) -> str:
+    """SQL condition: `cursor` falls on the UTC day `first` (or days `first` to `last`): a range on the
+    column, so DuckDB skips the row groups of other days by their min/max."""
+    start = datetime.combine(first, dtime(), UTC)
+    end = datetime.combine(last or first, dtime(), UTC) + timedelta(days=1)
+    low, high = (f"'{moment.isoformat()}'::TIMESTAMPTZ" for moment in (start, end))
     return f"{quote_ident(cursor)} >= {low} AND {quote_ident(cursor)} < {high}"
 
 
@@ -435,34 +435,62 @@ def replace_partition(
     cursor: str,
     deleted: Sequence[tuple[str, datetime]] = (),
 ) -> Swap:
-    """Swap `partition`'s rows for the spool's rows of that day in one transaction (a spool of several
-    days, a backfill range, is swapped in a day at a time), and record the day in `staged_partitions`.
+    """Swap one day: :func:`replace_partitions` of `[partition]`."""
+    [swap] = replace_partitions(conn, table, spool_path, [partition], cursor=cursor, deleted=deleted)
+    return swap
+
+
+def replace_partitions(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    spool_path: Path,
+    partitions: Sequence[date],
+    *,
+    cursor: str,
+    deleted: Sequence[tuple[str, datetime]] = (),
+) -> list[Swap]:
+    """Swap the consecutive days `partitions` for the spool's rows of those days in one transaction
+    (a spool of a backfill range is swapped in chunks of days), and record each day in
+    `staged_partitions`; returns each day's :class:`Swap`.
 
     An Id staged under another day is replaced only by a newer version (by `cursor`), so the table
-    keeps one row per record, the latest, whichever order partitions are (re)run in.
+    keeps one row per record, the latest, whichever order partitions are (re)run in. The days of a
+    chunk are replaced together (as if swapped at one instant), so that holds within a chunk too.
 
-    `deleted`: (Id, deletion time) of records deleted on this partition's day (Salesforce's
-    getDeleted). A live staged row of such an Id that the spool lacks (hard-deleted or purged from
-    the Recycle Bin: queryAll no longer returns it) moves into this partition as a tombstone, with
-    `IsDeleted` and the deletion time as `cursor`, so the partition's sync trashes its page as for
-    any delete.
+    `deleted`: (Id, deletion time) of deleted records (Salesforce's getDeleted); those deleted on one
+    of the days count. A live staged row of such an Id that the spool lacks (hard-deleted or purged
+    from the Recycle Bin: queryAll no longer returns it) moves into the day of its deletion as a
+    tombstone, with `IsDeleted` and the deletion time as `cursor`, so that partition's sync trashes
+    its page as for any delete.
     """
+    first, last = partitions[0], partitions[-1]
+    if list(partitions) != [first + timedelta(days=n) for n in range((last - first).days + 1)]:
+        raise ValueError(f"not consecutive days: {partitions}")
     _bound_memory(conn)
     _ensure_staged_partitions(conn)
     target, ts = quote_ident(table), quote_ident(cursor)
-    new = f"(SELECT * FROM spool.{SPOOL_TABLE} WHERE {day_filter(cursor, partition)})"
+    new = (
+        f"(SELECT *, CAST({ts} AS DATE) AS {PARTITION_COLUMN} FROM spool.{SPOOL_TABLE} "
+        f"WHERE {day_filter(cursor, first, last)})"
+    )
+    days = f"{PARTITION_COLUMN} BETWEEN ?::DATE AND ?::DATE"
     conn.execute(f"ATTACH '{spool_path}' AS spool (READ_ONLY)")
     try:
         conn.execute("BEGIN TRANSACTION")
         try:
-            tombstones = _collect_tombstones(conn, target, new, ts, partition, deleted)  # before the day goes
-            conn.execute(f"DELETE FROM {target} WHERE {PARTITION_COLUMN} = ?", [partition])
-            inserted = _insert_newer(conn, target, new, ts, partition)
+            tombstones = _collect_tombstones(
+                conn, target, new, ts, (first, last), deleted
+            )  # before the days go
+            conn.execute(f"DELETE FROM {target} WHERE {days}", [first, last])
+            _insert_newer(conn, target, new, ts)
+            inserted = _rows_by_day(conn, target, days, first, last)
             if tombstones:
-                _insert_newer(conn, target, TOMBSTONES, ts, partition)
+                _insert_newer(conn, target, TOMBSTONES, ts)
             conn.execute(
-                f"INSERT OR REPLACE INTO {STAGED_PARTITIONS} VALUES (?, ?, ?, now())",
-                [table, partition, partition_rows(conn, table, partition)],
+                f"INSERT OR REPLACE INTO {STAGED_PARTITIONS} SELECT ?, day, count(t.Id), now() "
+                f"FROM unnest(?::DATE[]) AS d(day) LEFT JOIN {target} t ON t.{PARTITION_COLUMN} = d.day "
+                "GROUP BY day",
+                [table, list(partitions)],
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -472,17 +500,26 @@ def replace_partition(
             conn.execute(f"DROP TABLE IF EXISTS {TOMBSTONES}")
     finally:
         conn.execute("DETACH spool")
-    return Swap(inserted, tombstones)
+    return [Swap(inserted.get(day, 0), tombstones.get(day, 0)) for day in partitions]
 
 
-def _insert_newer(conn: duckdb.DuckDBPyConnection, target: str, source: str, ts: str, partition: date) -> int:
-    """Insert `source`'s rows as `partition`, replacing older versions of their Ids staged elsewhere."""
+def _rows_by_day(
+    conn: duckdb.DuckDBPyConnection, target: str, days: str, first: date, last: date
+) -> dict[date, int]:
+    rows = conn.execute(
+        f"SELECT {PARTITION_COLUMN}, count(*) FROM {target} WHERE {days} GROUP BY 1", [first, last]
+    ).fetchall()
+    return dict(rows)
+
+
+def _insert_newer(conn: duckdb.DuckDBPyConnection, target: str, source: str, ts: str) -> None:
+    """Insert `source`'s rows (with their `_partition`), replacing older versions of their Ids staged
+    elsewhere; an Id staged in a newer version is left as it is."""
     conn.execute(f"DELETE FROM {target} t USING {source} n WHERE t.Id = n.Id AND t.{ts} <= n.{ts}")
-    return conn.execute(
-        f"INSERT INTO {target} BY NAME SELECT n.*, ?::DATE AS {PARTITION_COLUMN}, "
-        f"now() AS {STAGED_AT_COLUMN} FROM {source} n ANTI JOIN {target} t USING (Id)",
-        [partition],
-    ).fetchone()[0]
+    conn.execute(
+        f"INSERT INTO {target} BY NAME SELECT n.*, now() AS {STAGED_AT_COLUMN} "
+        f"FROM {source} n ANTI JOIN {target} t USING (Id)"
+    )
 
 
 def _collect_tombstones(
@@ -490,28 +527,29 @@ def _collect_tombstones(
     target: str,
     spool: str,
     ts: str,
-    partition: date,
+    days: tuple[date, date],
     deleted: Sequence[tuple[str, datetime]],
-) -> int:
-    """Copy the staged rows of deleted records the spool lacks into TOMBSTONES, marked deleted: live
-    rows, and this partition's tombstones of an earlier run (its rows are about to be replaced)."""
+) -> dict[date, int]:
+    """Copy the staged rows of records deleted on `days` that the spool lacks into TOMBSTONES, marked
+    deleted, as rows of the day of their deletion: live rows, and that day's tombstones of an earlier
+    run (its rows are about to be replaced). Returns their count per day."""
     if not deleted:
-        return 0
-    frame = pd.DataFrame(
-        {"Id": [record_id for record_id, _ in deleted], "deleted": [when for _, when in deleted]}
-    ).astype({"Id": object, "deleted": "datetime64[us, UTC]"})
-    conn.register("_deleted", frame)
-    try:
-        return conn.execute(
-            f"CREATE TEMP TABLE {TOMBSTONES} AS SELECT t.* EXCLUDE ({PARTITION_COLUMN}, {STAGED_AT_COLUMN}) "
-            f"REPLACE (true AS IsDeleted, d.deleted AS {ts}) "
-            f"FROM {target} t JOIN _deleted d ON t.Id = d.Id "
-            f"WHERE (NOT t.IsDeleted OR t.{PARTITION_COLUMN} = ?) AND t.{ts} <= d.deleted "
-            f"AND t.Id NOT IN (SELECT Id FROM {spool})",
-            [partition],
-        ).fetchone()[0]
-    finally:
-        conn.unregister("_deleted")
+        return {}
+    ids, moments = [record_id for record_id, _ in deleted], [when for _, when in deleted]
+    conn.execute(
+        f"CREATE TEMP TABLE {TOMBSTONES} AS "
+        f"WITH d AS (SELECT unnest(?::VARCHAR[]) AS Id, unnest(?::TIMESTAMPTZ[]) AS deleted), "
+        f"gone AS (SELECT Id, deleted, CAST(deleted AS DATE) AS day FROM d "
+        f"WHERE CAST(deleted AS DATE) BETWEEN ?::DATE AND ?::DATE) "
+        f"SELECT t.* EXCLUDE ({STAGED_AT_COLUMN}) "
+        f"REPLACE (true AS IsDeleted, g.deleted AS {ts}, g.day AS {PARTITION_COLUMN}) "
+        f"FROM {target} t JOIN gone g ON t.Id = g.Id "
+        f"WHERE (NOT t.IsDeleted OR t.{PARTITION_COLUMN} = g.day) AND t.{ts} <= g.deleted "
+        f"AND t.Id NOT IN (SELECT Id FROM {spool}) "
+        f"QUALIFY row_number() OVER (PARTITION BY t.Id ORDER BY g.deleted DESC) = 1",
+        [ids, moments, *days],
+    )
+    return dict(conn.execute(f"SELECT {PARTITION_COLUMN}, count(*) FROM {TOMBSTONES} GROUP BY 1").fetchall())
 
 
 def update_values(

@@ -331,6 +331,13 @@ def test_range_failing_on_day_17_is_retried_from_day_17(
         assert retried.success
         creates = notion_sandbox.stats()["requests_by_route"]["POST /v1/pages"]
         assert creates == {"200": sum(live[day] for day in days[16:])}
+        # One log line for the range's days (each day's figures are in its materialization).
+        summaries = [
+            entry.user_message
+            for entry in instance.all_logs(rerun.run_id)
+            if entry.dagster_event is None and "requests (" in entry.user_message
+        ]
+        assert len(summaries) == 1 and summaries[0].startswith(f"Account {days[16]}..{days[-1]} (14 days): ")
         assert {statuses(instance, config, "notion", "Account")[day] for day in days} == {"MATERIALIZED"}
         resumed = {
             record.asset_materialization.partition: record.asset_materialization.metadata

@@ -2,28 +2,33 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from notion_sync.config import ObjectConfig
+from notion_sync.salesforce import extract
 from notion_sync.staging import (
     ROW_GROUP_SIZE,
     SPOOL_TABLE,
     Column,
     Spool,
     StagingLockedError,
+    StagingResource,
     connect,
     duplicate_ids,
     ensure_table,
     partition_rows,
     remove_abandoned_spools,
     replace_partition,
+    replace_partitions,
 )
 
 COLUMNS = [
@@ -190,6 +195,135 @@ def test_a_failed_swap_leaves_the_previous_rows(tmp_path):
         with connect(db) as conn, pytest.raises(duckdb.Error):
             replace_partition(conn, "stg_account", spool.path, DAY, cursor="SystemModstamp")
     assert [r[0] for r in _table(db)] == ["001A"]
+
+
+def _spooled(db: Path, rows: list[dict], columns: list[Column] = COLUMNS) -> Spool:
+    """A closed spool (inside a `Spool.create` context) holding `rows`."""
+    spool = Spool(db)
+    spool.create_table(SPOOL_TABLE, columns)
+    page = db.with_suffix(".json")
+    page.write_text(json.dumps(rows))
+    spool.load_json(SPOOL_TABLE, page, columns)
+    spool.close()
+    return spool
+
+
+def _state(db: Path) -> tuple[list[tuple], list[tuple]]:
+    with connect(db, read_only=True) as conn:
+        table = conn.execute(
+            "SELECT Id, Name, IsDeleted, SystemModstamp, _partition FROM stg_account ORDER BY Id"
+        ).fetchall()
+        staged = conn.execute(
+            "SELECT table_name, _partition, rows FROM staged_partitions ORDER BY _partition"
+        ).fetchall()
+    return table, staged
+
+
+def test_a_chunk_of_days_swapped_in_one_transaction_equals_day_by_day_swaps(tmp_path):
+    days = [date(2026, 11, 20) + timedelta(days=n) for n in range(3)]
+    before = [
+        _row("001A", "2026-11-19T10:00:00.000+0000", name="A old"),  # moves into the range (day 2)
+        _row("001B", "2026-11-19T11:00:00.000+0000"),  # purged on day 2: a tombstone there
+        _row("001C", "2026-11-21T09:00:00.000+0000", name="C old"),  # moves from day 2 to day 3
+        _row("001D", "2026-11-22T09:00:00.000+0000", name="D"),  # gone from day 3: goes with it
+        _row("001F", "2026-11-23T09:00:00.000+0000", name="F newer"),  # newer than the spool's
+    ]
+    first, second = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    for day in [date(2026, 11, 19), *days, date(2026, 11, 23)]:
+        _stage(first, before, day)
+    shutil.copy(first, second)
+    spool = _spooled(
+        tmp_path / "spool.duckdb",
+        [
+            _row("001E", "2026-11-20T08:00:00.000+0000", name="E"),
+            _row("001A", "2026-11-21T10:00:00.000+0000", name="A new"),
+            _row("001C", "2026-11-22T10:00:00.000+0000", name="C new"),
+            _row("001F", "2026-11-22T11:00:00.000+0000", name="F older"),
+        ],
+    )
+    deleted = [("001B", datetime(2026, 11, 21, 9, 30, tzinfo=UTC))]
+    with connect(first) as conn:
+        by_day = [
+            replace_partition(conn, "stg_account", spool.path, day, cursor="SystemModstamp", deleted=deleted)
+            for day in days
+        ]
+    with connect(second) as conn:
+        chunk = replace_partitions(
+            conn, "stg_account", spool.path, days, cursor="SystemModstamp", deleted=deleted
+        )
+    assert chunk == by_day
+    assert [(s.inserted, s.tombstones) for s in chunk] == [(1, 0), (1, 1), (1, 0)]
+    table, staged = _state(second)
+    assert (table, staged) == _state(first)
+    assert [(r[0], r[1], r[2], r[4]) for r in table] == [
+        ("001A", "A new", False, days[1]),
+        ("001B", "Acme", True, days[1]),
+        ("001C", "C new", False, days[2]),
+        ("001E", "E", False, days[0]),
+        ("001F", "F newer", False, date(2026, 11, 23)),
+    ]
+    assert [
+        r[1:] for r in staged
+    ] == [  # the days outside the range keep their counts of when they were staged
+        (date(2026, 11, 19), 2),
+        (days[0], 1),
+        (days[1], 2),
+        (days[2], 1),
+        (date(2026, 11, 23), 1),
+    ]
+
+
+def test_days_of_a_chunk_must_be_consecutive(tmp_path):
+    spool = _spooled(tmp_path / "spool.duckdb", [])
+    with connect(tmp_path / "s.duckdb") as conn, pytest.raises(ValueError, match="not consecutive"):
+        replace_partitions(
+            conn, "stg_account", spool.path, [DAY, DAY + timedelta(days=2)], cursor="SystemModstamp"
+        )
+
+
+def test_days_are_cut_into_chunks_of_bounded_rows():
+    rows = {"d1": 30, "d2": 30, "d3": 50, "d4": 0, "d5": 200, "d6": 10}
+    assert extract.chunk_days(list(rows), rows, 100) == [["d1", "d2"], ["d3", "d4"], ["d5"], ["d6"]]
+    assert extract.chunk_days(["d1"], {}, 100) == [["d1"]]
+
+
+def test_a_failed_chunk_leaves_earlier_chunks_staged_and_its_own_days_as_they_were(tmp_path, monkeypatch):
+    db = tmp_path / "s.duckdb"
+    keys = [f"2026-11-{day}" for day in range(20, 24)]
+    old = [_row(f"001{n}", f"{key}T10:00:00.000+0000", name="old") for n, key in enumerate(keys)]
+    for key in keys:
+        _stage(db, old, date.fromisoformat(key))
+    with connect(db, read_only=True) as conn:
+        staged_before = conn.execute("SELECT * FROM staged_partitions ORDER BY _partition").fetchall()
+    # The spool reads Amount as text: day 3's value is not a number, so its chunk fails in the swap.
+    text_columns = [Column("Amount", "VARCHAR") if c.name == "Amount" else c for c in COLUMNS]
+    new = [{**row, "Name": "new"} for row in old]
+    new[2]["Amount"] = "not a number"
+    spool = _spooled(tmp_path / "spool.duckdb", new, text_columns)
+    monkeypatch.setattr(extract, "SWAP_CHUNK_ROWS", 2)
+    obj = ObjectConfig(name="Account", title_field="Name", start_date=date(2026, 11, 1))
+    swapped = extract._swap_days(
+        StagingResource(path=str(db)),
+        obj,
+        spool.path,
+        text_columns,
+        keys,
+        "SystemModstamp",
+        dict.fromkeys((date.fromisoformat(key) for key in keys), (1, 0)),
+        [],
+    )
+    done = []
+    with pytest.raises(duckdb.ConversionException):
+        for key, swap, lock_s, _ in swapped:
+            done.append((key, swap.inserted, lock_s > 0))
+    assert done == [(keys[0], 1, True), (keys[1], 1, True)]
+    assert [r[1] for r in _table(db)] == ["new", "new", "old", "old"]
+    with connect(db, read_only=True) as conn:
+        staged_after = conn.execute("SELECT * FROM staged_partitions ORDER BY _partition").fetchall()
+    assert staged_after[2:] == staged_before[2:]
+    assert all(
+        after[3] > before[3] for after, before in zip(staged_after[:2], staged_before[:2], strict=True)
+    )
 
 
 def test_spool_directory_is_removed(tmp_path):

@@ -4,6 +4,8 @@ a backfill's range of days synced in one pass and reported day by day: `notion_s
 No `from __future__ import annotations` here: Dagster reads the nested function's annotations.
 """
 
+import logging
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import date
 
@@ -93,6 +95,25 @@ def staged_days(staging: StagingResource, obj: ObjectConfig, partition_keys: Seq
         return {key for key in partition_keys if was_staged(conn, obj.staging_table, date.fromisoformat(key))}
 
 
+def _log_summary(log: logging.Logger, obj: ObjectConfig, reports: list[SyncReport], priority: bool) -> None:
+    """One line for the run's days (each day's figures are in its materialization), and one warning
+    if Notion's rate limits were hit."""
+    if not reports:
+        return
+    totals: Counter[str] = sum((report.totals for report in reports), Counter())
+    reasons: Counter[str] = sum((Counter(report.rate_limit_reasons) for report in reports), Counter())
+    days = reports[0].partition + (
+        f"..{reports[-1].partition} ({len(reports)} days)" if len(reports) > 1 else ""
+    )
+    log.info(
+        f"{obj.name} {days}: {dict(totals)} in {sum(r.duration_s for r in reports):.1f}s, "
+        f"{sum(r.requests for r in reports)} requests ({sum(r.rate_limited for r in reports)} rate limited)"
+        + (", first in the Notion rate limiter (realtime lane)" if priority else "")
+    )
+    if reasons:
+        log.warning(f"Notion rate limits hit: {limits_hit(dict(reasons))}")
+
+
 def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinition:
     """The `notion/<Object>` asset: partition D of `stg_<object>` upserted into the object's data source."""
 
@@ -123,6 +144,7 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
         salesforce: SalesforceResource,
     ) -> Iterator[AssetMaterialization | MaterializeResult]:
         priority = limiter_priority(context.run.tags)
+        reports: list[SyncReport] = []  # the days synced, for one log line at the end
 
         def sync(days: list[str]) -> Iterator[tuple[str, dict]]:
             # Without this, a day selected alone in the UI "synced" 0 records and showed as green; in a
@@ -134,15 +156,7 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
                     staging.connect, obj, lambda name: describe_object(salesforce.get_client().sf, name)
                 )
                 for report in sync_days(notion, staging.connect, obj, types, ready, context.run_id, priority):
-                    context.log.info(
-                        f"{obj.name} {report.partition}: {dict(report.totals)} in {report.duration_s:.1f}s, "
-                        f"{report.requests} requests ({report.rate_limited} rate limited)"
-                        + (", first in the Notion rate limiter (realtime lane)" if priority else "")
-                    )
-                    if report.rate_limit_reasons:
-                        context.log.warning(
-                            f"Notion rate limits hit: {limits_hit(report.rate_limit_reasons)}"
-                        )
+                    reports.append(report)
                     yield report.partition, _metadata(report, notion, priority)
             except (SchemaError, PermanentNotionError, NotionConfigError) as error:
                 raise PermanentFailure(str(error)) from error
@@ -150,6 +164,8 @@ def build_notion_asset(obj: ObjectConfig, parents: list[str]) -> AssetsDefinitio
                 raise PermanentFailure(f"looking up the Salesforce fields of {obj.name}: {error}") from error
             except duckdb.CatalogException as error:
                 raise PermanentFailure(f"{not_staged_message(obj, days[0])} ({error})") from error
+            finally:
+                _log_summary(context.log, obj, reports, priority)
             if len(ready) < len(days):
                 raise PermanentFailure(not_staged_message(obj, days[len(ready)]))
 

@@ -3,8 +3,8 @@
 REST `queryAll` (+ `nextRecordsUrl` pages) for small windows, Bulk API 2.0 `queryAll` (CSV pages by
 `Sforce-Locator`) above the object's `bulk_threshold`. Each page is written to disk and loaded into
 a spool DuckDB file by DuckDB's own JSON/CSV readers (no row-by-row Python); the spool is swapped
-into the staging file at the end, one transaction per day (see `notion_sync.staging`). A backfill
-range of days is read by one extraction (`stage_days`).
+into the staging file at the end (see `notion_sync.staging`). A backfill range of days is read by one
+extraction (`stage_days`) and swapped in chunks of consecutive days, one transaction each.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from simple_salesforce import Salesforce
@@ -43,9 +43,10 @@ from notion_sync.staging import (
     Column,
     Spool,
     StagingResource,
+    Swap,
     ensure_table,
     remove_abandoned_spools,
-    replace_partition,
+    replace_partitions,
 )
 
 DUCKDB_TYPES = {
@@ -86,6 +87,15 @@ DELETE_LOG_REACH = timedelta(days=30) - timedelta(minutes=5)
 # The field a daily partition is a day of, by preference (Airbyte's order).
 REPLICATION_FIELDS = ("SystemModstamp", "LastModifiedDate", "CreatedDate", "LoginTime")
 
+# The most spool rows a range swaps into staging in one transaction: consecutive small days go
+# together, one open of the staging file and one commit per chunk rather than per day, while a chunk
+# holds the file no longer than a single day of 100 Accounts did with a connection a day (~47 ms
+# from open to close; a chunk grows by ~12 ms per 1,000 rows: benchmarks/bench_swap_chunks.py). A
+# day over the bound is a chunk of its own, held as long as before.
+SWAP_CHUNK_ROWS = 300
+
+Day = TypeVar("Day")
+
 PageCallback = Callable[[int, int], None]  # (pages so far, rows so far), after each page is spooled
 
 
@@ -115,9 +125,9 @@ class ExtractResult:
     api_remaining: int | None
     duration_s: float
     spool_s: float  # reading Salesforce into the spool
-    lock_s: float  # holding the staging file for this day's swap
+    lock_s: float  # holding the staging file for the swap of this day's chunk of days
     # Days read by the same extraction: estimated, method, pages, api_calls, spool_s and duration_s
-    # are the whole range's; rows, deleted, purged and lock_s this day's.
+    # are the whole range's; rows, deleted, purged this day's, lock_s its chunk's.
     days: int = 1
     spooled: int = 0  # rows read by the extraction (all its days)
 
@@ -400,10 +410,10 @@ def stage_days(
     holds for them; yields ``(partition key, result)`` as each day is swapped in.
 
     One describe (kept an hour: `notion_sync.salesforce.describes`), one COUNT(), one query or Bulk
-    job and one getDeleted read the whole range into one spool; then each day is swapped into staging
-    in its own short connection, so the staging file's write lock is never held longer than for one
-    day (the realtime lane's writes get in between days). A day that fails stops the range: the days
-    before it stay staged.
+    job and one getDeleted read the whole range into one spool; then its days are swapped into staging
+    in chunks of consecutive days, each in its own short connection and transaction, so the staging
+    file's write lock is never held longer than for one day's swap before chunks (the realtime lane's
+    writes get in between chunks). A chunk that fails stops the range: the days before it stay staged.
     """
     began = time.monotonic()
     cache = DescribeCache(staging.path)
@@ -610,25 +620,10 @@ def _stage_range(
         spool.close()
         spool_s = time.monotonic() - began
         spooled = sum(total for total, _ in by_day.values())
-        ensured = False  # the table has the spool's columns (columns are only ever added)
-        for key in partition_keys:
-            start, end = partition_window(key)
-            deleted_today = [(record_id, when) for record_id, when in log_deleted if start <= when < end]
-            # One connection a day: the staging file is never held longer than for one day's swap,
-            # so the realtime lane's writes get in between the days of a range.
-            with staging.connect() as conn:
-                locked = time.monotonic()
-                added = [] if ensured else ensure_table(conn, obj.staging_table, columns)
-                ensured = True
-                swap = replace_partition(
-                    conn,
-                    obj.staging_table,
-                    spool.path,
-                    start.date(),
-                    cursor=window.field,
-                    deleted=deleted_today,
-                )
-                lock_s = time.monotonic() - locked
+        swapped = _swap_days(
+            staging, obj, spool.path, columns, partition_keys, window.field, by_day, log_deleted
+        )
+        for key, swap, lock_s, added in swapped:
             if added:
                 log.info(
                     f"{obj.name}: new Salesforce fields added to {obj.staging_table}: {', '.join(added)}"
@@ -639,7 +634,8 @@ def _stage_range(
                     "(getDeleted; gone from queryAll): staged as deleted in this partition, their pages get "
                     "trashed"
                 )
-            rows, deleted = by_day.get(start.date(), (0, 0))
+            day = partition_window(key)[0].date()
+            rows, deleted = by_day.get(day, (0, 0))
             yield (
                 key,
                 ExtractResult(
@@ -659,6 +655,61 @@ def _stage_range(
                     spooled=spooled,
                 ),
             )
+
+
+def chunk_days(days: Sequence[Day], rows: Mapping[Day, int], bound: int) -> list[list[Day]]:
+    """`days` cut into runs of consecutive days holding at most `bound` rows in all (a day holding more
+    is a run of its own)."""
+    chunks: list[list[Day]] = []
+    total = bound + 1  # the first day starts a chunk
+    for day in days:
+        size = rows.get(day, 0)
+        if total + size > bound:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(day)
+        total += size
+    return chunks
+
+
+def _swap_days(
+    staging: StagingResource,
+    obj: ObjectConfig,
+    spool_path: Path,
+    columns: Sequence[Column],
+    partition_keys: Sequence[str],
+    cursor: str,
+    by_day: Mapping[date, tuple[int, int]],
+    log_deleted: Sequence[tuple[str, datetime]],
+) -> Iterator[tuple[str, Swap, float, list[str]]]:
+    """Swap the spool's days into staging, consecutive days together up to SWAP_CHUNK_ROWS spool rows,
+    each chunk in one short connection and one transaction; yields ``(key, swap, the chunk's hold,
+    fields added)`` for each day once its chunk is committed.
+
+    The staging file is never held longer than for one day's swap before chunks (see SWAP_CHUNK_ROWS),
+    so the realtime lane's writes get in between chunks; a chunk that fails leaves the chunks
+    before it staged and its own days as they were.
+    """
+    days = {key: partition_window(key)[0].date() for key in partition_keys}
+    rows = {key: by_day.get(day, (0, 0))[0] for key, day in days.items()}
+    added: list[str] | None = None  # the table has the spool's columns (columns are only ever added)
+    for chunk in chunk_days(partition_keys, rows, SWAP_CHUNK_ROWS):
+        with staging.connect() as conn:
+            locked = time.monotonic()
+            if added is None:
+                added = ensure_table(conn, obj.staging_table, columns)
+            swaps = replace_partitions(
+                conn,
+                obj.staging_table,
+                spool_path,
+                [days[key] for key in chunk],
+                cursor=cursor,
+                deleted=log_deleted,
+            )
+            lock_s = time.monotonic() - locked
+        for key, swap in zip(chunk, swaps, strict=True):
+            yield key, swap, lock_s, added
+            added = []
 
 
 def stage_partition(
