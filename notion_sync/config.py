@@ -71,7 +71,7 @@ class ObjectConfig(_Strict):
     start_date: date
     schedule: ScheduleConfig | None = None
     batch_size: int = Field(default=200, ge=1, le=10_000)
-    bulk_threshold: int = Field(default=2_000, ge=0)
+    bulk_threshold: int = Field(default=10_000, ge=0)
     history_days: int = Field(
         default=90, ge=1, description="sync_log and api_usage rows of the object kept this many days"
     )

@@ -19,7 +19,7 @@ def test_example_config_loads_with_defaults_applied():
     assert set(config.objects) == {"Account", "Contact", "Opportunity"}
     contact = config.objects["Contact"]
     assert contact.name == "Contact"
-    assert contact.batch_size == 200 and contact.bulk_threshold == 2000
+    assert contact.batch_size == 200 and contact.bulk_threshold == 10_000
     assert contact.start_date.isoformat() == "2026-10-01"
     assert contact.property_names()["AccountId"] == "Account"
     assert next(iter(contact.property_names())) == "Name"

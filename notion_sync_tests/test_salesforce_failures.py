@@ -80,7 +80,7 @@ def test_a_bad_session_fails_at_once_without_a_retry_storm(sandbox, tmp_path):
 
 
 def test_the_api_budget_guard_stops_before_the_reserve_with_a_clear_error(sandbox, tmp_path):
-    sandbox.set_budget(remaining=1_002, maximum=10_000)  # reserve 10% = 1,000: describe, COUNT(), stop
+    sandbox.set_budget(remaining=1_001, maximum=10_000)  # reserve 10% = 1,000: describe, stop at the probe
     error = failure_without_retry(_materialize(_object(), _resource(sandbox), tmp_path / "s.duckdb"))
     assert "Salesforce API budget nearly exhausted: 1000 of 10000 daily calls left" in error
     assert "reserve is 10% (1000 calls)" in error and "24-hour" in error and "resume" in error
@@ -90,7 +90,7 @@ def test_the_api_budget_guard_stops_before_the_reserve_with_a_clear_error(sandbo
 @pytest.mark.parametrize("method", ["REST", "Bulk"])
 def test_5xx_mid_window_is_retried_and_the_partition_is_complete(sandbox, tmp_path, method):
     db = tmp_path / "s.duckdb"
-    page_path = "queryAll/01g" if method == "REST" else "/results"  # queryMore / Bulk results pages
+    page_path = "/composite" if method == "REST" else "/results"  # Composite calls / Bulk results pages
     sandbox.inject_fault(503, count=2, match=page_path)
     obj = _object(bulk_threshold=10**9 if method == "REST" else 0)
     result = _stage(sandbox, db, obj, rest_batch_size=200, bulk_page_records=200)
@@ -129,7 +129,7 @@ def test_a_run_killed_mid_stream_leaves_the_previous_partition_intact(sandbox, t
     with pytest.raises(KeyboardInterrupt):
         _stage(sandbox, db, obj, on_page=killed, rest_batch_size=200, bulk_page_records=200)
     assert _table(db) == before
-    sandbox.inject_fault(503, count=50, match="queryAll/01g" if method == "REST" else "/results")
+    sandbox.inject_fault(503, count=50, match="/composite" if method == "REST" else "/results")
     with pytest.raises(Exception, match=r"503|SERVER_UNAVAILABLE"):  # retries exhausted mid-stream
         _stage(sandbox, db, obj, rest_batch_size=200, bulk_page_records=200, resource={"max_retries": 2})
     assert _table(db) == before

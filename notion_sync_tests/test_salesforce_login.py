@@ -327,7 +327,7 @@ def test_a_session_expired_mid_extraction_is_renewed_and_the_partition_completes
 ):
     sandbox = day_sandbox
     resource = use_env(sandbox.jwt_env())
-    page = "queryAll/01g" if method == "REST" else "/results"  # queryMore / Bulk results pages
+    page = "/composite" if method == "REST" else "/results"  # mid-probe / Bulk results pages
     sandbox.inject_fault(expire=1, match=page)
     obj = _account(bulk_threshold=10**9 if method == "REST" else 0)
     with build_resources({"salesforce": resource}) as resources:

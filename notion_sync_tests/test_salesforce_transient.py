@@ -52,7 +52,7 @@ def _staged(db, sql: str = "SELECT count(*) FROM stg_account"):
 @pytest.mark.parametrize("status", [420, 429])
 @pytest.mark.parametrize("threshold", [REST, BULK])
 def test_420_and_429_are_retried_and_the_partition_completes(sandbox, tmp_path, status, threshold):
-    sandbox.inject_fault(status, count=2, match="queryAll/01g" if threshold == REST else "/results")
+    sandbox.inject_fault(status, count=2, match="/composite" if threshold == REST else "/results")
     result = _stage(sandbox, tmp_path / "s.duckdb", threshold)
     assert result.rows == result.estimated == 300 == _staged(tmp_path / "s.duckdb")[0]
     assert sandbox.stats()["statuses"][str(status)] == 2

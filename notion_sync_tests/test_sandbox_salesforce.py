@@ -469,6 +469,95 @@ def test_injected_faults(own_sandbox: SalesforceSandbox) -> None:
     assert own_sandbox.stats()["statuses"]["503"] == 2
 
 
+# ------------------------------------------------------------------------------------ composite
+
+BASE = "/services/data/v62.0"
+PAGE_200 = {"Sforce-Query-Options": "batchSize=200"}
+
+
+def composite(sf: Salesforce, *subrequests: dict) -> list[dict]:
+    body = {"allOrNone": False, "compositeRequest": list(subrequests)}
+    return sf.restful("composite", method="POST", json=body)["compositeResponse"]
+
+
+def get(reference: str, url: str, headers: dict | None = None) -> dict:
+    sub = {"method": "GET", "url": url, "referenceId": reference}
+    return sub | ({"httpHeaders": headers} if headers else {})
+
+
+def test_composite_pages_a_query_by_reference_for_one_api_call(tmp_path: Path) -> None:
+    with SalesforceSandbox(records=500, workdir=tmp_path) as sandbox:
+        sf = client(sandbox)
+        query = "SELECT Id, SystemModstamp FROM Contact ORDER BY SystemModstamp, Id"
+        expected = [r["Id"] for r in sf.query_all(query, include_deleted=True)["records"]]
+        assert len(expected) > 800
+        used = sandbox.stats()["api_usage"]["used"]
+        answers = composite(
+            sf,
+            get("p0", f"{BASE}/queryAll/?q={query}", PAGE_200),
+            *(get(f"p{i}", f"@{{p{i - 1}.nextRecordsUrl}}", PAGE_200) for i in range(1, 4)),
+        )
+        assert sandbox.stats()["api_usage"]["used"] == used + 1  # the whole series is one call
+        assert sandbox.stats()["requests"]["composite:queryMore"] == 3
+    assert [a["httpStatusCode"] for a in answers] == [200] * 4
+    assert [a["referenceId"] for a in answers] == ["p0", "p1", "p2", "p3"]
+    assert all(len(a["body"]["records"]) == 200 for a in answers)  # the subrequest's batchSize header
+    assert answers[3]["body"]["nextRecordsUrl"].startswith(f"{BASE}/queryAll/")
+    assert answers[3]["body"]["nextRecordsUrl"].endswith("-800")
+    assert [r["Id"] for a in answers for r in a["body"]["records"]] == expected[:800]
+
+
+def test_composite_reference_to_a_missing_value_fails_only_its_dependents(
+    own_sandbox: SalesforceSandbox,
+) -> None:
+    sf = client(own_sandbox)
+    answers = composite(
+        sf,
+        get("small", f"{BASE}/query/?q=SELECT Id FROM Account ORDER BY Id LIMIT 3"),
+        get("after_last", "@{small.nextRecordsUrl}"),  # done: no next page to reference
+        get("bad", f"{BASE}/query/?q=SELECT Nope FROM Account"),
+        get("after_bad", f"{BASE}/sobjects/Account/@{{bad.records[0].Id}}"),
+        get("first", f"{BASE}/sobjects/Account/@{{small.records[0].Id}}"),  # nested fields resolve
+        get("out_of_range", f"{BASE}/sobjects/Account/@{{small.records[7].Id}}"),
+    )
+    status = {a["referenceId"]: a["httpStatusCode"] for a in answers}
+    assert status == {
+        "small": 200,
+        "after_last": 400,
+        "bad": 400,
+        "after_bad": 400,
+        "first": 200,
+        "out_of_range": 400,
+    }
+    halted = [
+        a["body"][0] for a in answers if a["referenceId"] in ("after_last", "after_bad", "out_of_range")
+    ]
+    assert [error["errorCode"] for error in halted] == ["PROCESSING_HALTED"] * 3
+    assert "small.nextRecordsUrl" in halted[0]["message"]
+    assert answers[4]["body"]["Id"] == answers[0]["body"]["records"][0]["Id"]
+
+
+def test_composite_limits_query_operations_and_subrequests(own_sandbox: SalesforceSandbox) -> None:
+    sf = client(own_sandbox)
+    query = f"{BASE}/queryAll/?q=SELECT Id FROM Contact"
+    deleted = f"{BASE}/sobjects/Account/deleted/?start=2026-11-01T00:00:00Z&end=2026-11-02T00:00:00Z"
+    five = [
+        get("q", query),
+        get("m1", "@{q.nextRecordsUrl}", PAGE_200),
+        get("a", f"{BASE}/query/?q=SELECT Id FROM Account"),
+    ]
+    five += [get("m2", f"{BASE}/query/01gDn0000000001AAA-200"), get("m3", "@{m1.nextRecordsUrl}")]
+    with pytest.raises(SalesforceMalformedRequest) as six:  # queryMore by reference counts as a query
+        composite(sf, *five, get("m4", "@{m3.nextRecordsUrl}"))
+    assert six.value.content[0]["errorCode"] == "INVALID_BATCH_REQUEST"
+    with pytest.raises(SalesforceMalformedRequest):
+        composite(sf, *(get(f"d{i}", deleted) for i in range(26)))
+    assert len(composite(sf, *five, *(get(f"d{i}", deleted) for i in range(20)))) == 25
+    with pytest.raises(SalesforceMalformedRequest) as inherited:
+        composite(sf, get("q", query, {"Authorization": "Bearer x"}))
+    assert "Authorization" in inherited.value.content[0]["message"]
+
+
 # ---------------------------------------------------------------------------------- admin edits
 
 

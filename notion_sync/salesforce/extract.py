@@ -26,6 +26,7 @@ import requests
 from simple_salesforce import Salesforce
 from simple_salesforce.bulk2 import Operation
 from simple_salesforce.exceptions import (
+    SalesforceGeneralError,
     SalesforceMalformedRequest,
     SalesforceOperationError,
     SalesforceResourceNotFound,
@@ -34,7 +35,7 @@ from simple_salesforce.exceptions import (
 from notion_sync.automation.modstamps import parse_modstamp
 from notion_sync.config import ObjectConfig
 from notion_sync.partitions import partition_window, range_window
-from notion_sync.salesforce import soql
+from notion_sync.salesforce import composite, soql
 from notion_sync.salesforce.describes import DescribeCache
 from notion_sync.salesforce.resource import SalesforceClient
 from notion_sync.staging import (
@@ -453,6 +454,146 @@ def _names_a_missing_field(error: SalesforceMalformedRequest) -> bool:
     return any(isinstance(item, dict) and item.get("errorCode") == "INVALID_FIELD" for item in content)
 
 
+@dataclass(frozen=True)
+class WindowRead:
+    """A window read into the spool: its record count, the method and pages that read it, and the
+    deletes getDeleted listed in it."""
+
+    estimated: int
+    method: Method
+    pages: int
+    deleted: list[tuple[str, datetime]]
+
+
+def read_window(
+    client: SalesforceClient,
+    spool: Spool,
+    obj: ObjectConfig,
+    columns: Sequence[Column],
+    window: Window,
+    label: str,
+    sizes: tuple[int, int],
+    on_page: PageCallback,
+    log: logging.Logger,
+) -> WindowRead:
+    """Read the window's records (deleted included) into the spool table, and its getDeleted log.
+
+    A probe Composite call counts the window and reads its first pages and getDeleted at once (see
+    `notion_sync.salesforce.composite`); REST goes on from its pages, Bulk reads the window again.
+    A field list too long for one query URL is read as before: COUNT(), chunked REST or Bulk, and
+    getDeleted, one call each.
+    """
+    names = [c.name for c in columns]
+    flagged = "IsDeleted" in names
+    if len(soql.chunk_fields(names, soql.MAX_QUERY_URL_CHARS)) > 1:
+        estimated = count_window(client.sf, obj.name, window)
+        method = _announce(obj, label, estimated, len(columns), log)
+        pages, method = spool_records(client, spool, obj.name, columns, window, method, sizes, on_page, log)
+        return WindowRead(
+            estimated, method, pages, _deleted_in(client.sf, obj.name, window) if flagged else []
+        )
+    slices, answers, deleted = _probe(client, spool.directory, obj.name, names, window, flagged, sizes[1])
+    estimated = sum(s.total for s in slices)
+    method = _announce(obj, label, estimated, len(columns), log)
+    if method is Method.BULK:
+        for answer in answers:
+            if answer.records is not None:
+                answer.records.unlink()
+        pages, method = spool_records(client, spool, obj.name, columns, window, method, sizes, on_page, log)
+    else:
+        pages = _spool_composite(client, spool, obj.name, columns, slices, answers, sizes[1], on_page)
+    return WindowRead(estimated, method, pages, deleted)
+
+
+def _announce(obj: ObjectConfig, label: str, estimated: int, fields: int, log: logging.Logger) -> Method:
+    method = choose_method(obj, estimated)
+    log.info(
+        f"{obj.name} {label}: {estimated} records (deleted included), {fields} fields; "
+        f"reading them with {method.value} (bulk_threshold {obj.bulk_threshold})"
+    )
+    return method
+
+
+def _probe(
+    client: SalesforceClient,
+    directory: Path,
+    object_name: str,
+    fields: Sequence[str],
+    window: Window,
+    flagged: bool,
+    batch_size: int,
+) -> tuple[list[composite.Slice], list[composite.SubResponse], list[tuple[str, datetime]]]:
+    """One Composite call: the first page of each of up to 5 slices of the window, and getDeleted
+    (when the object has IsDeleted and the window is within its 30 days). Returns the slices with
+    their counts, the page answers, and the deletes listed."""
+    version = client.sf.sf_version
+    slices = [
+        composite.Slice(f"s{i}", _select(object_name, fields, part))
+        for i, part in enumerate(window_slices(window, composite.QUERY_OPERATIONS))
+    ]
+    subrequests = [
+        composite.query_subrequest(s.reference, composite.queryall_url(version, s.query), batch_size)
+        for s in slices
+    ]
+    span = deleted_span(window.start, window.end, datetime.now(UTC)) if flagged else None
+    if span is not None:
+        url = composite.deleted_url(version, object_name, span)
+        subrequests.append({"method": "GET", "url": url, "referenceId": "deleted"})
+    answers = composite.post(client, subrequests, directory)
+    for answer in answers:
+        answer.raise_for_status(object_name)
+    pages = [a for a in answers if a.reference != "deleted"]
+    for s, answer in zip(slices, pages, strict=True):
+        s.total = answer.body["totalSize"]
+    found = [deleted_window(a.body) for a in answers if a.reference == "deleted"]
+    deleted = [(record_id, parse_modstamp(when)) for record_id, when in found[0].records] if found else []
+    return slices, pages, deleted
+
+
+def window_slices(window: Window, count: int) -> list[Window]:
+    """`window` cut into up to `count` consecutive slices of equal length in whole seconds (SOQL
+    datetimes have no fractions), together exactly the window."""
+    seconds = int((window.end - window.start).total_seconds())
+    cuts = sorted({window.start + timedelta(seconds=seconds * i // count) for i in range(count)})
+    return [
+        Window(start, end, window.field) for start, end in zip(cuts, [*cuts[1:], window.end], strict=True)
+    ]
+
+
+def _spool_composite(
+    client: SalesforceClient,
+    spool: Spool,
+    object_name: str,
+    columns: Sequence[Column],
+    slices: list[composite.Slice],
+    answers: list[composite.SubResponse],
+    batch_size: int,
+    on_page: PageCallback,
+) -> int:
+    """Load the probe's pages, then read the slices' next pages, up to 5 per Composite call."""
+    spool.create_table(SPOOL_TABLE, columns)
+    by_reference = {s.reference: s for s in slices}
+    pages = rows = 0
+    while True:
+        for answer in answers:
+            s = by_reference[composite.slice_of(answer.reference)]
+            if composite.halted_after_last_page(answer, s):
+                continue
+            answer.raise_for_status(object_name)
+            if answer.records is None:
+                raise SalesforceGeneralError(answer.reference, answer.status, object_name, answer.body)
+            loaded = spool.load_json(SPOOL_TABLE, answer.records, columns)
+            answer.records.unlink()
+            composite.record_page(s, answer, loaded)
+            pages += 1
+            rows += loaded
+            on_page(pages, rows)
+        subrequests = composite.more_subrequests(slices, batch_size)
+        if not subrequests:
+            return pages
+        answers = composite.post(client, subrequests, spool.directory)
+
+
 def _stage_range(
     client: SalesforceClient,
     staging: StagingResource,
@@ -466,25 +607,18 @@ def _stage_range(
     on_page: PageCallback | None,
 ) -> Iterator[tuple[str, ExtractResult]]:
     """`stage_days` with the object's describe: `sizes` are the Bulk page records and REST batch size."""
-    sf = client.sf
     columns = staging_columns(describe["fields"])
     window = Window(*range_window(partition_keys), replication_field(obj.name, describe))
     label = partition_keys[0] + (f"..{partition_keys[-1]}" if len(partition_keys) > 1 else "")
-    estimated = count_window(sf, obj.name, window)
-    method = choose_method(obj, estimated)
-    log.info(
-        f"{obj.name} {label}: about {estimated} records (deleted included), {len(columns)} fields; "
-        f"reading them with {method.value} (bulk_threshold {obj.bulk_threshold})"
-    )
     on_page = on_page or (lambda pages, rows: log.debug(f"{obj.name}: page {pages} spooled, {rows} rows"))
     for directory, size in remove_abandoned_spools(staging.path):
         log.warning(f"removed {directory.name} ({size / 2**20:.0f} MB), the spool of a run that was killed")
     with Spool.create(staging.path) as spool:
-        pages, method = spool_records(client, spool, obj.name, columns, window, method, sizes, on_page, log)
+        read = read_window(client, spool, obj, columns, window, label, sizes, on_page, log)
+        estimated, method, pages, log_deleted = read.estimated, read.method, read.pages, read.deleted
         flagged = "IsDeleted" in {c.name for c in columns}
         by_day = spool.count_by_day(SPOOL_TABLE, window.field, "IsDeleted" if flagged else None)
         spool.close()
-        log_deleted = _deleted_in(sf, obj.name, window) if flagged else []
         spool_s = time.monotonic() - began
         spooled = sum(total for total, _ in by_day.values())
         swapped = _swap_days(

@@ -868,6 +868,82 @@ class SalesforceSandbox:
                 raise _not_found()
 
 
+# Subrequests inherit these from the top-level Composite request; naming one fails the request.
+INHERITED_HEADERS = frozenset({"accept", "authorization", "content-type"})
+_REFERENCE = re.compile(r"@\{([A-Za-z0-9_]+)((?:\.[A-Za-z0-9_]+|\[\d+\])*)\}")
+_REFERENCE_STEP = re.compile(r"\.([A-Za-z0-9_]+)|\[(\d+)\]")
+
+
+def _batch_size(options: str) -> int:
+    """The page size a ``Sforce-Query-Options: batchSize=N`` header asks for, within 200..2,000."""
+    match = re.search(r"batchSize=(\d+)", options)
+    return min(max(int(match.group(1)), 200), REST_PAGE) if match else REST_PAGE
+
+
+@dataclass
+class _SubResponse:
+    """A Composite subrequest's answer: its status and body (a query page stays the JSON bytes it was
+    rendered as, parsed only when a later subrequest references it)."""
+
+    status: int
+    body: Any
+    _parsed: Any = None
+
+    def json(self) -> Any:
+        if not isinstance(self.body, bytes):
+            return self.body
+        if self._parsed is None:
+            self._parsed = json.loads(self.body)
+        return self._parsed
+
+    def encode(self, reference: str) -> bytes:
+        body = (
+            self.body if isinstance(self.body, bytes) else json.dumps(self.body, ensure_ascii=False).encode()
+        )
+        tail = json.dumps({"httpHeaders": {}, "httpStatusCode": self.status, "referenceId": reference})
+        return b'{"body": ' + body + b", " + tail[1:].encode()
+
+
+def _is_query_operation(url: str) -> bool:
+    """Whether Salesforce counts the subrequest among the 5 query operations of a Composite call:
+    query, queryAll, or a next page ("query more", also when its url is a reference to an earlier
+    page's ``nextRecordsUrl``)."""
+    if any(path.endswith(".nextRecordsUrl") for _, path in _REFERENCE.findall(url)):
+        return True
+    match = _VERSION_PATH.match(unquote(urlsplit(url).path))
+    return match is not None and (match.group(2) or "/").strip("/").split("/")[0] in ("query", "queryAll")
+
+
+def _resolve_references(url: str, answered: dict[str, _SubResponse]) -> str:
+    """``url`` with each ``@{refId.field...}`` replaced by that value of an earlier subrequest's body.
+
+    A reference to a subrequest that failed, or to a field that is missing or null, fails this
+    subrequest with 400 PROCESSING_HALTED: our best reading of Salesforce's wording ("Dependent
+    subrequests aren't executed"; its message names the reference it could not resolve).
+    """
+
+    def value(match: re.Match[str]) -> str:
+        reference, path = match.group(1), match.group(2)
+        answer = answered.get(reference)
+        found: Any = answer.json() if answer is not None and answer.status < 300 else None
+        for name, index in _REFERENCE_STEP.findall(path):
+            if name and isinstance(found, dict):
+                found = found.get(name)
+            elif index and isinstance(found, list) and int(index) < len(found):
+                found = found[int(index)]
+            else:
+                found = None
+        if found is None or isinstance(found, (dict, list)):
+            raise ApiError(
+                400,
+                "PROCESSING_HALTED",
+                f"Invalid reference specified. No value for {reference}{path} found in {reference}.",
+            )
+        return str(found).lower() if isinstance(found, bool) else str(found)
+
+    return _REFERENCE.sub(value, url)
+
+
 def _encode_locator(offset: int) -> str:
     return base64.b64encode(str(offset).encode()).decode().rstrip("=")
 
@@ -954,6 +1030,7 @@ def _unavailable_page(status: int) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     _in_composite = False
+    _body_read = False
     server: _Server
     timeout = 120
     disable_nagle_algorithm = True  # headers and body go out in separate writes: avoid 40 ms ACK stalls
@@ -982,6 +1059,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        self._body_read = True
         if not raw:
             return {}
         try:
@@ -1025,6 +1103,7 @@ class _Handler(BaseHTTPRequestHandler):
         return {"Sforce-Limit-Info": f"api-usage={self.sandbox.api_used}/{self.sandbox.api_max}"}
 
     def _dispatch(self, method: str) -> None:
+        self._body_read = False
         url = urlsplit(self.path)
         path = unquote(url.path)
         params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -1048,6 +1127,10 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise _not_found()
         except ApiError as exc:
+            if method in ("POST", "PATCH") and not self._body_read:
+                # Refused before its body was read (e.g. 401): drain it, or the next request on this
+                # keep-alive connection would be parsed from the middle of it.
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
             headers = self._limit_headers() if path.startswith("/services/") else None
             self._json(exc.status, [{"message": exc.message, "errorCode": exc.error_code}], headers)
         except DataError as exc:
@@ -1165,12 +1248,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if method == "POST" and rest == "/composite":
             self._charge("composite")
-            self._json(200, self._composite(self._body(), version), self._limit_headers(), drop=drop)
+            self._send(200, self._composite(self._body()), headers=self._limit_headers(), drop=drop)
             return
         if method != "GET":
             self._charge("unsupported")
             raise ApiError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET")
-        payload = self._get(parts, params, version, self._batch_size())
+        payload = self._get(parts, params, version, _batch_size(self.headers.get("Sforce-Query-Options", "")))
         if isinstance(payload, bytes):  # a query page, already JSON
             self._send(200, payload, headers=self._limit_headers(), drop=drop)
         else:
@@ -1213,46 +1296,60 @@ class _Handler(BaseHTTPRequestHandler):
         self._charge("unknown")
         raise _not_found()
 
-    def _composite(self, body: Any, version: str) -> dict[str, Any]:
-        """``POST /composite``: up to 25 GET subrequests, at most 5 of them queries, answered in order;
-        a failed one answers its error body and status, the others still run (allOrNone false)."""
+    def _composite(self, body: Any) -> bytes:
+        """``POST /composite`` (allOrNone false): up to 25 GET subrequests answered in order, at most 5
+        of them query operations (query, queryAll and their "query more" pages). A subrequest's url may
+        hold references ``@{refId.field}`` (``.name`` and ``[i]`` steps) to the JSON body of an earlier
+        one; a failed one answers its own error, and so does one whose reference cannot be resolved."""
         subrequests = body.get("compositeRequest") if isinstance(body, dict) else None
         if not isinstance(subrequests, list) or not subrequests:
             raise ApiError(400, "JSON_PARSER_ERROR", "compositeRequest is required")
-        queries = sum("/query" in str(sub.get("url", "")) for sub in subrequests)
+        for sub in subrequests:
+            if not isinstance(sub, dict) or not sub.get("referenceId"):
+                raise ApiError(400, "JSON_PARSER_ERROR", "'referenceId' is a required field.")
+            headers = sub.get("httpHeaders") or {}
+            if not isinstance(headers, dict) or {str(h).lower() for h in headers} & INHERITED_HEADERS:
+                # Salesforce: the subrequests inherit these from the top-level request, and naming one
+                # fails the whole request with a 400.
+                raise ApiError(
+                    400,
+                    "INVALID_BATCH_REQUEST",
+                    "httpHeaders may not set Accept, Authorization or Content-Type",
+                )
+        queries = sum(_is_query_operation(str(sub.get("url", ""))) for sub in subrequests)
         if len(subrequests) > COMPOSITE_LIMIT or queries > COMPOSITE_QUERIES:
             raise ApiError(
                 400,
                 "INVALID_BATCH_REQUEST",
                 f"A composite request holds at most {COMPOSITE_LIMIT} subrequests, {COMPOSITE_QUERIES} "
-                "of them queries",
+                "of them query operations",
             )
+        answered: dict[str, _SubResponse] = {}
+        parts = []
         self._in_composite = True
         try:
-            return {"compositeResponse": [self._subrequest(sub) for sub in subrequests]}
+            for sub in subrequests:
+                answer = self._subrequest(sub, answered)
+                answered[str(sub["referenceId"])] = answer
+                parts.append(answer.encode(str(sub["referenceId"])))
         finally:
             self._in_composite = False
+        return b'{"compositeResponse": [' + b", ".join(parts) + b"]}"
 
-    def _subrequest(self, sub: dict[str, Any]) -> dict[str, Any]:
-        reference = sub.get("referenceId")
+    def _subrequest(self, sub: dict[str, Any], answered: dict[str, _SubResponse]) -> _SubResponse:
         try:
-            url = urlsplit(str(sub.get("url", "")))
+            url = urlsplit(_resolve_references(str(sub.get("url", "")), answered))
             match = _VERSION_PATH.match(unquote(url.path))
             if sub.get("method") != "GET" or match is None or match.group(1) not in VERSIONS:
                 raise ApiError(400, "INVALID_BATCH_REQUEST", f"unsupported subrequest {sub.get('url')}")
             parts = (match.group(2) or "/").strip("/").split("/")
             params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-            payload = self._get(parts, params, match.group(1), REST_PAGE)
-            body = json.loads(payload) if isinstance(payload, bytes) else payload
-            status = 200
+            options = {str(k).lower(): str(v) for k, v in (sub.get("httpHeaders") or {}).items()}
+            batch = _batch_size(options.get("sforce-query-options", ""))
+            payload = self._get(parts, params, match.group(1), batch)
         except (ApiError, DataError) as exc:
-            body, status = [{"errorCode": exc.error_code, "message": exc.message}], exc.status
-        return {"body": body, "httpHeaders": {}, "httpStatusCode": status, "referenceId": reference}
-
-    def _batch_size(self) -> int:
-        options = self.headers.get("Sforce-Query-Options", "")
-        match = re.search(r"batchSize=(\d+)", options)
-        return min(max(int(match.group(1)), 200), REST_PAGE) if match else REST_PAGE
+            return _SubResponse(exc.status, [{"errorCode": exc.error_code, "message": exc.message}])
+        return _SubResponse(200, payload)
 
     def _limits(self) -> dict[str, Any]:
         sandbox = self.sandbox
