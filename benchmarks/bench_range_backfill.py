@@ -44,6 +44,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -101,15 +103,60 @@ def run_process(first: str, last: str, start: str, per_run: int, workdir: Path, 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+PG_STORAGE = """storage:
+  postgres:
+    postgres_db:
+      {hostname: 127.0.0.1, port: 5432, username: postgres, password: "", db_name: %s, scheme: postgresql+psycopg2}
+telemetry:
+  enabled: false
+"""
+
+
+@contextmanager
+def instance_home(workdir: Path, storage: str) -> Iterator[Path]:
+    """A fresh DAGSTER_HOME: SQLite files in it (the default), or a new PostgreSQL database on this
+    machine's server (127.0.0.1:5432, trust auth), dropped afterwards."""
+    home = workdir / "dagster_home"
+    home.mkdir(parents=True)
+    if storage == "sqlite":
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        yield home
+        return
+    import psycopg2
+
+    name = f"bench_ranges_{os.getpid()}_{workdir.name.replace('-', '_')}"
+    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        (home / "dagster.yaml").write_text(PG_STORAGE % name)
+        yield home
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
 def side(
-    name: str, chunks: list[list[str]], start: str, per_run: int, sandbox, root: Path, base_env: dict
+    name: str,
+    chunks: list[list[str]],
+    start: str,
+    per_run: int,
+    sandbox,
+    root: Path,
+    base_env: dict,
+    storage: str = "sqlite",
 ) -> dict:
     """Run every chunk of days as one run process against a fresh instance; figures of the side."""
     workdir = root / name
-    home = workdir / "dagster_home"
-    home.mkdir(parents=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**base_env, "DAGSTER_HOME": str(home)}
+    with instance_home(workdir, storage) as home:
+        return _run_side(
+            name, chunks, start, per_run, sandbox, workdir, {**base_env, "DAGSTER_HOME": str(home)}
+        )
+
+
+def _run_side(
+    name: str, chunks: list[list[str]], start: str, per_run: int, sandbox, workdir: Path, env: dict
+) -> dict:
     used = sandbox.stats()["api_usage"]["used"]
     began = time.perf_counter()
     runs = [run_process(chunk[0], chunk[-1], start, per_run, workdir, env) for chunk in chunks]
@@ -168,6 +215,13 @@ def main() -> None:
         "--per-day-days", type=int, default=None, help="days run one per run (default --days)"
     )
     parser.add_argument("--records-per-day", type=int, default=100)
+    parser.add_argument(
+        "--storage",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="Dagster instance storage: SQLite files (dagster.yaml's default) or PostgreSQL "
+        "(dagster.postgres.yaml, production), on this machine's server",
+    )
     parser.add_argument("--per-run", type=int, default=30, help="max_partitions_per_run")
     parser.add_argument(
         "--rss-records", type=int, default=0, help="also one 30-day range of this many records"
@@ -190,14 +244,23 @@ def main() -> None:
             base_env.update(sandbox.env())
             print(
                 f"sandbox: {args.records_per_day * args.days:,} Accounts on {args.days} days; "
-                f"ranges of {args.per_run}; load average {load[0]:.1f}",
+                f"ranges of {args.per_run}; Dagster storage {args.storage}; load average {load[0]:.1f}",
                 flush=True,
             )
             ranges = side(
-                "ranges", chunked(keys, args.per_run), keys[0], args.per_run, sandbox, root, base_env
+                "ranges",
+                chunked(keys, args.per_run),
+                keys[0],
+                args.per_run,
+                sandbox,
+                root,
+                base_env,
+                args.storage,
             )
             print(f"ranges done in {ranges['seconds']:.0f} s", flush=True)
-            per_day = side("per-day", chunked(per_day_keys, 1), keys[0], 1, sandbox, root, base_env)
+            per_day = side(
+                "per-day", chunked(per_day_keys, 1), keys[0], 1, sandbox, root, base_env, args.storage
+            )
             report(ranges, per_day, args.days)
         if args.rss_records:
             with SalesforceSandbox(
@@ -205,7 +268,7 @@ def main() -> None:
             ) as sandbox:
                 base_env.update(sandbox.env())
                 month = day_keys(30)
-                big = side("rss", [month], month[0], 30, sandbox, root, base_env)
+                big = side("rss", [month], month[0], 30, sandbox, root, base_env, args.storage)
                 print(
                     f"one 30-day range of {args.rss_records:,} records: {big['seconds']:.1f} s, "
                     f"{big['api_calls']} API calls, peak RSS {big['peak_rss_mb']:.0f} MB, "

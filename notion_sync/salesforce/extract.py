@@ -88,11 +88,13 @@ DELETE_LOG_REACH = timedelta(days=30) - timedelta(minutes=5)
 REPLICATION_FIELDS = ("SystemModstamp", "LastModifiedDate", "CreatedDate", "LoginTime")
 
 # The most spool rows a range swaps into staging in one transaction: consecutive small days go
-# together, one open of the staging file and one commit per chunk rather than per day, while a chunk
-# holds the file no longer than a single day of 100 Accounts did with a connection a day (~47 ms
-# from open to close; a chunk grows by ~12 ms per 1,000 rows: benchmarks/bench_swap_chunks.py). A
-# day over the bound is a chunk of its own, held as long as before.
-SWAP_CHUNK_ROWS = 300
+# together, one open of the staging file and one commit per chunk rather than per day. A chunk is
+# never bigger than one day of 2,000 records (a REST page), so it holds the file no longer than
+# swapping such a day alone does (about 85 ms from open to close for 2,000 Accounts; 47 ms for a day
+# of 100, and a chunk grows by ~12 ms per 1,000 rows: benchmarks/bench_swap_chunks.py). A day over
+# the bound is a chunk of its own, held as long as before. At 300 rows (a 100-Account day's hold
+# exactly) a 30-day range of 100 a day took 10 chunks and 0.5 s of its 3.4 s run.
+SWAP_CHUNK_ROWS = 2_000
 
 Day = TypeVar("Day")
 
@@ -687,7 +689,7 @@ def _swap_days(
     each chunk in one short connection and one transaction; yields ``(key, swap, the chunk's hold,
     fields added)`` for each day once its chunk is committed.
 
-    A chunk holds the staging file about as long as one small day's swap did (see SWAP_CHUNK_ROWS),
+    A chunk holds the staging file no longer than a day of SWAP_CHUNK_ROWS records alone would,
     and the realtime lane's writes get in between chunks; a chunk that fails leaves the chunks
     before it staged and its own days as they were.
     """
