@@ -106,7 +106,8 @@ def run_process(first: str, last: str, start: str, per_run: int, workdir: Path, 
 PG_STORAGE = """storage:
   postgres:
     postgres_db:
-      {hostname: 127.0.0.1, port: 5432, username: postgres, password: "", db_name: %s, scheme: postgresql+psycopg2}
+      {hostname: 127.0.0.1, port: 5432, username: postgres, password: "", db_name: %s,
+       scheme: postgresql+psycopg2}
 telemetry:
   enabled: false
 """
