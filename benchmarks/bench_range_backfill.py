@@ -8,9 +8,10 @@ What it measures, in one run, against one sandbox Salesforce (in this process, H
 ``--records-per-day`` Accounts (65 queryable fields) on each of ``--days`` days:
 
 - ranges: the backfill as Dagster's `BackfillPolicy.multi_run(N)` hands it out, one run per N
-  consecutive days (``--per-run``, default 30): describe, COUNT(), one query or Bulk job per range,
-  each day swapped in and recorded as its own materialization;
-- per day: one run per day (the same asset before ranges: describe, COUNT(), query per day), on
+  consecutive days (``--per-run``, default 30): the describe (kept an hour), one probe Composite
+  call (and more, or a Bulk job, for a big range), the days swapped in chunks and each recorded as
+  its own materialization;
+- per day: one run per day (the same asset, a range of one day, as before ranges), on
   ``--per-day-days`` days spread evenly over the year (default all); the total for all ``--days`` is
   then extrapolated from the mean per run and printed as such.
 
@@ -23,16 +24,18 @@ no Notion), so the figures are the extraction's.
 ``--rss-records``: one more run, a 30-day range holding that many records in all (Bulk API 2.0), and
 its peak RSS: memory stays flat whatever the range's size.
 
-Figures on 2 cores (2026-11-27), ``--per-day-days 60 --rss-records 300000``; before (load average
-2.9-3.9) -> after the describe kept an hour, the lazy Pub/Sub imports and the columns ensured once a
-range (load average 3.4 -> 1.8):
+Figures on 2 cores with nothing else running (2026-11-27, load average 0.9-1.1),
+``--per-day-days 60 --rss-records 300000`` (SQLite, two runs) and ``--storage postgres``:
 
-      ranges:  365 days in 13 runs,  81.2 -> 63.0 s, 77 -> 65 API calls, peak RSS 300 -> 288 MB
-     per-day:   60 days in 60 runs, 196.6 -> 187.3 s, 204 -> 145 API calls, peak RSS 261 -> 248 MB
-    365 days, one run per day (extrapolated from 60 days x 6.08): 1196 -> 1140 s, 1241 -> 882 API calls
-    -> 14.7x -> 18.1x less wall time, 16.1x -> 13.6x fewer API calls, 28.1x fewer runs
-    one 30-day range of 300,000 records: 42.5 -> 34.3 s, 21 API calls, peak RSS 323 -> 310 MB
-    (one day of the same 300,000 records, same harness, before: 320 MB, hold 2.3 s)
+    sqlite:   ranges 365 days in 13 runs, 41.2 s / 37.7 s, 14 API calls, peak RSS 242 MB
+              per-day 60 days in 60 runs, 138.7 s / 132.1 s, 61 API calls, peak RSS 200 MB
+              365 days one run per day (scaled): 844 s / 803 s, 371 API calls
+              -> 20.5x / 21.3x less wall time, 26.5x fewer API calls, 28.1x fewer runs
+              one 30-day range of 300,000 records: 30.8 s, 20 API calls, peak RSS 263 MB
+    postgres: ranges 48.6 s, per-day 931 s (scaled) -> 19.1x less wall time, 26.5x fewer calls
+
+(Before the Composite reads, the 2,000-row swap chunks and a run without pandas, on a loaded
+machine with the per-day side on the latest 60 days: 18.1x, 13.6x, 310 MB.)
 """
 
 from __future__ import annotations
