@@ -491,38 +491,23 @@ def bind(query: Query, objects: Mapping[str, Mapping[str, FieldInfo]]) -> Query:
 def _check_aggregate(query: Query, types: Mapping[str, FieldInfo]) -> None:
     """Refuse what Salesforce refuses in an aggregate query: a dateTime (or long text) grouped as
     such, DAY_ONLY of a field that is not a date, a plain field neither grouped nor aggregated."""
+
+    def refuse(code: str, item: Item, message: str) -> SoqlError:
+        return SoqlError(code, _error_text(query.text, query.positions.get(item.field, 0), message))
+
     for item in [*query.items, *query.group_by]:
         kind = types[item.field].type
         if item.function == "DAY_ONLY" and kind not in ("date", "datetime"):
-            raise SoqlError(
-                "MALFORMED_QUERY",
-                _error_text(
-                    query.text,
-                    query.positions.get(item.field, 0),
-                    f"field '{item.field}' of type {kind} can not be used in DAY_ONLY",
-                ),
+            raise refuse(
+                "MALFORMED_QUERY", item, f"field '{item.field}' of type {kind} can not be used in DAY_ONLY"
             )
     for item in query.group_by:
         if item.function is None and types[item.field].type in _UNGROUPABLE:
-            raise SoqlError(
-                "INVALID_FIELD",
-                _error_text(
-                    query.text,
-                    query.positions.get(item.field, 0),
-                    f"field '{item.field}' can not be grouped in a query call",
-                ),
-            )
+            raise refuse("INVALID_FIELD", item, f"field '{item.field}' can not be grouped in a query call")
     grouped = set(query.group_by)
     for item in query.items:
         if item.function != "COUNT" and item not in grouped:
-            raise SoqlError(
-                "MALFORMED_QUERY",
-                _error_text(
-                    query.text,
-                    query.positions.get(item.field, 0),
-                    f"Field must be grouped or aggregated: {item.field}",
-                ),
-            )
+            raise refuse("MALFORMED_QUERY", item, f"Field must be grouped or aggregated: {item.field}")
     if query.order:
         raise SoqlError("MALFORMED_QUERY", "ORDER BY in an aggregate query is not modelled by the sandbox")
 
