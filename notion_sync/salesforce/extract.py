@@ -572,7 +572,8 @@ def _spool_composite(
     batch_size: int,
     on_page: PageCallback,
 ) -> int:
-    """Load the probe's pages, then read the slices' next pages, up to 5 per Composite call."""
+    """Load the probe's pages, then read the slices' next pages, up to 5 per Composite call;
+    `on_page` is told once per call (its pages arrive together)."""
     spool.create_table(SPOOL_TABLE, columns)
     by_reference = {s.reference: s for s in slices}
     pages = rows = 0
@@ -589,7 +590,7 @@ def _spool_composite(
             composite.record_page(s, answer, loaded)
             pages += 1
             rows += loaded
-            on_page(pages, rows)
+        on_page(pages, rows)
         subrequests = composite.more_subrequests(slices, batch_size)
         if not subrequests:
             return pages
@@ -612,7 +613,7 @@ def _stage_range(
     columns = staging_columns(describe["fields"])
     window = Window(*range_window(partition_keys), replication_field(obj.name, describe))
     label = partition_keys[0] + (f"..{partition_keys[-1]}" if len(partition_keys) > 1 else "")
-    on_page = on_page or (lambda pages, rows: log.debug(f"{obj.name}: page {pages} spooled, {rows} rows"))
+    on_page = on_page or (lambda pages, rows: log.debug(f"{obj.name}: {pages} page(s) spooled, {rows} rows"))
     for directory, size in remove_abandoned_spools(staging.path):
         log.warning(f"removed {directory.name} ({size / 2**20:.0f} MB), the spool of a run that was killed")
     with Spool.create(staging.path) as spool:
