@@ -396,6 +396,20 @@ def _ensure_staged_partitions(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def staged_rows(conn: duckdb.DuckDBPyConnection, table: str, first: date, last: date) -> int | None:
+    """Rows the days `first`..`last` of `table` held when they were last staged; None when none of
+    them was ever staged (`staged_partitions`)."""
+    try:
+        days, rows = conn.execute(
+            f"SELECT count(*), sum(rows) FROM {STAGED_PARTITIONS} "
+            f"WHERE table_name = ? AND {PARTITION_COLUMN} BETWEEN ? AND ?",
+            [table, first, last],
+        ).fetchone()
+    except duckdb.CatalogException:
+        return None
+    return int(rows) if days else None
+
+
 def was_staged(conn: duckdb.DuckDBPyConnection, table: str, partition: date) -> bool:
     """Whether `partition` of `table` was ever staged (with 0 rows or more).
 

@@ -8,6 +8,7 @@ from dagster import (
 from notion_sync.automation.formulas import build_formula_check, build_formula_refresh_job
 from notion_sync.automation.jobs import sync_job
 from notion_sync.automation.names import object_asset_keys
+from notion_sync.automation.reconcile import build_reconcile_check
 from notion_sync.automation.sensors import build_resync_sensor
 from notion_sync.config import load_config
 from notion_sync.notion.assets import build_notion_asset
@@ -104,3 +105,12 @@ def test_a_stale_cross_object_formula_is_corrected_in_staging_and_notion(
     ]
     page = next(p for p in notion_sandbox.pages(source_id) if page_salesforce_id(p) == contact)
     assert plain_text(page["properties"]["Account Name"]["rich_text"]) == "Renamed Holdings"
+
+
+def test_a_check_built_from_another_config_of_the_same_object_is_its_own():
+    """The checks are shared within one build (job, schedule and Definitions need the same object),
+    never across configs: a Contact mapping other fields gets a check that refreshes those."""
+    other = CONTACT.model_copy(update={"fields": {"Name": "Name"}})
+    assert build_formula_check(CONTACT) is build_formula_check(CONTACT.model_copy())
+    assert build_formula_check(other) is not build_formula_check(CONTACT)
+    assert build_reconcile_check(other) is not build_reconcile_check(CONTACT)

@@ -102,3 +102,25 @@ def test_a_window_above_the_bulk_threshold_goes_to_bulk_after_the_probe(day_of, 
     reads = _reads(sandbox)
     assert reads["composite"] == 1 and reads["bulk2.create"] == 1 and "queryAll" not in reads
     assert _staged_rows(tmp_path / "s.duckdb") == _salesforce_rows(sandbox)
+
+
+def test_a_window_big_when_last_staged_is_counted_first_instead_of_probed_with_pages(day_of, tmp_path):
+    """A window whose days held more than bulk_threshold rows when last staged goes straight to Bulk:
+    its probe asks COUNT() and getDeleted, not pages that Bulk would read again."""
+    sandbox = day_of(3_000, days=1, render_cache=tmp_path / "rendered")  # counts the records served
+    db = tmp_path / "s.duckdb"
+    first = _stage(sandbox, db, bulk_threshold=2_000)
+    assert first.method == "Bulk"
+    served = sandbox.stats()["render_cache"]
+    assert served["records_cached"] + served["records_rendered"] == 2 * 3_000  # probe pages, then Bulk
+    sandbox.reset_stats()
+
+    again = _stage(sandbox, db, bulk_threshold=2_000)
+
+    served = sandbox.stats()["render_cache"]
+    assert served["records_cached"] + served["records_rendered"] == 3_000  # Bulk's only
+    assert again.method == "Bulk" and again.rows == again.estimated == 3_000
+    # The same calls but the describe (kept): the COUNT() rides in the one probe call the pages took.
+    assert again.api_calls == first.api_calls - 1
+    assert _reads(sandbox)["composite"] == 1
+    assert _staged_rows(db) == _salesforce_rows(sandbox)

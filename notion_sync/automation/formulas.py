@@ -38,13 +38,14 @@ from notion_sync.salesforce.resource import SalesforceResource
 from notion_sync.staging import StagingResource
 
 CHECK_NAME = "formulas_fresh"
-_CHECKS: dict[str, AssetChecksDefinition] = {}
+_CHECKS: dict[str, AssetChecksDefinition] = {}  # by ObjectConfig JSON
 
 
 def build_formula_check(obj: ObjectConfig) -> AssetChecksDefinition:
     """`salesforce/<Object>` check `formulas_fresh` (cached: job, schedule and Definitions share it)."""
-    if obj.name in _CHECKS:
-        return _CHECKS[obj.name]
+    key = obj.model_dump_json()  # the whole config: a build from another config gets its own
+    if key in _CHECKS:
+        return _CHECKS[key]
     salesforce_key = object_asset_keys(obj.name)[0]
     job_name = formula_refresh_job_name(obj.name)
 
@@ -88,7 +89,7 @@ def build_formula_check(obj: ObjectConfig) -> AssetChecksDefinition:
             },
         )
 
-    _CHECKS[obj.name] = _refresh
+    _CHECKS[key] = _refresh
     return _refresh
 
 

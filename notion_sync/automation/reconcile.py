@@ -125,7 +125,7 @@ def _target(staging: StagingResource, object_name: str) -> tuple[tuple[str, str]
 
 
 CHECK_NAME = "reconciled_with_salesforce"
-_RECONCILE_CHECKS: dict[str, AssetChecksDefinition] = {}
+_RECONCILE_CHECKS: dict[str, AssetChecksDefinition] = {}  # by ObjectConfig JSON
 
 
 def build_reconcile_check(obj: ObjectConfig) -> AssetChecksDefinition:
@@ -139,8 +139,9 @@ def build_reconcile_check(obj: ObjectConfig) -> AssetChecksDefinition:
     from the UI): there it records no result, and says so in the log, rather than page through the
     whole object once per partition.
     """
-    if obj.name in _RECONCILE_CHECKS:
-        return _RECONCILE_CHECKS[obj.name]
+    key = obj.model_dump_json()  # the whole config: a build from another config gets its own
+    if key in _RECONCILE_CHECKS:
+        return _RECONCILE_CHECKS[key]
     notion_key = object_asset_keys(obj.name)[1]
 
     @multi_asset_check(
@@ -174,7 +175,7 @@ def build_reconcile_check(obj: ObjectConfig) -> AssetChecksDefinition:
             return
         yield _reconciliation(context, obj, notion_key, salesforce, notion, staging)
 
-    _RECONCILE_CHECKS[obj.name] = _reconcile
+    _RECONCILE_CHECKS[key] = _reconcile
     return _reconcile
 
 

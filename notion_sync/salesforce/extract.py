@@ -47,6 +47,7 @@ from notion_sync.staging import (
     ensure_table,
     remove_abandoned_spools,
     replace_partitions,
+    staged_rows,
 )
 
 DUCKDB_TYPES = {
@@ -202,16 +203,6 @@ class DeletedWindow:
     covered: datetime  # latestDateCovered: where the next window should start
 
 
-def read_deleted(
-    sf: Salesforce, object_name: str, start: datetime, end: datetime, now: datetime | None = None
-) -> DeletedWindow | None:
-    """Records deleted in `[start, end)`, hard deletes and Recycle Bin purges included, from getDeleted
-    (`sobjects/<Object>/deleted`), clamped to what it serves: whole minutes, at most 30 days back, up
-    to now. None when a minute or less remains (Salesforce refuses such a window)."""
-    span = deleted_span(start, end, now or datetime.now(UTC))
-    return None if span is None else deleted_window(getattr(sf, object_name).deleted(*span))
-
-
 def deleted_span(start: datetime, end: datetime, now: datetime) -> tuple[datetime, datetime] | None:
     """`[start, end)` clamped to what getDeleted serves (whole minutes, 30 days back, up to now);
     None when a minute or less remains (Salesforce refuses such a window)."""
@@ -227,12 +218,6 @@ def deleted_window(result: dict) -> DeletedWindow:
         records=[(record["id"], record["deletedDate"]) for record in result["deletedRecords"]],
         covered=parse_modstamp(result["latestDateCovered"]),
     )
-
-
-def _deleted_in(sf: Salesforce, object_name: str, window: Window) -> list[tuple[str, datetime]]:
-    """(Id, deletion time) of the records deleted within the partition's window (none past 30 days)."""
-    found = read_deleted(sf, object_name, window.start, window.end)
-    return [(record_id, parse_modstamp(when)) for record_id, when in found.records] if found else []
 
 
 def _whole_minute(moment: datetime) -> datetime:
@@ -477,33 +462,33 @@ def read_window(
     sizes: tuple[int, int],
     on_page: PageCallback,
     log: logging.Logger,
+    staged: int | None = None,
 ) -> WindowRead:
     """Read the window's records (deleted included) into the spool table, and its getDeleted log.
 
     A probe Composite call counts the window and reads its first pages and getDeleted at once (see
     `notion_sync.salesforce.composite`); REST goes on from its pages, Bulk reads the window again.
-    A field list too long for one query URL is read as before: COUNT(), chunked REST or Bulk, and
-    getDeleted, one call each.
+    A window whose days held more than `bulk_threshold` rows when last staged (`staged`), or whose
+    field list is too long for one query URL, is probed with a COUNT() instead of pages (no pages
+    read for nothing before Bulk), then read by Bulk or by REST page by page.
     """
     names = [c.name for c in columns]
     flagged = "IsDeleted" in names
-    if len(soql.chunk_fields(names, soql.MAX_QUERY_URL_CHARS)) > 1:
-        estimated = count_window(client.sf, obj.name, window)
-        method = _announce(obj, label, estimated, len(columns), log)
-        pages, method = spool_records(client, spool, obj.name, columns, window, method, sizes, on_page, log)
-        return WindowRead(
-            estimated, method, pages, _deleted_in(client.sf, obj.name, window) if flagged else []
-        )
-    slices, answers, deleted = _probe(client, spool.directory, obj.name, names, window, flagged, sizes[1])
+    chunked = len(soql.chunk_fields(names, soql.MAX_QUERY_URL_CHARS)) > 1
+    big = staged is not None and staged > obj.bulk_threshold
+    if big and not chunked:
+        log.info(f"{obj.name} {label}: {staged} rows when last staged, over bulk_threshold: counting first")
+    fields = None if chunked or big else names
+    slices, answers, deleted = _probe(client, spool.directory, obj.name, fields, window, flagged, sizes[1])
     estimated = sum(s.total for s in slices)
     method = _announce(obj, label, estimated, len(columns), log)
-    if method is Method.BULK:
-        for answer in answers:
-            if answer.records is not None:
-                answer.records.unlink()
-        pages, method = spool_records(client, spool, obj.name, columns, window, method, sizes, on_page, log)
-    else:
+    if fields is not None and method is Method.REST:
         pages = _spool_composite(client, spool, obj.name, columns, slices, answers, sizes[1], on_page)
+        return WindowRead(estimated, method, pages, deleted)
+    for answer in answers:
+        if answer.records is not None:
+            answer.records.unlink()
+    pages, method = spool_records(client, spool, obj.name, columns, window, method, sizes, on_page, log)
     return WindowRead(estimated, method, pages, deleted)
 
 
@@ -520,19 +505,25 @@ def _probe(
     client: SalesforceClient,
     directory: Path,
     object_name: str,
-    fields: Sequence[str],
+    fields: Sequence[str] | None,
     window: Window,
     flagged: bool,
     batch_size: int,
 ) -> tuple[list[composite.Slice], list[composite.SubResponse], list[tuple[str, datetime]]]:
-    """One Composite call: the first page of each of up to 5 slices of the window, and getDeleted
-    (when the object has IsDeleted and the window is within its 30 days). Returns the slices with
-    their counts, the page answers, and the deletes listed."""
+    """One Composite call: the first page of each of up to 5 slices of the window (without
+    `fields`: the window's COUNT() instead), and getDeleted (when the object has IsDeleted and the
+    window is within its 30 days). Returns the slices with their counts, the page answers, and the
+    deletes listed."""
     version = client.sf.sf_version
-    slices = [
-        composite.Slice(f"s{i}", _select(object_name, fields, part))
-        for i, part in enumerate(window_slices(window, composite.QUERY_OPERATIONS))
-    ]
+    if fields is None:
+        slices = [
+            composite.Slice("count", soql.count_query(object_name, window.start, window.end, window.field))
+        ]
+    else:
+        slices = [
+            composite.Slice(f"s{i}", _select(object_name, fields, part))
+            for i, part in enumerate(window_slices(window, composite.QUERY_OPERATIONS))
+        ]
     subrequests = [
         composite.query_subrequest(s.reference, composite.queryall_url(version, s.query), batch_size)
         for s in slices
@@ -616,8 +607,11 @@ def _stage_range(
     on_page = on_page or (lambda pages, rows: log.debug(f"{obj.name}: {pages} page(s) spooled, {rows} rows"))
     for directory, size in remove_abandoned_spools(staging.path):
         log.warning(f"removed {directory.name} ({size / 2**20:.0f} MB), the spool of a run that was killed")
+    first, last = (partition_window(key)[0].date() for key in (partition_keys[0], partition_keys[-1]))
+    with staging.connect(read_only=True) as conn:
+        staged = staged_rows(conn, obj.staging_table, first, last)
     with Spool.create(staging.path) as spool:
-        read = read_window(client, spool, obj, columns, window, label, sizes, on_page, log)
+        read = read_window(client, spool, obj, columns, window, label, sizes, on_page, log, staged)
         estimated, method, pages, log_deleted = read.estimated, read.method, read.pages, read.deleted
         flagged = "IsDeleted" in {c.name for c in columns}
         by_day = spool.count_by_day(SPOOL_TABLE, window.field, "IsDeleted" if flagged else None)
