@@ -17,9 +17,12 @@ What it measures, in one run, against one sandbox Salesforce (in this process, H
 
 Each run is its own process (`python -c` + `execute_in_process`), as the daemon's run launcher starts
 one per run, against one Dagster instance per side (SQLite storage in a temporary DAGSTER_HOME, the
-default a user gets) and its own staging file. Figures: wall time, runs, Salesforce API calls (the
-sandbox counts them), peak RSS of the largest run process. Only the staging step is run (no checks,
-no Notion), so the figures are the extraction's.
+default a user gets; ``--storage postgres`` for PostgreSQL) and its own staging file. The two sides'
+runs alternate in proportion (a range run, then about five one-day runs, ...), so that the machine's
+drift during the minutes of the benchmark falls on both alike. Figures: wall time (the sum of the
+side's run processes, each timed from start to exit), runs, Salesforce API calls (the sandbox counts
+them), peak RSS of the largest run process. Only the staging step is run (no checks, no Notion), so
+the figures are the extraction's.
 
 ``--rss-records``: one more run, a 30-day range holding that many records in all (Bulk API 2.0), and
 its peak RSS: memory stays flat whatever the range's size.
@@ -48,7 +51,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -140,40 +144,64 @@ def instance_home(workdir: Path, storage: str) -> Iterator[Path]:
         admin.close()
 
 
-def side(
-    name: str,
-    chunks: list[list[str]],
+@dataclass
+class Side:
+    """One side of the comparison: its runs (chunks of days), instance and staging file, figures."""
+
+    name: str
+    chunks: list[list[str]]
+    per_run: int
+    workdir: Path
+    env: dict
+    runs: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    api_calls: int = 0
+
+    def figures(self) -> dict:
+        return {
+            "side": self.name,
+            "days": sum(len(chunk) for chunk in self.chunks),
+            "runs": len(self.runs),
+            "seconds": self.seconds,
+            "api_calls": self.api_calls,
+            "peak_rss_mb": max(run["rss_mb"] for run in self.runs),
+            "max_lock_s": max(run["max_lock_s"] for run in self.runs),
+        }
+
+
+def run_sides(sides: list[Side], start: str, sandbox) -> None:
+    """Run the sides' runs interleaved in proportion to their counts (13 ranges among 60 days), so
+    that whatever the machine does meanwhile falls on both sides alike; each run is timed and its
+    Salesforce calls counted on its own side."""
+    order = sorted(
+        ((n + 0.5) / len(side.chunks), i, n) for i, side in enumerate(sides) for n in range(len(side.chunks))
+    )
+    for _, i, n in order:
+        side, chunk = sides[i], sides[i].chunks[n]
+        used = sandbox.stats()["api_usage"]["used"]
+        began = time.perf_counter()
+        side.runs.append(run_process(chunk[0], chunk[-1], start, side.per_run, side.workdir, side.env))
+        side.seconds += time.perf_counter() - began
+        side.api_calls += sandbox.stats()["api_usage"]["used"] - used
+
+
+def compare(
+    plans: list[tuple[str, list[list[str]], int]],
     start: str,
-    per_run: int,
     sandbox,
     root: Path,
     base_env: dict,
-    storage: str = "sqlite",
-) -> dict:
-    """Run every chunk of days as one run process against a fresh instance; figures of the side."""
-    workdir = root / name
-    with instance_home(workdir, storage) as home:
-        return _run_side(
-            name, chunks, start, per_run, sandbox, workdir, {**base_env, "DAGSTER_HOME": str(home)}
-        )
-
-
-def _run_side(
-    name: str, chunks: list[list[str]], start: str, per_run: int, sandbox, workdir: Path, env: dict
-) -> dict:
-    used = sandbox.stats()["api_usage"]["used"]
-    began = time.perf_counter()
-    runs = [run_process(chunk[0], chunk[-1], start, per_run, workdir, env) for chunk in chunks]
-    seconds = time.perf_counter() - began
-    return {
-        "side": name,
-        "days": sum(len(chunk) for chunk in chunks),
-        "runs": len(runs),
-        "seconds": seconds,
-        "api_calls": sandbox.stats()["api_usage"]["used"] - used,
-        "peak_rss_mb": max(run["rss_mb"] for run in runs),
-        "max_lock_s": max(run["max_lock_s"] for run in runs),
-    }
+    storage: str,
+) -> list[dict]:
+    """Each plan (name, chunks of days, max_partitions_per_run) against a fresh instance and staging
+    file of its own, run interleaved; the figures of each."""
+    with ExitStack() as stack:
+        sides = []
+        for name, chunks, per_run in plans:
+            home = stack.enter_context(instance_home(root / name, storage))
+            sides.append(Side(name, chunks, per_run, root / name, {**base_env, "DAGSTER_HOME": str(home)}))
+        run_sides(sides, start, sandbox)
+    return [side.figures() for side in sides]
 
 
 def spread(keys: list[str], count: int) -> list[str]:
@@ -251,19 +279,16 @@ def main() -> None:
                 f"ranges of {args.per_run}; Dagster storage {args.storage}; load average {load[0]:.1f}",
                 flush=True,
             )
-            ranges = side(
-                "ranges",
-                chunked(keys, args.per_run),
+            ranges, per_day = compare(
+                [
+                    ("ranges", chunked(keys, args.per_run), args.per_run),
+                    ("per-day", chunked(per_day_keys, 1), 1),
+                ],
                 keys[0],
-                args.per_run,
                 sandbox,
                 root,
                 base_env,
                 args.storage,
-            )
-            print(f"ranges done in {ranges['seconds']:.0f} s", flush=True)
-            per_day = side(
-                "per-day", chunked(per_day_keys, 1), keys[0], 1, sandbox, root, base_env, args.storage
             )
             report(ranges, per_day, args.days)
         if args.rss_records:
@@ -272,7 +297,7 @@ def main() -> None:
             ) as sandbox:
                 base_env.update(sandbox.env())
                 month = day_keys(30)
-                big = side("rss", [month], month[0], 30, sandbox, root, base_env, args.storage)
+                [big] = compare([("rss", [month], 30)], month[0], sandbox, root, base_env, args.storage)
                 print(
                     f"one 30-day range of {args.rss_records:,} records: {big['seconds']:.1f} s, "
                     f"{big['api_calls']} API calls, peak RSS {big['peak_rss_mb']:.0f} MB, "
