@@ -27,18 +27,19 @@ the figures are the extraction's.
 ``--rss-records``: one more run, a 30-day range holding that many records in all (Bulk API 2.0), and
 its peak RSS: memory stays flat whatever the range's size.
 
-Figures on 2 cores with nothing else running (2026-11-27, load average 0.9-1.1),
-``--per-day-days 60 --rss-records 300000`` (SQLite, two runs) and ``--storage postgres``:
+Figures on 2 cores with nothing else running (2026-11-27, load average 0.9-1.3), the sides' runs
+alternating, ``--per-day-days 60 --rss-records 300000`` (SQLite, two runs) and ``--storage postgres``:
 
-    sqlite:   ranges 365 days in 13 runs, 41.2 s / 37.7 s, 14 API calls, peak RSS 242 MB
-              per-day 60 days in 60 runs, 138.7 s / 132.1 s, 61 API calls, peak RSS 200 MB
-              365 days one run per day (scaled): 844 s / 803 s, 371 API calls
-              -> 20.5x / 21.3x less wall time, 26.5x fewer API calls, 28.1x fewer runs
-              one 30-day range of 300,000 records: 30.8 s, 20 API calls, peak RSS 263 MB
-    postgres: ranges 48.6 s, per-day 931 s (scaled) -> 19.1x less wall time, 26.5x fewer calls
+    sqlite:   ranges 365 days in 13 runs, 43.1 s / 42.8 s, 14 API calls, peak RSS 242 MB
+              per-day 60 days in 60 runs, 143.6 s / 142.6 s, 61 API calls, peak RSS 205 MB
+              365 days one run per day (scaled): 874 s / 868 s, 371 API calls
+              -> 20.3x / 20.3x less wall time, 26.5x fewer API calls, 28.1x fewer runs
+              one 30-day range of 300,000 records: 32.0 s, 20 API calls, peak RSS 266 MB
+    postgres: ranges 44.8 s, per-day 848 s (scaled) -> 18.9x less wall time, 26.5x fewer calls
 
-(Before the Composite reads, the 2,000-row swap chunks and a run without pandas, on a loaded
-machine with the per-day side on the latest 60 days: 18.1x, 13.6x, 310 MB.)
+(Each side back to back, before the alternation: 20.5x, 21.3x, 19.2x on SQLite, 19.1x on PostgreSQL.
+Before the Composite reads, the 2,000-row swap chunks and a run without pandas, on a loaded machine
+with the per-day side on the latest 60 days: 18.1x, 13.6x, 310 MB.)
 """
 
 from __future__ import annotations
