@@ -346,6 +346,33 @@ def test_a_session_expired_mid_extraction_is_renewed_and_the_partition_completes
     assert sandbox.stats()["statuses"]["401"] == 1 and _logins(sandbox) == 2
 
 
+def test_a_session_expired_between_composite_calls_is_renewed_and_the_window_completes(use_env, tmp_path):
+    """The session expires after the probe: the chained query-more call renews it and goes on."""
+    with SalesforceSandbox(records=2_000, seed=5, workdir=tmp_path / "sf", days=1) as sandbox:
+        resource = use_env(sandbox.jwt_env())
+        calls: list[int] = []
+
+        def expire_after_the_probe(pages: int, rows: int) -> None:
+            calls.append(pages)
+            if len(calls) == 1:
+                sandbox.expire_sessions()
+
+        with build_resources({"salesforce": resource}) as resources:
+            result = stage_partition(
+                resources.salesforce.get_client(),
+                StagingResource(path=str(tmp_path / "s.duckdb")),
+                _account(bulk_threshold=10**9),
+                DAY,
+                log=log,
+                rest_batch_size=200,
+                on_page=expire_after_the_probe,
+            )
+        assert len(calls) >= 2  # the probe's five pages of 200, then query-more calls
+        assert result.method == "REST" and result.rows == result.estimated == 2_000
+        assert _staged_rows(tmp_path / "s.duckdb") == 2_000
+        assert sandbox.stats()["statuses"]["401"] == 1 and _logins(sandbox) == 2
+
+
 def test_threads_share_the_session_and_renew_it_once(sandbox, use_env):
     resource = use_env(sandbox.client_credentials_env())
     with build_resources({"salesforce": resource}) as resources:
